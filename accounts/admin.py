@@ -1,0 +1,173 @@
+"""Admin pages for people and accounts: offboarding, POSIX name overrides, provisioning retries, tokens."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+
+from accounts import api_tokens, offboarding, provisioning
+from accounts.models import ApiToken, ClusterAccount, IdpGroup, PosixAccount, User
+from audit.log import record
+
+
+@admin.register(User)
+class PersonAdmin(UserAdmin):
+    list_display = ["username", "email", "first_name", "last_name", "is_active", "is_staff", "deactivated_at"]
+    list_filter = ["is_active", "is_staff", "is_superuser", "groups"]
+    readonly_fields = ["deactivated_at", "deactivated_reason", "last_login", "date_joined"]
+    fieldsets = (
+        *UserAdmin.fieldsets,
+        ("Offboarding", {"fields": ["deactivated_at", "deactivated_reason"]}),
+    )
+    actions = ["offboard_selected"]
+
+    @admin.action(description="Deactivate (offboard)", permissions=["change"])
+    def offboard_selected(self, request, queryset) -> None:
+        for user in queryset:
+            if user.pk == request.user.pk:
+                self.message_user(request, "You cannot offboard yourself.", messages.WARNING)
+                continue
+            result = offboarding.offboard(
+                user, by=request.user, reason=f"Deactivated in the admin by {request.user.get_username()}"
+            )
+            self._report(request, result)
+
+    def save_model(self, request, obj, form, change) -> None:
+        turned_off = change and "is_active" in form.changed_data and not obj.is_active
+        turned_on = change and "is_active" in form.changed_data and obj.is_active
+        if turned_on:
+            obj.deactivated_at, obj.deactivated_reason = None, ""
+        super().save_model(request, obj, form, change)
+        if turned_off:
+            # Unticking "active" must not be a quieter way to half-offboard someone.
+            self._report(
+                request,
+                offboarding.offboard(obj, by=request.user, reason="Active unticked in the admin"),
+            )
+        if turned_on:
+            record(
+                "person.reactivated",
+                actor=request.user,
+                target=obj.get_username(),
+                message=(
+                    "Reactivated in the admin; locked cluster accounts stay locked until unlocked by hand."
+                ),
+            )
+
+    def _report(self, request, result: offboarding.OffboardResult) -> None:
+        name = result.user.get_username()
+        if result.ok:
+            self.message_user(request, f"{name}: {'; '.join(result.done)}.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request,
+                f"{name} is deactivated, but: {'; '.join(result.problems)}. "
+                "Run manage.py reconcile_accounts once the cluster is reachable.",
+                messages.WARNING,
+            )
+
+
+@admin.register(IdpGroup)
+class IdpGroupAdmin(admin.ModelAdmin):
+    list_display = ["group", "provider", "claim_value"]
+    list_filter = ["provider"]
+    search_fields = ["group__name", "claim_value"]
+
+
+class ClusterAccountInline(admin.TabularInline):
+    model = ClusterAccount
+    fields = ["cluster", "state", "user_created_at", "associated_at", "last_error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PosixAccount)
+class PosixAccountAdmin(admin.ModelAdmin):
+    list_display = ["username", "uid", "gid", "user", "created"]
+    search_fields = ["username", "user__username", "user__email"]
+    readonly_fields = ["uid", "gid", "user", "created"]
+    inlines = [ClusterAccountInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.name_is_final:
+            fields.append("username")
+        return fields
+
+    def has_add_permission(self, request) -> bool:
+        # Made at first login, with a number from the counter: never by hand.
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting would let a later person inherit the name, and with it someone's files.
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        before = PosixAccount.objects.filter(pk=obj.pk).values_list("username", flat=True).first()
+        super().save_model(request, obj, form, change)
+        if before and before != obj.username:
+            record(
+                "posix.renamed",
+                actor=request.user,
+                target=obj.username,
+                message=f"POSIX name changed from {before} to {obj.username} before any cluster had it.",
+                details={"from": before, "to": obj.username},
+            )
+
+
+@admin.register(ClusterAccount)
+class ClusterAccountAdmin(admin.ModelAdmin):
+    list_display = ["account", "cluster", "state", "attempts", "updated", "short_error"]
+    list_filter = ["state", "cluster"]
+    search_fields = ["account__username", "account__user__email"]
+    actions = ["retry_provisioning"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in ClusterAccount._meta.fields if f.name != "id"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="last error")
+    def short_error(self, row: ClusterAccount) -> str:
+        return row.last_error[:80] + ("…" if len(row.last_error) > 80 else "")
+
+    @admin.action(description="Retry provisioning", permissions=["change"])
+    def retry_provisioning(self, request, queryset) -> None:
+        for row in queryset.select_related("account__user", "cluster"):
+            if row.state in (ClusterAccount.State.READY, ClusterAccount.State.LOCKED):
+                self.message_user(request, f"{row}: nothing to do.", messages.INFO)
+                continue
+            try:
+                provisioning.resume(row, actor=request.user, wait=0)
+            except provisioning.ProvisioningError as e:
+                self.message_user(request, e.message, messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"{row.account.username} is ready on {row.cluster.slug}.", messages.SUCCESS
+                )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created", "expires", "revoked", "last_used"]
+    list_filter = ["revoked"]
+    search_fields = ["name", "prefix", "user__username", "user__email"]
+    # The digest is not a secret by itself, but nobody needs to see it.
+    exclude = ["digest"]
+    readonly_fields = ["user", "name", "prefix", "created", "expires", "revoked", "last_used"]
+    actions = ["revoke_selected"]
+
+    def has_add_permission(self, request) -> bool:
+        # A token is shown once to whoever asked for it; see manage.py issue_api_token.
+        return False
+
+    @admin.action(description="Revoke", permissions=["change"])
+    def revoke_selected(self, request, queryset) -> None:
+        count = sum(api_tokens.revoke(t, by=request.user, reason="admin") for t in queryset)
+        self.message_user(request, f"{count} token(s) revoked.")

@@ -1,0 +1,146 @@
+"""Who people are: the console's user, IdP-managed groups, POSIX accounts and their state per cluster."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser, Group
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from clusters.models import Cluster
+
+
+class User(AbstractUser):
+    """A person. Deactivation (is_active=False) is offboarding: see accounts.offboarding."""
+
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    deactivated_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+
+
+class IdpGroup(models.Model):
+    """Marks a console group as owned by an IdP: its members are rewritten at each login.
+
+    Groups without this mark were made by hand in the admin and are never touched by sync.
+    """
+
+    group = models.OneToOneField(Group, on_delete=models.CASCADE, related_name="idp")
+    provider = models.CharField(max_length=64, help_text="The allauth provider id the group came from.")
+    claim_value = models.CharField(max_length=255, help_text="The group's name or id as the IdP sends it.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "claim_value"], name="one_group_per_idp_value"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group.name} (from {self.provider})"
+
+
+class PosixAccount(models.Model):
+    """One person's Linux identity, the same on every cluster.
+
+    The name and UID are allocated once and never reused: the row outlives the
+    person (user becomes NULL), so no later person can inherit their files.
+    """
+
+    user = models.OneToOneField(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="posix_account"
+    )
+    username = models.CharField(max_length=32, unique=True)
+    uid = models.PositiveIntegerField(unique=True)
+    gid = models.PositiveIntegerField(unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "POSIX account"
+
+    def __str__(self) -> str:
+        return f"{self.username} ({self.uid})"
+
+    @property
+    def name_is_final(self) -> bool:
+        """True once a Linux user of this name exists (or may exist) on some cluster."""
+        return self.pk is not None and self.clusters.filter(user_created_at__isnull=False).exists()
+
+    def clean(self) -> None:
+        # Imported here: accounts.posix builds on these models.
+        from accounts import posix
+
+        problem = posix.name_problem(self.username)
+        if problem:
+            raise ValidationError({"username": problem})
+        if self.pk is None:
+            return
+        before = PosixAccount.objects.filter(pk=self.pk).values_list("username", flat=True).first()
+        if before is not None and before != self.username and self.name_is_final:
+            # Renaming here would not rename the Linux user, files or Slurm association on the cluster.
+            raise ValidationError(
+                {
+                    "username": f"{before!r} can no longer be renamed: its Linux user already exists on a "
+                    "cluster. Rename it there by hand first, or keep this name."
+                }
+            )
+
+
+class IdCounter(models.Model):
+    """The next free UID/GID. A counter, not max()+1, so a deleted row's number is never handed out again."""
+
+    name = models.CharField(max_length=16, primary_key=True)
+    next_value = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: next {self.next_value}"
+
+
+class ClusterAccount(models.Model):
+    """A POSIX account's state on one cluster: how far just-in-time provisioning got."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        USER_CREATED = "user_created", "Linux user created"
+        ASSOCIATED = "associated", "Slurm association created"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+        LOCKED = "locked", "Locked (offboarded)"
+
+    account = models.ForeignKey(PosixAccount, on_delete=models.PROTECT, related_name="clusters")
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="accounts")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    last_error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # When each step was first found done: a failed row still says where to resume, and
+    # once the Linux user exists the POSIX name is fixed (see PosixAccount.clean).
+    user_created_at = models.DateTimeField("Linux user created", null=True, blank=True)
+    associated_at = models.DateTimeField("Slurm association created", null=True, blank=True)
+    # Set while one worker runs the steps, so a concurrent call waits instead of running them too.
+    busy_until = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "cluster"], name="one_state_per_account_and_cluster"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.username} on {self.cluster.slug}: {self.state}"
+
+
+class ApiToken(models.Model):
+    """A person's token for /v1 and the CLI. Only a hash is stored; the token is shown once."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, db_index=True, help_text="The visible start of the token.")
+    digest = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField()
+    revoked = models.DateTimeField(null=True, blank=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"

@@ -1,0 +1,215 @@
+"""Offboarding: a person loses every way in at once: sign-in, API and Slurm tokens, terminals, Linux users.
+
+Order matters: the database change comes first because it alone stops new sign-ins,
+new API calls (api_tokens refuses inactive people) and new Slurm tokens (slurm_for
+refuses them). Sessions need no sweep: Django's auth backends refuse an inactive
+user on the next request. Everything after that is clean-up that may partly fail
+(a head node down); each step is audited, the result lists what did not work, and
+`manage.py reconcile_accounts` locks what is still unlocked later. Calling
+`offboard` again is safe and finishes what was left.
+
+Jobs: a cluster's `offboard_jobs` ("leave" by default, or "cancel") decides whether
+queued and running jobs are left to finish or cancelled. Cancelling is done with a
+token minted directly for the person's POSIX name through `cluster.slurm()`: the
+only place above `clusters` that bypasses accounts.slurm_access, because that gate
+(rightly) refuses a deactivated person, and with PrivateData=jobs only the owner's
+token sees and may cancel those jobs without a SlurmUser token, which the console
+never mints.
+
+From async code (a consumer), call `offboard` through `sync_to_async`: it sends
+the close message with `async_to_sync`, which cannot run inside an event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from accounts import api_tokens
+from accounts.models import ClusterAccount, User
+from audit.log import record
+from clusters import headnode, tokens
+from clusters.slurm import SlurmError
+
+State = ClusterAccount.State
+CLOSE_MESSAGE_TYPE = "offboard.close"
+LOCK_TIMEOUT = 60.0
+JOB_POLICIES = ("leave", "cancel")
+
+
+def person_group(user_pk: int) -> str:
+    """The channel-layer group every live terminal of one person joins."""
+    return f"person-{user_pk}"
+
+
+@dataclass
+class OffboardResult:
+    user: User
+    done: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def offboard(user: User, *, by: Any = None, reason: str = "") -> OffboardResult:
+    """Take all of `user`'s access away now. `by` is the person (or a word like "idp") doing it."""
+    reason = (reason or "").strip() or "Offboarded"
+    result = OffboardResult(user)
+
+    _deactivate(user, by, reason, result)
+    revoked = api_tokens.revoke_all(user, by=by, reason="offboarded")
+    result.done.append(f"{revoked} API token(s) revoked")
+    _close_terminals(user, by, reason, result)
+    rows = ClusterAccount.objects.filter(account__user=user).select_related("account", "cluster")
+    for row in rows:
+        _lock_and_jobs(row, by, result)
+
+    record(
+        "offboard.finished",
+        actor=by,
+        target=user.get_username(),
+        outcome="allowed" if result.ok else "error",
+        reason="complete" if result.ok else "incomplete",
+        message="; ".join(result.done + result.problems),
+    )
+    return result
+
+
+def on_idp_refusal(user: User, detail: str = "") -> OffboardResult:
+    """Called by the OIDC adapter when the IdP says this person may no longer sign in."""
+    reason = "The identity provider refused sign-in" + (f": {detail}" if detail else "")
+    return offboard(user, by="identity provider", reason=reason[:200])
+
+
+def lock_on_cluster(row: ClusterAccount, *, by: Any = None) -> str:
+    """Lock one POSIX account on its cluster (`usermod -L -e 1`); returns what happened.
+
+    Raises HeadNodeError when the head node cannot be reached, and RuntimeError
+    when usermod itself fails; the row is LOCKED only once that worked.
+    """
+    name, cluster = row.account.username, row.cluster
+    result = headnode.run(cluster, ["usermod", "-L", "-e", "1", name], timeout=LOCK_TIMEOUT)
+    if result.exit_code == 6:
+        # usermod: no such user. Provisioning never got that far; the row still stops it from trying.
+        outcome = f"{name} never existed on {cluster.slug}; marked locked"
+    elif result.ok:
+        outcome = f"{name} locked on {cluster.slug}"
+    else:
+        raise RuntimeError(
+            f"usermod could not lock {name} on {cluster.slug}: {result.output() or result.exit_code}"
+        )
+    with transaction.atomic():
+        row.state = State.LOCKED
+        row.busy_until = None
+        row.save(update_fields=["state", "busy_until", "updated"])
+    record("offboard.locked", actor=by, cluster=cluster, target=name, message=outcome + ".")
+    return outcome
+
+
+def _deactivate(user: User, by: Any, reason: str, result: OffboardResult) -> None:
+    first_time = user.is_active or user.deactivated_at is None
+    if first_time:
+        user.is_active = False
+        user.deactivated_at = user.deactivated_at or timezone.now()
+        user.deactivated_reason = reason[:200]
+        user.save(update_fields=["is_active", "deactivated_at", "deactivated_reason"])
+    record(
+        "offboard.deactivated",
+        actor=by,
+        target=user.get_username(),
+        reason="first" if first_time else "again",
+        message=reason
+        if first_time
+        else f"Already deactivated ({user.deactivated_reason}); finishing clean-up.",
+    )
+    result.done.append("deactivated" if first_time else "was already deactivated")
+
+
+def _close_terminals(user: User, by: Any, reason: str, result: OffboardResult) -> None:
+    layer = get_channel_layer()
+    group = person_group(user.pk)
+    try:
+        if layer is None:
+            raise RuntimeError("no channel layer is configured")
+        async_to_sync(layer.group_send)(group, {"type": CLOSE_MESSAGE_TYPE, "reason": reason})
+    except Exception as e:
+        # The layer (Redis) being down must not stop the locking below.
+        message = f"live terminals could not be told to close ({type(e).__name__}: {e})"
+        result.problems.append(message)
+        record("offboard.terminals", actor=by, target=user.get_username(), outcome="error", message=message)
+        return
+    result.done.append("live terminals told to close")
+    record("offboard.terminals", actor=by, target=user.get_username(), message=f"Close sent to {group}.")
+
+
+def _lock_and_jobs(row: ClusterAccount, by: Any, result: OffboardResult) -> None:
+    if row.state != State.LOCKED:
+        try:
+            result.done.append(lock_on_cluster(row, by=by))
+        except (headnode.HeadNodeError, RuntimeError) as e:
+            message = f"{row.account.username} not locked on {row.cluster.slug}: {e}"
+            result.problems.append(message)
+            record(
+                "offboard.locked",
+                actor=by,
+                cluster=row.cluster,
+                target=row.account.username,
+                outcome="error",
+                message=message,
+            )
+    if row.user_created_at is not None:
+        _handle_jobs(row, by, result)
+
+
+def _handle_jobs(row: ClusterAccount, by: Any, result: OffboardResult) -> None:
+    cluster, account = row.cluster, row.account
+    # Until the registry has the field, a cluster leaves jobs alone: the safe default.
+    policy = cluster.offboard_jobs
+    if policy not in JOB_POLICIES:
+        policy = "leave"
+    if policy == "leave":
+        record(
+            "offboard.jobs",
+            actor=by,
+            cluster=cluster,
+            target=account.username,
+            reason="leave",
+            message="Queued and running jobs are left to finish (the cluster's setting).",
+        )
+        return
+    cancelled, failures = [], []
+    try:
+        # The one deliberate bypass of slurm_access.slurm_for: see the module docstring.
+        client = cluster.slurm(account.username, uid=account.uid, gid=account.gid)
+        jobs = [j for j in client.jobs().jobs if j.user_name == account.username and not j.is_finished]
+        for job in jobs:
+            try:
+                client.cancel(job.job_id)
+                cancelled.append(job.job_id)
+            except SlurmError as e:
+                failures.append(f"job {job.job_id}: {e}")
+    except (SlurmError, tokens.TokenRefused, tokens.KeyUnavailable) as e:
+        failures.append(str(e))
+    message = f"Cancelled {len(cancelled)} job(s) of {account.username} on {cluster.slug}"
+    if failures:
+        message += "; could not cancel: " + "; ".join(failures)
+        result.problems.append(message)
+    else:
+        result.done.append(message)
+    record(
+        "offboard.jobs",
+        actor=by,
+        cluster=cluster,
+        target=account.username,
+        outcome="error" if failures else "allowed",
+        reason="cancel",
+        message=message + ".",
+        details={"cancelled": cancelled},
+    )

@@ -1,0 +1,398 @@
+"""Just-in-time provisioning: the ordered, resumable steps that make a POSIX account usable on a cluster.
+
+Steps, each through `clusters.headnode.run`, each audited, the row saved after each:
+reserve the UID (posix.ensure_account) → group and Linux user with a home under the
+cluster's home_root → the Slurm user association (clusters with accounting) → ready.
+Every step first looks at the head node, so a step found already done counts as
+done, and a step found done *differently* (same name, other UID) stops with a
+sentence saying so. A failed row keeps how far it got; the next call resumes there.
+
+Concurrency: the row lock (SELECT … FOR UPDATE) is held only to claim the row
+(`busy_until`), not across the head-node commands. Holding a transaction open for
+seconds of SSM round trips would, on SQLite, stall every writer of the console,
+and a crash would roll back both the saved progress and the audit of what was
+already done on the cluster. A second caller waits for the claim to clear and
+then finds the row ready (or failed, and resumes it); a crashed worker's claim
+simply expires.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts import posix
+from accounts.models import ClusterAccount, PosixAccount, User
+from audit.log import record
+from clusters import headnode
+from clusters.models import Cluster
+
+State = ClusterAccount.State
+# Longer than all steps can take together (each is bounded by STEP_TIMEOUT).
+CLAIM_LIFETIME = timedelta(minutes=10)
+STEP_TIMEOUT = 60.0
+# How long a caller waits for another worker that is provisioning the same row.
+DEFAULT_WAIT = 60.0
+_sleep: Callable[[float], None] = time.sleep
+# What sacctmgr accepts as an account name without it being split or reinterpreted.
+_SLURM_ACCOUNT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class ProvisioningError(Exception):
+    """The account could not be made ready on that cluster; the message is for the person and the admin.
+
+    `code` is a stable reason (also in the audit log), `step` where it stopped.
+    """
+
+    def __init__(self, message: str, *, code: str, step: str = "", cluster: Cluster | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.step = step
+        self.cluster_slug = cluster.slug if cluster is not None else ""
+
+
+class ProvisioningBusy(ProvisioningError):
+    """Another request is setting up the same account right now and did not finish in time."""
+
+
+@dataclass
+class _Context:
+    row: ClusterAccount
+    user: User | None
+    actor: Any
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.row.cluster
+
+    @property
+    def account(self) -> PosixAccount:
+        return self.row.account
+
+    def audit(
+        self, action: str, message: str, *, outcome: str = "allowed", reason: str = "", **details
+    ) -> None:
+        record(
+            f"provisioning.{action}",
+            actor=self.actor,
+            cluster=self.cluster,
+            target=self.account.username,
+            outcome=outcome,
+            reason=reason,
+            message=message,
+            details=details,
+        )
+
+
+class _StepFailed(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def ensure_ready(
+    user: User, cluster: Cluster, *, actor: Any = None, wait: float = DEFAULT_WAIT
+) -> ClusterAccount:
+    """The person's ClusterAccount on `cluster`, provisioned first if needed (idempotent, resumable).
+
+    Raises ProvisioningError (ProvisioningBusy after `wait` seconds of another
+    worker holding the row) with a sentence a person can read.
+    """
+    actor = actor if actor is not None else user
+    if not user.is_active:
+        record(
+            "provisioning.refused",
+            actor=actor,
+            cluster=cluster,
+            target=user.get_username(),
+            outcome="denied",
+            reason="inactive",
+            message="No account is set up for a deactivated person.",
+        )
+        raise ProvisioningError(
+            f"{user.get_username()} is deactivated; no account is set up for them on {cluster.name}.",
+            code="inactive",
+            cluster=cluster,
+        )
+    if not cluster.enabled:
+        raise ProvisioningError(
+            f"{cluster.name} is disabled in the console; ask an administrator.",
+            code="cluster_disabled",
+            cluster=cluster,
+        )
+    try:
+        account = posix.ensure_account(user)
+    except posix.UidRangeExhausted as e:
+        raise ProvisioningError(str(e), code="uid_range_full", cluster=cluster) from None
+    row = _row(account, cluster)
+    if row.state == State.READY:
+        return row
+    return _provision(row, user, actor, wait)
+
+
+def resume(row: ClusterAccount, *, actor: Any = None, wait: float = 0) -> ClusterAccount:
+    """Finish one row's provisioning (for reconcile and the admin's retry), whatever state it stopped in."""
+    user = row.account.user
+    if user is None:
+        raise ProvisioningError(
+            f"{row.account.username} belongs to no one any more; it is not provisioned.", code="no_person"
+        )
+    return ensure_ready(user, row.cluster, actor=actor, wait=wait)
+
+
+def _row(account: PosixAccount, cluster: Cluster) -> ClusterAccount:
+    try:
+        with transaction.atomic():
+            row, _ = ClusterAccount.objects.get_or_create(account=account, cluster=cluster)
+    except IntegrityError:
+        # Another first request made the row between our look and our insert.
+        row = ClusterAccount.objects.get(account=account, cluster=cluster)
+    return row
+
+
+def _provision(row: ClusterAccount, user: User, actor: Any, wait: float) -> ClusterAccount:
+    claimed = _claim(row.pk, wait)
+    if claimed.state == State.READY:
+        return claimed
+    if claimed.state == State.LOCKED:
+        raise ProvisioningError(
+            f"The account {claimed.account.username} on {claimed.cluster.name} is locked (offboarded); "
+            "an administrator must unlock it.",
+            code="locked",
+            cluster=claimed.cluster,
+        )
+    ctx = _Context(claimed, user, actor)
+    ctx.audit(
+        "started",
+        f"Setting up {claimed.account.username} on {claimed.cluster.slug} (attempt {claimed.attempts}).",
+        resumed_from=claimed.state,
+    )
+    step = "user"
+    try:
+        if claimed.user_created_at is None:
+            _ensure_group(ctx)
+            _ensure_user(ctx)
+            _advance(claimed, State.USER_CREATED, user_created_at=timezone.now())
+        step = "association"
+        if claimed.cluster.has_accounting and claimed.associated_at is None:
+            _ensure_association(ctx)
+            _advance(claimed, State.ASSOCIATED, associated_at=timezone.now())
+        step = "ready"
+        claimed.last_error = ""
+        _advance(claimed, State.READY)
+        ctx.audit("ready", f"{claimed.account.username} is ready on {claimed.cluster.slug}.")
+        return claimed
+    except _StepFailed as e:
+        raise _failed(ctx, step, e.code, e.detail) from None
+    except headnode.HeadNodeError as e:
+        raise _failed(ctx, step, "head_node_unreachable", f"{e} Nothing was lost; try again later.") from None
+    except Exception as e:
+        _failed(
+            ctx, step, "internal_error", f"An unexpected error stopped provisioning ({type(e).__name__})."
+        )
+        raise
+    finally:
+        _release(claimed)
+
+
+def _claim(pk: int, wait: float) -> ClusterAccount:
+    """The row, claimed for this worker; or as another worker left it (ready, locked) once it let go."""
+    deadline = time.monotonic() + wait
+    while True:
+        with transaction.atomic():
+            # of=self: lock this row only, not the cluster's (every claim on the cluster would queue).
+            row = (
+                ClusterAccount.objects.select_for_update(of=("self",))
+                .select_related("account", "cluster")
+                .get(pk=pk)
+            )
+            now = timezone.now()
+            if row.state in (State.READY, State.LOCKED):
+                return row
+            if row.busy_until is None or row.busy_until <= now:
+                row.busy_until = now + CLAIM_LIFETIME
+                row.attempts += 1
+                row.save(update_fields=["busy_until", "attempts", "updated"])
+                return row
+        if time.monotonic() >= deadline:
+            raise ProvisioningBusy(
+                f"The account {row.account.username} is being set up on {row.cluster.name} right now; "
+                "try again in a minute.",
+                code="busy",
+                cluster=row.cluster,
+            )
+        _sleep(0.2)
+
+
+def _release(row: ClusterAccount) -> None:
+    # Only our own claim: if it expired and another worker took over, theirs stays.
+    ClusterAccount.objects.filter(pk=row.pk, busy_until=row.busy_until).update(busy_until=None)
+
+
+def _advance(row: ClusterAccount, state: str, **fields) -> None:
+    row.state = state
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.save(update_fields=["state", "last_error", "updated", *fields])
+
+
+def _failed(ctx: _Context, step: str, code: str, detail: str) -> ProvisioningError:
+    row = ctx.row
+    message = f"{row.account.username} could not be set up on {row.cluster.name} ({step} step): {detail}"
+    row.state = State.FAILED
+    row.last_error = message
+    row.save(update_fields=["state", "last_error", "updated"])
+    ctx.audit(step, message, outcome="error", reason=code)
+    return ProvisioningError(message, code=code, step=step, cluster=row.cluster)
+
+
+def _run(ctx: _Context, argv: list[str]) -> headnode.Result:
+    return headnode.run(ctx.cluster, argv, timeout=STEP_TIMEOUT)
+
+
+def _entries(result: headnode.Result) -> list[list[str]]:
+    """getent's lines as fields; exit 2 means "not (all) found", which is an answer too."""
+    if result.exit_code not in (0, 2):
+        raise _StepFailed(
+            "getent_failed", f"getent failed on the head node: {result.output() or result.exit_code}"
+        )
+    return [line.split(":") for line in result.stdout.splitlines() if line.count(":") >= 2]
+
+
+def _ensure_group(ctx: _Context) -> None:
+    name, gid = ctx.account.username, ctx.account.gid
+
+    def look() -> str:
+        # One call for both keys: the name (held with which GID?) and the GID (held by whom?).
+        for fields in _entries(_run(ctx, ["getent", "group", name, str(gid)])):
+            if fields[0] == name:
+                if fields[2] != str(gid):
+                    raise _StepFailed(
+                        "group_name_taken",
+                        f"a group named {name} already exists there with GID {fields[2]}, not {gid}. "
+                        "An administrator has to rename this account or remove that group.",
+                    )
+                return "ours"
+            if fields[2] == str(gid):
+                raise _StepFailed(
+                    "gid_taken",
+                    f"GID {gid} is already used there by the group {fields[0]}. "
+                    "An administrator has to resolve the clash "
+                    "(the console's UID range overlaps the cluster's).",
+                )
+        return "free"
+
+    if look() == "ours":
+        ctx.audit("group", f"Group {name} (GID {gid}) was already there.", created=False, gid=gid)
+        return
+    result = _run(ctx, ["groupadd", "-g", str(gid), name])
+    # On failure look again: a concurrent creator (or a retried command) may have made it after all.
+    if not result.ok and look() != "ours":
+        raise _StepFailed("groupadd_failed", f"groupadd failed: {result.output() or result.exit_code}")
+    ctx.audit("group", f"Created group {name} (GID {gid}).", created=True, gid=gid)
+
+
+def _ensure_user(ctx: _Context) -> None:
+    name, uid, gid = ctx.account.username, ctx.account.uid, ctx.account.gid
+    home = posixpath.join(ctx.cluster.home_root, name)
+
+    def look() -> str:
+        for fields in _entries(_run(ctx, ["getent", "passwd", name, str(uid)])):
+            if fields[0] == name:
+                if fields[2] != str(uid):
+                    raise _StepFailed(
+                        "user_name_taken",
+                        f"a user named {name} already exists there with UID {fields[2]}, but this account's "
+                        f"UID is {uid}. An administrator has to rename this account or remove that user.",
+                    )
+                return "ours"
+            if fields[2] == str(uid):
+                raise _StepFailed(
+                    "uid_taken",
+                    f"UID {uid} is already used there by {fields[0]}. "
+                    "An administrator has to resolve the clash "
+                    "(the console's UID range overlaps the cluster's).",
+                )
+        return "free"
+
+    if look() == "ours":
+        ctx.audit("user", f"Linux user {name} (UID {uid}) was already there.", created=False, uid=uid)
+        return
+    # --no-log-init: high UIDs would otherwise grow lastlog/faillog into huge sparse files.
+    argv = [
+        "useradd",
+        "--no-log-init",
+        "-u",
+        str(uid),
+        "-g",
+        str(gid),
+        "-m",
+        "-d",
+        home,
+        "-s",
+        "/bin/bash",
+        name,
+    ]
+    result = _run(ctx, argv)
+    if not result.ok and look() != "ours":
+        raise _StepFailed("useradd_failed", f"useradd failed: {result.output() or result.exit_code}")
+    ctx.audit(
+        "user", f"Created Linux user {name} (UID {uid}) with home {home}.", created=True, uid=uid, home=home
+    )
+
+
+def _ensure_association(ctx: _Context) -> None:
+    name, slurm_account = ctx.account.username, ctx.cluster.slurm_account
+    if not _SLURM_ACCOUNT.match(slurm_account or ""):
+        raise _StepFailed(
+            "bad_slurm_account",
+            f"the cluster's Slurm account {slurm_account!r} is not a valid account name; "
+            "fix it in the cluster registry.",
+        )
+
+    def present() -> bool:
+        shown = _run(
+            ctx,
+            [
+                "sacctmgr",
+                "-n",
+                "-P",
+                "show",
+                "assoc",
+                f"user={name}",
+                f"account={slurm_account}",
+                "format=user",
+            ],
+        )
+        if not shown.ok:
+            raise _StepFailed("sacctmgr_failed", f"sacctmgr could not list associations: {shown.output()}")
+        return name in (line.strip() for line in shown.stdout.splitlines())
+
+    if present():
+        ctx.audit(
+            "association",
+            f"Slurm association {name} → {slurm_account} was already there.",
+            created=False,
+            account=slurm_account,
+        )
+        return
+    # sacctmgr exits 1 with "Nothing new added" when it exists, so look again before calling it a failure.
+    result = _run(ctx, ["sacctmgr", "-i", "add", "user", name, f"account={slurm_account}"])
+    if not result.ok and not present():
+        raise _StepFailed("sacctmgr_failed", f"sacctmgr could not add the association: {result.output()}")
+    ctx.audit(
+        "association",
+        f"Created Slurm association {name} → {slurm_account}.",
+        created=True,
+        account=slurm_account,
+    )

@@ -1,0 +1,86 @@
+"""The one way above `clusters` to act in Slurm as a person: checks who they are, then mints their token.
+
+Decisions:
+
+- A person who has never used the cluster is provisioned here, just in time
+  (`provisioning.ensure_ready`): the first job submission or terminal should simply
+  work. Once the account is ready this costs one query and no head-node call.
+- Refusals (deactivated person, locked account, disabled cluster, a name Slurm must
+  never get a token for) raise SlurmAccessRefused and are audited. Successful mints
+  are not: the action the token is for (a submission, a cancel) is audited by the
+  app that does it, and a job list refreshed every few seconds would drown the log.
+- Offboarding is the single caller allowed to bypass this (to cancel a departed
+  person's jobs as them); see accounts.offboarding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from accounts.models import ClusterAccount, User
+from accounts.provisioning import ProvisioningError, ensure_ready
+from audit.log import record
+from clusters import tokens
+from clusters.models import Cluster
+from clusters.slurm import SlurmClient
+
+__all__ = ["ProvisioningError", "SlurmAccessRefused", "slurm_for"]
+
+
+class SlurmAccessRefused(Exception):
+    """No Slurm token is minted for this person on this cluster; `reason` is a stable code."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+def slurm_for(user: User, cluster: Cluster, *, request: Any = None, provision: bool = True) -> SlurmClient:
+    """A slurmrestd client acting as `user`'s POSIX account on `cluster`.
+
+    With `provision` (the default) a missing or unfinished account is provisioned
+    first, which may raise ProvisioningError; without it such an account is refused.
+    """
+    if not user.is_active:
+        _refuse(user, cluster, request, "inactive", f"{user.get_username()} is deactivated.")
+    if not cluster.enabled:
+        _refuse(user, cluster, request, "cluster_disabled", f"{cluster.name} is disabled in the console.")
+    row = ClusterAccount.objects.select_related("account").filter(account__user=user, cluster=cluster).first()
+    if row is not None and row.state == ClusterAccount.State.LOCKED:
+        _refuse(
+            user,
+            cluster,
+            request,
+            "locked",
+            f"The account {row.account.username} on {cluster.name} is locked; ask an administrator.",
+        )
+    if row is None or row.state != ClusterAccount.State.READY:
+        if not provision:
+            _refuse(
+                user,
+                cluster,
+                request,
+                "not_ready",
+                f"{user.get_username()} has no ready account on {cluster.name} yet.",
+            )
+        row = ensure_ready(user, cluster)
+    account = row.account
+    try:
+        return cluster.slurm(account.username, uid=account.uid, gid=account.gid)
+    except tokens.TokenRefused as e:
+        _refuse(user, cluster, request, "token_refused", str(e))
+
+
+def _refuse(user: User, cluster: Cluster, request: Any, reason: str, message: str) -> NoReturn:
+    record(
+        "slurm.token_refused",
+        actor=user,
+        cluster=cluster,
+        target=user.get_username(),
+        outcome="denied",
+        reason=reason,
+        message=message,
+        request=request,
+    )
+    raise SlurmAccessRefused(message, reason=reason)

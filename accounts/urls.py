@@ -1,0 +1,15 @@
+"""Sign-in URLs the console adds in front of allauth's (include these before allauth.urls)."""
+
+from __future__ import annotations
+
+from allauth.socialaccount import app_settings
+from django.urls import path
+
+from accounts import views
+
+# Same path and name as allauth's callback, so the redirect URI registered at the IdP is unchanged.
+_prefix = f"{app_settings.OPENID_CONNECT_URL_PREFIX}/" if app_settings.OPENID_CONNECT_URL_PREFIX else ""
+
+urlpatterns = [
+    path(f"{_prefix}<str:provider_id>/login/callback/", views.oidc_callback, name="openid_connect_callback"),
+]

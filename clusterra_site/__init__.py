@@ -1,0 +1,1 @@
+"""The Clusterra console: the Django project that wires the apps together."""

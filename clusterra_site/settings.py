@@ -1,0 +1,161 @@
+"""Settings: everything from the environment, with embedded defaults that run on one machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from accounts import oidc
+from clusterra_site import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("CLUSTERRA_DATA_DIR", BASE_DIR / "data")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env.flag("CLUSTERRA_DEBUG", False)
+SECRET_KEY = env.secret_key(DATA_DIR)
+ALLOWED_HOSTS = env.words("CLUSTERRA_ALLOWED_HOSTS", "127.0.0.1 localhost")
+CSRF_TRUSTED_ORIGINS = env.words("CLUSTERRA_TRUSTED_ORIGINS", "")
+# Behind TLS in production: the console refuses plain-HTTP cookies there.
+SECURE = env.flag("CLUSTERRA_SECURE", False)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "audit",
+    "clusters",
+    "accounts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "clusterra_site.urls"
+ASGI_APPLICATION = "clusterra_site.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.database(os.environ.get("DATABASE_URL"), DATA_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+CHANNEL_LAYERS = {"default": env.channel_layer(REDIS_URL)}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Sign-in: allauth, with the company IdPs from CLUSTERRA_OIDC_* (see accounts/oidc.py) or the admin.
+INSTALLED_APPS += [
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+]
+MIDDLEWARE += ["allauth.account.middleware.AccountMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
+SOCIALACCOUNT_PROVIDERS = oidc.socialaccount_providers()
+# Password sign-in on /accounts/login/ only where asked for (administrators, the demo);
+# staff can always use /admin/login/. Read once at start: allauth builds its URLs from it.
+SOCIALACCOUNT_ONLY = not env.flag("CLUSTERRA_LOCAL_LOGIN", False)
+ACCOUNT_LOGIN_METHODS = {"username"}
+# The IdP vouches for addresses (and SOCIALACCOUNT_ONLY requires this).
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_SESSION_REMEMBER = True
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SECURE else "http"
+# Never link a sign-in to an existing account by e-mail address, and keep no IdP token at rest.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_STORE_TOKENS = False
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("CLUSTERRA_TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+if DEBUG:
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = SECURE
+SECURE_HSTS_SECONDS = 31536000 if SECURE else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
+SECURE_HSTS_PRELOAD = SECURE
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else None
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.integer("CLUSTERRA_SESSION_HOURS", 12) * 3600
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# POSIX accounts: where the name comes from, and the UID/GID range numbers are allocated from, once.
+CLUSTERRA_POSIX_NAME_CLAIM = os.environ.get("CLUSTERRA_POSIX_NAME_CLAIM", "email")
+CLUSTERRA_UID_MIN = env.integer("CLUSTERRA_UID_MIN", 200000)
+CLUSTERRA_UID_MAX = env.integer("CLUSTERRA_UID_MAX", 299999)
+CLUSTERRA_RESERVED_POSIX_NAMES = env.words("CLUSTERRA_RESERVED_POSIX_NAMES", "")
+CLUSTERRA_API_TOKEN_DAYS = env.integer("CLUSTERRA_API_TOKEN_DAYS", 90)
+
+# How long the console waits for slurmrestd; a slow cluster must not hold a web worker forever.
+SLURM_CONNECT_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_CONNECT_TIMEOUT", "5"))
+SLURM_READ_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_READ_TIMEOUT", "30"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CLUSTERRA_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # botocore logs request bodies at DEBUG; a secret must never reach a log.
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,20 @@
+"""The console's URL map."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from clusterra_site import views
+
+admin.site.site_header = "Clusterra administration"
+admin.site.site_title = "Clusterra"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    # Ours first: it stands in for allauth's OIDC callback (keeps the ID token for logout).
+    path("accounts/", include("accounts.urls")),
+    path("accounts/", include("allauth.urls")),
+]

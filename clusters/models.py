@@ -1,0 +1,144 @@
+"""The cluster registry: a cluster is described by data, never by code."""
+
+from __future__ import annotations
+
+import posixpath
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from clusters import tokens
+from clusters.slurm import SUPPORTED_VERSIONS, SlurmClient
+
+
+def validate_roots(value: str) -> None:
+    for line in value.splitlines():
+        root = line.strip()
+        if not root:
+            continue
+        if not root.startswith("/") or posixpath.normpath(root) != root or "\x00" in root:
+            raise ValidationError(f"{root!r} is not an absolute, normalised path.")
+
+
+class Cluster(models.Model):
+    class KeySource(models.TextChoices):
+        FILE = "file", "File on the console host"
+        ENV = "env", "Environment variable (base64)"
+        AWS_SECRET = "aws_secret", "AWS Secrets Manager secret"
+
+    class Algorithm(models.TextChoices):
+        HS256 = "HS256", "HS256 (slurm.conf jwt_key)"
+        RS256 = "RS256", "RS256 (slurm.conf jwks)"
+
+    class Transport(models.TextChoices):
+        LOCAL = "local", "Local (the console runs on the head node)"
+        SSM = "ssm", "AWS SSM Session Manager"
+
+    slug = models.SlugField(unique=True, help_text="Short name used in URLs, the API and the CLI.")
+    name = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=True)
+
+    slurmrestd_url = models.URLField("slurmrestd URL", help_text="e.g. http://127.0.0.1:6820")
+    api_version = models.CharField(
+        "API version",
+        max_length=10,
+        blank=True,
+        choices=[("", "Auto-detect (highest offered)")] + [(v, v) for v in SUPPORTED_VERSIONS],
+    )
+    has_accounting = models.BooleanField(
+        default=True, help_text="slurmdbd is configured: user associations are created on provisioning."
+    )
+    slurm_account = models.CharField(
+        max_length=64, default="demo", help_text="Default Slurm account for new user associations."
+    )
+    slurm_user = models.CharField(
+        max_length=32, default="slurm", help_text="SlurmUser: no token is ever minted for it, nor for root."
+    )
+    service_user = models.CharField(
+        max_length=32,
+        default="clusterra",
+        help_text="An unprivileged account the console reads partitions and nodes as.",
+    )
+
+    jwt_key_source = models.CharField(
+        "JWT key source", max_length=12, choices=KeySource.choices, default=KeySource.FILE
+    )
+    jwt_key_ref = models.CharField(
+        "JWT key reference",
+        max_length=512,
+        help_text="A file path, an environment variable's name, or a secret's name or ARN.",
+    )
+    jwt_algorithm = models.CharField(
+        "JWT algorithm", max_length=5, choices=Algorithm.choices, default=Algorithm.HS256
+    )
+    jwt_key_id = models.CharField("JWT key id (kid)", max_length=128, blank=True)
+    jwt_include_ids = models.BooleanField(
+        "Put uid/gid in tokens", default=False, help_text="AWS PCS requires uid, gid and id claims."
+    )
+    token_lifetime = models.PositiveIntegerField(
+        "token lifetime (seconds)",
+        default=300,
+        validators=[MinValueValidator(30), MaxValueValidator(3600)],
+    )
+
+    transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.LOCAL)
+    ssm_instance_id = models.CharField("SSM instance id", max_length=32, blank=True)
+    aws_region = models.CharField("AWS region", max_length=32, blank=True)
+    ssm_role_arn = models.CharField(
+        "role ARN", max_length=256, blank=True, help_text="Assumed with the console's web identity."
+    )
+
+    allowed_script_roots = models.TextField(
+        default="/home",
+        validators=[validate_roots],
+        help_text="One absolute path per line; job scripts must live under one of them.",
+    )
+    home_root = models.CharField(max_length=200, default="/home", validators=[validate_roots])
+    offboard_jobs = models.CharField(
+        "jobs of an offboarded person",
+        max_length=8,
+        choices=[("leave", "Leave them running"), ("cancel", "Cancel them")],
+        default="leave",
+    )
+    terminal_idle_timeout = models.PositiveIntegerField(
+        "terminal idle timeout (minutes)", default=20, validators=[MinValueValidator(1)]
+    )
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.transport == self.Transport.SSM and not (self.ssm_instance_id and self.aws_region):
+            raise ValidationError("The SSM transport needs an instance id and a region.")
+        if self.jwt_key_source == self.KeySource.AWS_SECRET and not self.aws_region:
+            raise ValidationError({"aws_region": "A Secrets Manager key needs the secret's region."})
+
+    @property
+    def script_roots(self) -> list[str]:
+        return [line.strip() for line in self.allowed_script_roots.splitlines() if line.strip()]
+
+    def slurm(self, user_name: str, *, uid: int | None = None, gid: int | None = None) -> SlurmClient:
+        """A slurmrestd client acting as `user_name`, with a freshly minted (or cached) token.
+
+        Whether this person may have a token at all is decided above this app
+        (accounts); here only the cluster's own refusals apply (root, SlurmUser).
+        """
+        return SlurmClient(
+            self.slurmrestd_url,
+            user_name=user_name,
+            token=tokens.mint(self, user_name, uid=uid, gid=gid),
+            api_version=self.api_version or None,
+            timeout=(settings.SLURM_CONNECT_TIMEOUT, settings.SLURM_READ_TIMEOUT),
+        )
+
+    def service_slurm(self) -> SlurmClient:
+        """A client for cluster-wide reads (partitions, nodes, ping) as the unprivileged service user."""
+        return self.slurm(self.service_user)

@@ -1,0 +1,140 @@
+"""The adapter for slurmrestd API v0.0.38 (Slurm 22.05 to 23.11): sbatch-style submit, plain integers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from clusters.slurm.base import Adapter, environment_with_path, items_of, job_path
+from clusters.slurm.errors import SlurmError
+from clusters.slurm.parsing import (
+    BASE_NODE_STATES,
+    decode_wait_status,
+    gpus_in_gres,
+    gpus_in_tres,
+    number,
+    release_from_meta,
+    split_state,
+    string_list,
+    text,
+)
+from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Node, Partition
+
+
+class V0038Adapter(Adapter):
+    versions = ("v0.0.38",)
+
+    @staticmethod
+    def auth_headers(user_name: str | None, token: str) -> dict[str, str]:
+        # 22.05 answers 401 unless both headers are present; Bearer is not understood.
+        headers = {"X-SLURM-USER-TOKEN": token}
+        if user_name:
+            headers["X-SLURM-USER-NAME"] = user_name
+        return headers
+
+    def submit_body(self, spec: JobSpec) -> dict[str, Any]:
+        """`job` keys are sbatch long options here; unknown keys make the whole request fail."""
+        job: dict[str, Any] = {
+            "current_working_directory": spec.working_directory,
+            # A dict, and never empty: 22.05 rejects a list and a missing environment alike.
+            "environment": environment_with_path(spec),
+        }
+        optional = {
+            "name": spec.name,
+            "partition": spec.partition,
+            "time_limit": spec.time_limit,
+            "tasks": spec.ntasks,
+            "cpus_per_task": spec.cpus_per_task,
+            "memory_per_node": spec.memory_per_node,
+            "standard_output": spec.standard_output,
+            "standard_error": spec.standard_error,
+            "account": spec.account,
+            "qos": spec.qos,
+            "array": spec.array,
+        }
+        job.update({k: v for k, v in optional.items() if v is not None})
+        if spec.nodes or spec.gpus:
+            count = spec.nodes or 1
+            job["nodes"] = [count, count]
+        if spec.gpus:
+            job["gres"] = f"gpu:{spec.gpus_per_node}"
+        if spec.get_user_environment:
+            # The document says boolean; the 22.05 parser only takes a string ("1", or a timeout like "10L").
+            job["get_user_environment"] = "1"
+        return {"script": spec.script, "job": job}
+
+    def decode_exit(self, raw: Any) -> tuple[int | None, int | None]:
+        return decode_wait_status(raw)
+
+    def parse_info(self, data: Mapping[str, Any]) -> ClusterInfo:
+        release, cluster = release_from_meta(data.get("meta"))
+        controllers = tuple(
+            Controller(
+                hostname=text(p.get("hostname")),
+                state=text(p.get("ping")).upper() or "DOWN",
+                primary=(text(p.get("mode")) == "primary") if p.get("mode") else None,
+            )
+            for p in items_of(data, "pings")
+        )
+        return ClusterInfo(self.version, release, controllers, cluster)
+
+    def parse_partition(self, raw: Mapping[str, Any]) -> Partition:
+        flags = {f.lower() for f in string_list(raw.get("flags"))}
+        return Partition(
+            name=text(raw.get("name")),
+            state=text(raw.get("state")).upper(),
+            is_default="default" in flags,
+            max_time_limit=number(raw.get("max_time_limit")),
+            default_time_limit=number(raw.get("default_time_limit")),
+            total_nodes=number(raw.get("total_nodes")),
+            total_cpus=number(raw.get("total_cpus")),
+            nodes=text(raw.get("nodes")),
+            gpus=gpus_in_tres(raw.get("tres")),
+            max_nodes_per_job=number(raw.get("maximum_nodes_per_job")),
+        )
+
+    def parse_node(self, raw: Mapping[str, Any]) -> Node:
+        # 22.05 writes the base state in lower case ("idle") and the flags apart.
+        state, extra = split_state(raw.get("state"), BASE_NODE_STATES, upper=True)
+        flags = extra + tuple(f.upper() for f in string_list(raw.get("state_flags")))
+        cpus = number(raw.get("cpus"))
+        alloc = number(raw.get("alloc_cpus"))
+        idle = number(raw.get("idle_cpus"))
+        if idle is None and cpus is not None and alloc is not None:
+            idle = cpus - alloc
+        gpus = gpus_in_gres(raw.get("gres"))
+        used = gpus_in_gres(raw.get("gres_used"))
+        return Node(
+            name=text(raw.get("name")),
+            state=state,
+            state_flags=tuple(dict.fromkeys(flags)),
+            cpus=cpus,
+            alloc_cpus=alloc,
+            idle_cpus=idle,
+            real_memory=number(raw.get("real_memory")),
+            alloc_memory=number(raw.get("alloc_memory")),
+            gpus=gpus if gpus is not None else (gpus_in_tres(raw.get("tres")) or 0),
+            gpus_used=used if used is not None else (gpus_in_tres(raw.get("tres_used")) or 0),
+            partitions=string_list(raw.get("partitions")),
+            reason=text(raw.get("reason")),
+        )
+
+    def jobs(self, update_time: int | None = None) -> JobList:
+        params = {"update_time": int(update_time)} if update_time is not None else None
+        response = self.transport.get(f"{self.prefix}/jobs", params)
+        if response.not_modified:
+            # 22.05 answers 304 with an empty body when nothing changed since update_time.
+            return JobList((), update_time, True)
+        response.raise_for_errors()
+        jobs = tuple(self.parse_job(j) for j in items_of(response.data, "jobs"))
+        return JobList(jobs, None, False)
+
+    def cancel(self, job_id: int | str, signal: str | None = None) -> None:
+        params = {"signal": signal} if signal else None
+        try:
+            response = self.transport.request(
+                "DELETE", f"{self.prefix}/job/{job_path(job_id)}", params=params
+            )
+            response.raise_for_errors()
+        except SlurmError as e:
+            self._cancel_failed(e)

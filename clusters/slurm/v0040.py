@@ -1,0 +1,216 @@
+"""The adapter for the data_parser family, slurmrestd API v0.0.40 … v0.0.45 (Slurm 23.11 to 26.05)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from clusters.slurm.base import Adapter, environment_with_path, items_of, job_path
+from clusters.slurm.errors import SlurmError, SlurmErrorItem, error_for
+from clusters.slurm.http import SlurmResponse
+from clusters.slurm.parsing import (
+    BASE_NODE_STATES,
+    decode_verbose_exit,
+    gpus_in_gres,
+    gpus_in_tres,
+    number,
+    release_from_meta,
+    split_state,
+    string_list,
+    text,
+)
+from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Node, Partition, SubmitResult
+
+
+def _set(value: int) -> dict[str, Any]:
+    # The servers take a plain int too, but the documents only allow the object, and
+    # sending what the document says keeps the bodies checkable against it.
+    return {"set": True, "infinite": False, "number": value}
+
+
+class V0040Adapter(Adapter):
+    """One class for v0.0.40 … v0.0.45; the few differences are branches on `self.minor`."""
+
+    versions = ("v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.minor = int(self.version.rsplit(".", 1)[1])
+
+    @staticmethod
+    def auth_headers(user_name: str | None, token: str) -> dict[str, str]:
+        # From 23.02 the user name is optional (the token names the user), and AWS PCS
+        # refuses impersonation, so it is sent only when known. Never together with a
+        # Bearer header: slurmrestd rejects two credentials as ambiguous.
+        headers = {"X-SLURM-USER-TOKEN": token}
+        if user_name:
+            headers["X-SLURM-USER-NAME"] = user_name
+        return headers
+
+    def submit_body(self, spec: JobSpec) -> dict[str, Any]:
+        environment = environment_with_path(spec)
+        if spec.get_user_environment:
+            # What sbatch --get-user-env sends; this family has no field for it.
+            environment["SLURM_GET_USER_ENV"] = "1"
+        job: dict[str, Any] = {
+            # Inside `job` in every version: top-level `script` is deprecated in v0.0.41/42.
+            "script": spec.script,
+            "current_working_directory": spec.working_directory,
+            "environment": [f"{k}={v}" for k, v in environment.items()],
+        }
+        optional = {
+            "name": spec.name,
+            "partition": spec.partition,
+            "tasks": spec.ntasks,
+            "cpus_per_task": spec.cpus_per_task,
+            "standard_output": spec.standard_output,
+            "standard_error": spec.standard_error,
+            "account": spec.account,
+            "qos": spec.qos,
+            "array": spec.array,
+        }
+        job.update({k: v for k, v in optional.items() if v is not None})
+        if spec.time_limit is not None:
+            job["time_limit"] = _set(spec.time_limit)
+        if spec.memory_per_node is not None:
+            job["memory_per_node"] = _set(spec.memory_per_node)
+        if spec.nodes or spec.gpus:
+            job["nodes"] = str(spec.nodes or 1)
+        if spec.gpus:
+            job["tres_per_node"] = f"gres/gpu:{spec.gpus_per_node}"
+        return {"job": job}
+
+    def parse_submit(self, response: SlurmResponse) -> SubmitResult:
+        data = response.data
+        result = data.get("result")
+        if self.minor <= 41 and isinstance(result, Mapping) and data.get("job_id") is None:
+            # v0.0.40/41 also nest the answer in a deprecated `result`; trust it only when the top is empty.
+            data = {
+                **data,
+                "job_id": result.get("job_id"),
+                "job_submit_user_msg": result.get("job_submit_user_msg"),
+            }
+            response = SlurmResponse(response.status, data, response.errors, response.warnings)
+        submitted = super().parse_submit(response)
+        if isinstance(result, Mapping) and number(result.get("error_code")) and result.get("error"):
+            extra = str(result["error"])
+            if extra not in submitted.warnings:
+                return SubmitResult(submitted.job_id, (*submitted.warnings, extra), submitted.user_message)
+        return submitted
+
+    def decode_exit(self, raw: Any) -> tuple[int | None, int | None]:
+        return decode_verbose_exit(raw)
+
+    def parse_info(self, data: Mapping[str, Any]) -> ClusterInfo:
+        release, cluster = release_from_meta(data.get("meta"))
+        controllers = []
+        for p in items_of(data, "pings"):
+            if "responding" in p:
+                # v0.0.42+: a boolean; `pinged` and `mode` are deprecated and gone in v0.0.45.
+                state = "UP" if p.get("responding") else "DOWN"
+            else:
+                state = text(p.get("pinged")).upper() or "DOWN"
+            if "primary" in p:
+                primary = bool(p.get("primary"))
+            else:
+                primary = (text(p.get("mode")) == "primary") if p.get("mode") else None
+            controllers.append(Controller(text(p.get("hostname")), state, primary))
+        return ClusterInfo(self.version, release, tuple(controllers), cluster)
+
+    def parse_partition(self, raw: Mapping[str, Any]) -> Partition:
+        def part(key: str) -> Mapping[str, Any]:
+            value = raw.get(key)
+            return value if isinstance(value, Mapping) else {}
+
+        state, _ = split_state(part("partition").get("state"), frozenset({"UP", "DOWN", "DRAIN", "INACTIVE"}))
+        is_default = None
+        if "flags" in raw:
+            # Only v0.0.45 reports partition flags; earlier versions cannot say which is the default.
+            is_default = "DEFAULT" in {f.upper() for f in string_list(raw.get("flags"))}
+        return Partition(
+            name=text(raw.get("name")),
+            state=state.upper(),
+            is_default=is_default,
+            max_time_limit=number(part("maximums").get("time")),
+            default_time_limit=number(part("defaults").get("time")),
+            total_nodes=number(part("nodes").get("total")),
+            total_cpus=number(part("cpus").get("total")),
+            nodes=text(part("nodes").get("configured")),
+            gpus=gpus_in_tres(part("tres").get("configured")),
+            max_nodes_per_job=number(part("maximums").get("nodes")),
+        )
+
+    def parse_node(self, raw: Mapping[str, Any]) -> Node:
+        state, flags = split_state(raw.get("state"), BASE_NODE_STATES, upper=True)
+        cpus = number(raw.get("cpus"))
+        alloc = number(raw.get("alloc_cpus"))
+        idle = number(raw.get("alloc_idle_cpus"))
+        if idle is None and cpus is not None and alloc is not None:
+            idle = cpus - alloc
+        gpus = gpus_in_gres(raw.get("gres"))
+        used = gpus_in_gres(raw.get("gres_used"))
+        return Node(
+            name=text(raw.get("name")),
+            state=state,
+            state_flags=flags,
+            cpus=cpus,
+            alloc_cpus=alloc,
+            idle_cpus=idle,
+            real_memory=number(raw.get("real_memory")),
+            alloc_memory=number(raw.get("alloc_memory")),
+            gpus=gpus if gpus is not None else (gpus_in_tres(raw.get("tres")) or 0),
+            gpus_used=used if used is not None else (gpus_in_tres(raw.get("tres_used")) or 0),
+            partitions=string_list(raw.get("partitions")),
+            reason=text(raw.get("reason")),
+        )
+
+    def jobs(self, update_time: int | None = None) -> JobList:
+        # The documents declare update_time a string here (a UNIX time in decimal).
+        params = {"update_time": str(int(update_time))} if update_time is not None else None
+        response = self.transport.get(f"{self.prefix}/jobs", params)
+        if response.not_modified:
+            return JobList((), update_time, True)
+        response.raise_for_errors()
+        jobs = tuple(self.parse_job(j) for j in items_of(response.data, "jobs"))
+        last_update = number(response.data.get("last_update"))
+        if update_time is not None and not jobs:
+            # "No change" is HTTP 200, an empty list and a warning here, not 22.05's 304.
+            unchanged = any("no job changes" in w.lower() for w in response.warnings)
+            if unchanged or (last_update is not None and last_update <= update_time):
+                return JobList((), last_update if last_update is not None else update_time, True)
+        return JobList(jobs, last_update, False)
+
+    def cancel(self, job_id: int | str, signal: str | None = None) -> None:
+        params = {"signal": signal} if signal else None
+        try:
+            response = self.transport.request(
+                "DELETE", f"{self.prefix}/job/{job_path(job_id)}", params=params
+            )
+            response.raise_for_errors()
+            if self.minor >= 42:
+                # v0.0.42+ reports each signalled job in `status[]`, errors included, under HTTP 200.
+                failures = _kill_failures(response.data.get("status"))
+                if failures:
+                    raise error_for(response.status, failures)
+        except SlurmError as e:
+            self._cancel_failed(e)
+
+
+def _kill_failures(status: Any) -> tuple[SlurmErrorItem, ...]:
+    failures = []
+    for entry in status if isinstance(status, list) else ():
+        error = entry.get("error") if isinstance(entry, Mapping) else None
+        if not isinstance(error, Mapping):
+            continue
+        code = number(error.get("code"))
+        if not code:
+            continue
+        failures.append(
+            SlurmErrorItem(
+                code=code,
+                text=text(error.get("string")),
+                source="kill_job",
+                description=text(error.get("message")) or None,
+            )
+        )
+    return tuple(failures)

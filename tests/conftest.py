@@ -1,0 +1,105 @@
+"""Shared fixtures: the real parts the suite talks to, and how their absence is reported.
+
+In CI (CI=true) a missing part fails the test that needs it; on a newcomer's
+laptop the test skips with a one-line reason instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures_idp"]
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SLURM_ENV_FILE = Path(os.environ.get("SLURM_DEMO_ENV", "/run/slurm-demo/env"))
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip (laptop) or fail (CI) a test whose real part is missing."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _unhashed_static_files(request):
+    """Pages render without `collectstatic`: the hashed manifest is a production concern."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return  # protocol-only tests run with -p no:django
+    settings = request.getfixturevalue("settings")
+    settings.STORAGES = settings.STORAGES | {
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    }
+
+
+@dataclass(frozen=True)
+class SlurmEnv:
+    url: str
+    api_version: str
+    key_file: Path
+    cluster_name: str
+    partitions: tuple[str, ...]
+    users: tuple[str, ...]
+    accounting: bool
+
+    @property
+    def key(self) -> bytes:
+        return self.key_file.read_bytes()
+
+
+def read_slurm_env() -> SlurmEnv | None:
+    try:
+        text = SLURM_ENV_FILE.read_text()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            name, _, raw = line.partition("=")
+            parsed = shlex.split(raw)
+            values[name.strip()] = parsed[0] if parsed else ""
+    return SlurmEnv(
+        url=values["SLURMRESTD_URL"],
+        api_version=values.get("SLURM_API_VERSION", ""),
+        key_file=Path(values["SLURM_JWT_KEY_FILE"]),
+        cluster_name=values.get("SLURM_CLUSTER", "demo"),
+        partitions=tuple(values.get("SLURM_PARTITIONS", "").split()),
+        users=tuple(values.get("SLURM_DEMO_USERS", "").split()),
+        accounting=values.get("SLURM_ACCOUNTING", "1") == "1",
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm_env() -> SlurmEnv:
+    """The real single-node Slurm started by scripts/slurm-up.sh."""
+    env = read_slurm_env()
+    require(
+        env is not None, f"real Slurm not running ({SLURM_ENV_FILE} missing): run scripts/slurm-up.sh as root"
+    )
+    require(os.access(env.key_file, os.R_OK), f"cannot read the Slurm JWT key {env.key_file}: run as root")
+    return env
+
+
+@pytest.fixture
+def demo_cluster(db, slurm_env):
+    """The real local cluster as a registry row, the way `make demo` registers it."""
+    from clusters.models import Cluster
+
+    return Cluster.objects.create(
+        slug="demo",
+        name="Demo cluster",
+        slurmrestd_url=slurm_env.url,
+        api_version=slurm_env.api_version,
+        jwt_key_source="file",
+        jwt_key_ref=str(slurm_env.key_file),
+        has_accounting=slurm_env.accounting,
+    )

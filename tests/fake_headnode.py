@@ -1,0 +1,159 @@
+"""Test helpers for accounts: a pretend head node that answers like the real tools; real-user clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import pwd
+import random
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from clusters.headnode import HeadNodeError, Result
+
+TEST_UIDS = range(60000, 61000)
+
+
+@dataclass
+class FakeHeadNode:
+    """passwd, group and sacctmgr state of one pretend head node; records every argv it is asked to run.
+
+    `down` makes every call fail as an unreachable head node; `broken` maps a program
+    to the Result it returns once; `slow` sleeps in useradd (for concurrency tests).
+    """
+
+    passwd: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+    homes: dict[str, str] = field(default_factory=dict)
+    accounts: set[str] = field(default_factory=lambda: {"demo"})
+    associations: set[tuple[str, str]] = field(default_factory=set)
+    locked: set[str] = field(default_factory=set)
+    calls: list[list[str]] = field(default_factory=list)
+    broken: dict[str, Result] = field(default_factory=dict)
+    down: bool = False
+    slow: float = 0.0
+
+    def __call__(self, cluster, argv, *, timeout=None, input=None) -> Result:
+        self.calls.append(list(argv))
+        if self.down:
+            raise HeadNodeError(cluster, "connection refused")
+        program, args = argv[0], argv[1:]
+        if program in self.broken:
+            return self.broken.pop(program)
+        return getattr(self, f"_{program}")(args)
+
+    def programs(self) -> list[str]:
+        return [" ".join(c[:2]) if c[0] in ("getent", "sacctmgr") else c[0] for c in self.calls]
+
+    def _getent(self, args):
+        database, keys = args[0], args[1:]
+        table = self.passwd if database == "passwd" else self.groups
+        lines = []
+        for key in keys:
+            for name, number in table.items():
+                if key in (name, str(number)):
+                    lines.append(
+                        f"{name}:x:{number}:{number}::/home/{name}:/bin/bash"
+                        if database == "passwd"
+                        else f"{name}:x:{number}:"
+                    )
+                    break
+        found_all = len(lines) == len(keys)
+        return Result(0 if found_all else 2, "".join(line + "\n" for line in lines), "")
+
+    def _groupadd(self, args):
+        gid, name = int(args[1]), args[2]
+        if name in self.groups:
+            return Result(9, "", f"groupadd: group '{name}' already exists")
+        if gid in self.groups.values():
+            return Result(4, "", f"groupadd: GID '{gid}' already exists")
+        self.groups[name] = gid
+        return Result(0, "", "")
+
+    def _useradd(self, args):
+        options, rest = {}, list(args[:-1])
+        while rest:
+            flag = rest.pop(0)
+            options[flag] = rest.pop(0) if flag in ("-u", "-g", "-d", "-s") else True
+        name, uid = args[-1], int(options["-u"])
+        if self.slow:
+            time.sleep(self.slow)
+        if name in self.passwd:
+            return Result(9, "", f"useradd: user '{name}' already exists")
+        if uid in self.passwd.values():
+            return Result(4, "", "useradd: UID already in use")
+        self.passwd[name] = uid
+        self.homes[name] = options["-d"]
+        return Result(0, "", "")
+
+    def _sacctmgr(self, args):
+        if args[:4] == ["-n", "-P", "show", "assoc"]:
+            wanted = dict(a.split("=", 1) for a in args[4:6])
+            rows = [u for u, a in self.associations if u == wanted["user"] and a == wanted["account"]]
+            return Result(0, "".join(r + "\n" for r in rows), "")
+        if args[:3] == ["-i", "add", "user"]:
+            name, account = args[3], args[4].split("=", 1)[1]
+            if account not in self.accounts:
+                return Result(1, f" This account '{account}' doesn't exist.\n", "")
+            if (name, account) in self.associations:
+                return Result(1, " Nothing new added.\n", "")
+            self.associations.add((name, account))
+            return Result(0, " Adding User(s)\n", "")
+        raise AssertionError(f"unexpected sacctmgr call {args}")
+
+    def _usermod(self, args):
+        name = args[-1]
+        if name not in self.passwd:
+            return Result(6, "", f"usermod: user '{name}' does not exist")
+        self.locked.add(name)
+        return Result(0, "", "")
+
+
+# --- real Linux users on this machine -----------------------------------------------------------
+
+
+def free_uid_block(size: int = 20) -> int:
+    """The first number of `size` consecutive UIDs (and GIDs) in the test range that nobody holds here."""
+    starts = list(range(TEST_UIDS.start, TEST_UIDS.stop - size, size))
+    random.shuffle(starts)
+    for start in starts:
+        if all(not _uid_used(n) for n in range(start, start + size)):
+            return start
+    raise RuntimeError(f"no {size} free UIDs left in {TEST_UIDS}")
+
+
+def _uid_used(number: int) -> bool:
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(number)
+        except KeyError:
+            continue
+        return True
+    return False
+
+
+def ct_email() -> str:
+    """An address whose local part makes a name no real account has ("ct" and random hex)."""
+    return f"ct{secrets.token_hex(4)}@clusterra.test"
+
+
+def remove_linux_user(name: str) -> None:
+    """Undo what provisioning did on this machine: jobs, Slurm association, user, home and group."""
+    if not name.startswith("ct"):
+        raise ValueError(f"refusing to remove {name!r}: tests only remove ct… users")
+    quiet = {"capture_output": True, "check": False}
+    subprocess.run(["scancel", "-u", name], **quiet)
+    # userdel refuses while a job step of the user still runs.
+    for _ in range(50):
+        if not subprocess.run(["pgrep", "-u", name], **quiet).stdout.strip():
+            break
+        time.sleep(0.1)
+    if shutil.which("sacctmgr"):
+        subprocess.run(["sacctmgr", "-i", "delete", "user", f"name={name}"], **quiet)
+    subprocess.run(["userdel", "-r", name], **quiet)
+    with contextlib.suppress(KeyError):
+        grp.getgrnam(name)
+        subprocess.run(["groupdel", name], **quiet)

@@ -1,0 +1,310 @@
+"""accounts.offboarding, its admin action and `manage.py offboard`: everything stops at once, and for real."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from io import StringIO
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.management import CommandError, call_command
+
+from accounts import api_tokens, offboarding, posix, provisioning
+from accounts.models import ClusterAccount, User
+from accounts.slurm_access import SlurmAccessRefused, slurm_for
+from audit.models import AuditEvent
+from clusters import headnode
+from clusters.models import Cluster
+from clusters.slurm import Job, JobList, JobSpec
+from tests.conftest import require
+from tests.fake_headnode import FakeHeadNode, ct_email, free_uid_block, remove_linux_user
+
+State = ClusterAccount.State
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeHeadNode:
+    node = FakeHeadNode()
+    monkeypatch.setattr(headnode, "run", node)
+    return node
+
+
+@pytest.fixture
+def cluster(db, tmp_path, settings):
+    settings.CLUSTERRA_UID_MIN, settings.CLUSTERRA_UID_MAX = 60100, 60199
+    key = tmp_path / "jwt.key"
+    key.write_bytes(b"k" * 32)
+    return Cluster.objects.create(
+        slug="c1",
+        name="Cluster One",
+        slurmrestd_url="http://127.0.0.1:9",
+        api_version="v0.0.38",
+        jwt_key_ref=str(key),
+    )
+
+
+@pytest.fixture
+def jane(db) -> User:
+    return User.objects.create(username="jane", email="jane@corp.example")
+
+
+@pytest.fixture
+def listener(jane):
+    """A channel in jane's person group, the way a live terminal joins it."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(offboarding.person_group(jane.pk), channel)
+    yield lambda: receive(layer, channel)
+    async_to_sync(layer.group_discard)(offboarding.person_group(jane.pk), channel)
+
+
+def receive(layer, channel, seconds: float = 3.0):
+    async def one():
+        return await asyncio.wait_for(layer.receive(channel), seconds)
+
+    return async_to_sync(one)()
+
+
+@dataclass
+class FakeSlurm:
+    """Stands in for cluster.slurm(): records who it was minted for and what it cancelled."""
+
+    jobs_listed: tuple[Job, ...]
+    minted_for: list[tuple] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+
+    def __call__(self, user_name, *, uid=None, gid=None):
+        self.minted_for.append((user_name, uid, gid))
+        return self
+
+    def jobs(self):
+        return JobList(jobs=self.jobs_listed)
+
+    def cancel(self, job_id):
+        self.cancelled.append(job_id)
+
+
+def test_it_takes_every_way_in_away_at_once(jane, cluster, fake, listener):
+    provisioning.ensure_ready(jane, cluster)
+    _, raw = api_tokens.issue(jane)
+    admin = User.objects.create(username="boss", email="boss@corp.example", is_staff=True)
+
+    result = offboarding.offboard(jane, by=admin, reason="left the company")
+
+    assert result.ok, result.problems
+    jane.refresh_from_db()
+    assert not jane.is_active
+    assert jane.deactivated_at is not None
+    assert jane.deactivated_reason == "left the company"
+    assert api_tokens.authenticate(raw) is None
+    assert jane.api_tokens.filter(revoked__isnull=True).count() == 0
+    assert listener() == {"type": "offboard.close", "reason": "left the company"}
+    assert fake.calls[-1] == ["usermod", "-L", "-e", "1", "jane"]
+    assert "jane" in fake.locked
+    assert ClusterAccount.objects.get(account__user=jane).state == State.LOCKED
+    with pytest.raises(SlurmAccessRefused):
+        slurm_for(jane, cluster)
+    events = AuditEvent.objects.filter(action__startswith="offboard.").order_by("id")
+    assert [e.action for e in events] == [
+        "offboard.deactivated",
+        "offboard.terminals",
+        "offboard.locked",
+        "offboard.jobs",
+        "offboard.finished",
+    ]
+    assert {e.actor_name for e in events} == {"boss"}
+
+
+def test_an_account_that_never_reached_the_cluster_is_still_marked_locked(jane, cluster, fake):
+    ClusterAccount.objects.create(account=posix.ensure_account(jane), cluster=cluster)
+    assert offboarding.offboard(jane, reason="x").ok
+    assert ClusterAccount.objects.get(account__user=jane).state == State.LOCKED
+
+
+def test_an_unreachable_head_node_is_reported_and_the_person_is_still_deactivated(jane, cluster, fake):
+    provisioning.ensure_ready(jane, cluster)
+    fake.down = True
+    result = offboarding.offboard(jane, reason="left")
+    assert not result.ok
+    assert "not locked on c1" in result.problems[0]
+    jane.refresh_from_db()
+    assert not jane.is_active
+    assert ClusterAccount.objects.get(account__user=jane).state == State.READY
+    assert AuditEvent.objects.get(action="offboard.finished").outcome == "error"
+
+
+def test_offboarding_again_finishes_the_job_and_keeps_the_first_date(jane, cluster, fake):
+    provisioning.ensure_ready(jane, cluster)
+    fake.down = True
+    offboarding.offboard(jane, reason="left")
+    jane.refresh_from_db()
+    first = jane.deactivated_at
+    fake.down = False
+    assert offboarding.offboard(jane, reason="second try").ok
+    jane.refresh_from_db()
+    assert jane.deactivated_at == first
+    assert jane.deactivated_reason == "left"
+    assert ClusterAccount.objects.get(account__user=jane).state == State.LOCKED
+
+
+def test_jobs_are_left_alone_by_default(jane, cluster, fake, monkeypatch):
+    provisioning.ensure_ready(jane, cluster)
+    slurm = FakeSlurm((Job(job_id=1, user_name="jane", state="RUNNING"),))
+    monkeypatch.setattr(Cluster, "slurm", lambda self, *a, **k: slurm(*a, **k))
+    offboarding.offboard(jane, reason="left")
+    assert slurm.minted_for == []
+    assert AuditEvent.objects.get(action="offboard.jobs").reason == "leave"
+
+
+def test_a_cluster_set_to_cancel_cancels_the_persons_unfinished_jobs_as_them(
+    jane, cluster, fake, monkeypatch
+):
+    provisioning.ensure_ready(jane, cluster)
+    account = posix.ensure_account(jane)
+    slurm = FakeSlurm(
+        (
+            Job(job_id=1, user_name="jane", state="RUNNING"),
+            Job(job_id=2, user_name="jane", state="PENDING"),
+            Job(job_id=3, user_name="jane", state="COMPLETED"),
+            Job(job_id=4, user_name="bob", state="RUNNING"),
+        )
+    )
+    Cluster.objects.update(offboard_jobs="cancel")
+    monkeypatch.setattr(Cluster, "slurm", lambda self, *a, **k: slurm(*a, **k))
+    result = offboarding.offboard(jane, reason="left")
+    assert result.ok
+    assert slurm.minted_for == [("jane", account.uid, account.gid)]
+    assert slurm.cancelled == [1, 2]
+    assert AuditEvent.objects.get(action="offboard.jobs").details == {"cancelled": [1, 2]}
+
+
+def test_the_idp_refusing_someone_offboards_them(jane, cluster, fake):
+    offboarding.on_idp_refusal(jane, "account disabled")
+    jane.refresh_from_db()
+    assert not jane.is_active
+    assert jane.deactivated_reason == "The identity provider refused sign-in: account disabled"
+    assert AuditEvent.objects.get(action="offboard.deactivated").actor_name == "identity provider"
+
+
+# --- the triggers: admin action, unticking "active", the command ---------------------------------
+
+
+def test_the_admin_action_offboards_the_selected_people_but_not_yourself(
+    admin_client, admin_user, jane, fake
+):
+    response = admin_client.post(
+        "/admin/accounts/user/",
+        {"action": "offboard_selected", "_selected_action": [jane.pk, admin_user.pk]},
+        follow=True,
+    )
+    assert "You cannot offboard yourself." in response.content.decode()
+    jane.refresh_from_db()
+    admin_user.refresh_from_db()
+    assert not jane.is_active
+    assert admin_user.is_active
+    assert jane.deactivated_reason == "Deactivated in the admin by admin"
+
+
+def test_unticking_active_in_the_admin_is_a_full_offboarding(admin_client, jane, fake):
+    _, raw = api_tokens.issue(jane)
+    response = admin_client.post(
+        f"/admin/accounts/user/{jane.pk}/change/",
+        {"username": "jane", "email": jane.email, "first_name": "", "last_name": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    jane.refresh_from_db()
+    assert not jane.is_active
+    assert jane.deactivated_at is not None
+    assert api_tokens.authenticate(raw) is None
+
+
+def test_the_command_offboards_by_email(jane, fake):
+    out = StringIO()
+    call_command("offboard", "Jane@corp.example", "--reason", "contract ended", stdout=out)
+    jane.refresh_from_db()
+    assert not jane.is_active
+    assert jane.deactivated_reason == "contract ended"
+    assert "done: deactivated" in out.getvalue()
+
+
+def test_the_command_fails_loudly_when_clean_up_is_incomplete(jane, cluster, fake):
+    provisioning.ensure_ready(jane, cluster)
+    fake.down = True
+    out = StringIO()
+    with pytest.raises(CommandError, match="reconcile_accounts"):
+        call_command("offboard", "jane@corp.example", "--reason", "left", stdout=out)
+    assert "NOT done" in out.getvalue()
+
+
+def test_the_command_needs_a_reason(jane):
+    with pytest.raises(CommandError, match="reason"):
+        call_command("offboard", "jane@corp.example")
+
+
+# --- for real: a Linux user on this machine, Slurm, the channel layer -----------------------------
+
+
+@pytest.fixture
+def real_person(db, settings):
+    require(os.geteuid() == 0, "needs root to create Linux users")
+    start = free_uid_block()
+    settings.CLUSTERRA_UID_MIN, settings.CLUSTERRA_UID_MAX = start, start + 19
+    person = User.objects.create(username=ct_email(), email=ct_email())
+    name = posix.ensure_account(person).username
+    yield person
+    remove_linux_user(name)
+
+
+def shadow_entry(name: str) -> list[str]:
+    return subprocess.run(
+        ["getent", "shadow", name], capture_output=True, text=True, check=True
+    ).stdout.split(":")
+
+
+def job_state(job_id: int) -> str:
+    shown = subprocess.run(
+        ["scontrol", "-o", "show", "job", str(job_id)], capture_output=True, text=True
+    ).stdout
+    fields = dict(f.split("=", 1) for f in shown.split() if "=" in f)
+    return fields.get("JobState", "")
+
+
+@pytest.mark.root
+@pytest.mark.slurm
+def test_offboarding_a_real_person_locks_them_out_everywhere(real_person, demo_cluster, monkeypatch):
+    Cluster.objects.filter(pk=demo_cluster.pk).update(offboard_jobs="cancel")
+    name = posix.ensure_account(real_person).username
+    client = slurm_for(real_person, demo_cluster)
+    home = f"/home/{name}"
+    job_id = client.submit(
+        JobSpec(script="#!/bin/sh\nsleep 300\n", working_directory=home, name="ct-offboard", time_limit=5)
+    ).job_id
+    _, raw = api_tokens.issue(real_person)
+    assert shadow_entry(name)[7] == ""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(offboarding.person_group(real_person.pk), channel)
+
+    result = offboarding.offboard(real_person, by="test", reason="left the company")
+
+    assert result.ok, result.problems
+    with pytest.raises(SlurmAccessRefused):
+        slurm_for(real_person, demo_cluster)
+    assert api_tokens.authenticate(raw) is None
+    assert receive(layer, channel) == {"type": "offboard.close", "reason": "left the company"}
+    status = subprocess.run(["passwd", "-S", name], capture_output=True, text=True, check=True).stdout.split()
+    assert status[:2] == [name, "L"]
+    shadow = shadow_entry(name)
+    assert shadow[1].startswith("!")
+    # Expired on 2 January 1970: no login by any means that checks the account, password or not.
+    assert shadow[7] == "1"
+    assert ClusterAccount.objects.get(account__user=real_person).state == State.LOCKED
+    deadline = time.monotonic() + 15
+    while job_state(job_id) != "CANCELLED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job_state(job_id) == "CANCELLED"
