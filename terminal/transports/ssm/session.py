@@ -1,0 +1,227 @@
+"""Session Manager control plane: start, resume and terminate sessions, and sign the data-channel upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import boto3
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import CredentialProvider, Credentials, RefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_NAME = "AWS-StartInteractiveCommand"
+SIGNING_SERVICE = "ssmmessages"
+# Headers that carry a SigV4 signature; anything else the signer adds stays out of the upgrade request.
+SIGNATURE_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
+
+# A login name as useradd accepts it; anything else is refused before it reaches a shell command.
+_POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+# Runs as the mapped user: enter the requested directory if possible, then become that user's login shell.
+# The directory arrives as $1, never inside the script text, so no quoting of it can go wrong.
+_SHELL_SCRIPT = (
+    'if [ -n "$1" ] && ! cd -- "$1" 2>/dev/null; then '
+    'printf "clusterra: cannot enter %s; starting in your home directory\\n" "$1" >&2; cd; fi; '
+    'shell=$(getent passwd "$(id -un)" | cut -d: -f7); exec "${shell:-/bin/sh}" -l'
+)
+
+
+class SessionError(Exception):
+    """The control plane refused or failed; the message is fit to show the person."""
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """What StartSession/ResumeSession hand back: the data channel to open, and the token to open it with."""
+
+    session_id: str
+    token_value: str
+    stream_url: str
+
+
+def login_command(user: str, cwd: str | None = None) -> str:
+    """The AWS-StartInteractiveCommand command line: `user`'s login shell, started in `cwd` when possible."""
+    if not _POSIX_NAME.fullmatch(user):
+        raise ValueError(f"not a POSIX user name: {user!r}")
+    directory = ""
+    if cwd:
+        if "\x00" in cwd or "\n" in cwd or "\r" in cwd:
+            raise ValueError("the working directory contains a control character")
+        if not cwd.startswith("/"):
+            raise ValueError(f"the working directory must be absolute: {cwd!r}")
+        directory = posixpath.normpath(cwd)
+    # sudo -n fails instead of prompting: a password prompt would hang a shell no one can answer.
+    argv = [
+        "sudo",
+        "-n",
+        "-H",
+        "-u",
+        user,
+        "--",
+        "/bin/sh",
+        "-c",
+        _SHELL_SCRIPT,
+        "clusterra-shell",
+        directory,
+    ]
+    return shlex.join(argv)
+
+
+class _FixedCredentialProvider(CredentialProvider):
+    METHOD = "clusterra-web-identity"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+def web_identity_credentials(
+    sts_client: Any,
+    *,
+    role_arn: str,
+    role_session_name: str,
+    web_identity_token: Callable[[], str],
+    duration_seconds: int = 3600,
+) -> RefreshableCredentials:
+    """Role credentials from AssumeRoleWithWebIdentity that renew themselves before they expire.
+
+    A fixed `role_session_name` keeps session ids (and so the IAM resource scope) predictable.
+    """
+
+    def fetch() -> dict[str, str]:
+        answer = sts_client.assume_role_with_web_identity(
+            RoleArn=role_arn,
+            RoleSessionName=role_session_name,
+            WebIdentityToken=web_identity_token(),
+            DurationSeconds=duration_seconds,
+        )
+        issued = answer["Credentials"]
+        return {
+            "access_key": issued["AccessKeyId"],
+            "secret_key": issued["SecretAccessKey"],
+            "token": issued["SessionToken"],
+            "expiry_time": issued["Expiration"].isoformat(),
+        }
+
+    return RefreshableCredentials.create_from_metadata(
+        metadata=fetch(), refresh_using=fetch, method=_FixedCredentialProvider.METHOD
+    )
+
+
+def boto3_session_with(credentials: Credentials, region: str) -> boto3.Session:
+    """A boto3 session whose clients use `credentials` (refreshable ones keep refreshing)."""
+    core = botocore.session.get_session()
+    core.get_component("credential_provider").insert_before("env", _FixedCredentialProvider(credentials))
+    return boto3.Session(botocore_session=core, region_name=region)
+
+
+class SessionManager:
+    """StartSession/ResumeSession/TerminateSession for one AWS principal, off the event loop."""
+
+    def __init__(self, ssm_client: Any, *, credentials: Credentials | None = None, region: str | None = None):
+        self.ssm = ssm_client
+        self.region = region or ssm_client.meta.region_name
+        # Without credentials the upgrade goes unsigned, which the service accepted at the time of writing.
+        self.credentials = credentials
+
+    @classmethod
+    def from_boto3_session(cls, session: boto3.Session, region: str | None = None) -> SessionManager:
+        region = region or session.region_name
+        return cls(
+            session.client("ssm", region_name=region), credentials=session.get_credentials(), region=region
+        )
+
+    async def start(self, *, target: str, command: str, reason: str | None = None) -> SessionGrant:
+        request: dict[str, Any] = {
+            "Target": target,
+            "DocumentName": DOCUMENT_NAME,
+            "Parameters": {"command": [command]},
+        }
+        if reason:
+            request["Reason"] = reason[:256]
+        try:
+            answer = await asyncio.to_thread(self.ssm.start_session, **request)
+        except ClientError as exc:
+            raise SessionError(_start_failure(target, exc)) from exc
+        except BotoCoreError as exc:
+            raise SessionError(
+                f"Could not reach AWS Systems Manager to open a shell on {target}: {exc}"
+            ) from exc
+        return SessionGrant(
+            answer["SessionId"], answer.get("TokenValue") or "", answer.get("StreamUrl") or ""
+        )
+
+    async def resume(self, session_id: str) -> SessionGrant | None:
+        """A fresh token (and perhaps a new URL) for a disconnected session; None if it is over."""
+        try:
+            answer = await asyncio.to_thread(self.ssm.resume_session, SessionId=session_id)
+        except ClientError as exc:
+            if _error_code(exc) == "DoesNotExistException":
+                return None
+            raise
+        if not answer.get("TokenValue"):
+            return None
+        return SessionGrant(
+            answer.get("SessionId") or session_id, answer["TokenValue"], answer.get("StreamUrl") or ""
+        )
+
+    async def terminate(self, session_id: str) -> None:
+        """End the session for good; an already-ended session is not an error worth raising."""
+        try:
+            await asyncio.to_thread(self.ssm.terminate_session, SessionId=session_id)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("ssm session %s: terminate failed: %s", session_id, exc)
+
+    def upgrade_headers(self, stream_url: str) -> dict[str, str]:
+        """SigV4 headers for the WebSocket upgrade GET of `stream_url` (docs/ssm-data-channel.md §2)."""
+        if self.credentials is None:
+            return {}
+        parts = urlsplit(stream_url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if any(name.lower().startswith("x-amz-") for name, _ in query):
+            return {}  # presigned already
+        # The service canonicalises like Go's signer: form-decode the query ('+' is a space), then
+        # percent-encode it again. Handing the decoded pairs to botocore as params reproduces that,
+        # while the socket still requests the URL exactly as AWS returned it.
+        scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+        request = AWSRequest(
+            method="GET", url=urlunsplit((scheme, parts.netloc, parts.path, "", "")), params=query
+        )
+        SigV4Auth(self.credentials.get_frozen_credentials(), SIGNING_SERVICE, self.region).add_auth(request)
+        return {name: request.headers[name] for name in SIGNATURE_HEADERS if name in request.headers}
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _start_failure(target: str, exc: ClientError) -> str:
+    code = _error_code(exc)
+    if code == "TargetNotConnected":
+        return (
+            f"The head node ({target}) is not connected to Session Manager right now. Try again in a minute; "
+            "if it persists, an administrator should check the node's SSM agent."
+        )
+    if code in ("AccessDeniedException", "AccessDenied"):
+        return (
+            f"The console is not allowed to open a Session Manager session on {target}. An administrator "
+            "should grant ssm:StartSession on the node and on the AWS-StartInteractiveCommand document."
+        )
+    if code == "InvalidDocument":
+        return f"Session Manager rejected the {DOCUMENT_NAME} document for {target}: {exc}"
+    return f"Session Manager could not open a shell on {target} ({code or 'error'}): {exc}"
