@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  # The browser tests drive Debian's Chromium; Playwright never downloads a browser of its own.
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "test-prepare: installing chromium for the browser tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  fi
   bash scripts/slurm-up.sh
 else
   echo "test-prepare: not root on Debian/Ubuntu: the real-Slurm tests will skip (run scripts/slurm-up.sh as root)"
