@@ -1,17 +1,21 @@
-"""Admin pages for people and accounts: offboarding, POSIX name overrides, provisioning retries, tokens."""
+"""Admin pages for people, groups and accounts: offboarding, IdP groups, POSIX names, provisioning, tokens."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import Group
+from django.db.models import Count
 
 from accounts import api_tokens, offboarding, provisioning
 from accounts.models import ApiToken, ClusterAccount, IdpGroup, PosixAccount, User
+from audit.admin import AuditedModelAdmin
 from audit.log import record
 
 
 @admin.register(User)
-class PersonAdmin(UserAdmin):
+class PersonAdmin(AuditedModelAdmin, UserAdmin):
     list_display = ["username", "email", "first_name", "last_name", "is_active", "is_staff", "deactivated_at"]
     list_filter = ["is_active", "is_staff", "is_superuser", "groups"]
     readonly_fields = ["deactivated_at", "deactivated_reason", "last_login", "date_joined"]
@@ -68,10 +72,102 @@ class PersonAdmin(UserAdmin):
 
 
 @admin.register(IdpGroup)
-class IdpGroupAdmin(admin.ModelAdmin):
+class IdpGroupAdmin(AuditedModelAdmin):
     list_display = ["group", "provider", "claim_value"]
     list_filter = ["provider"]
     search_fields = ["group__name", "claim_value"]
+
+
+def is_idp_managed(group: Group | None) -> bool:
+    return group is not None and group.pk is not None and IdpGroup.objects.filter(group=group).exists()
+
+
+class ManagedByFilter(admin.SimpleListFilter):
+    title = "managed by"
+    parameter_name = "managed"
+
+    def lookups(self, request, model_admin):
+        return [("idp", "The IdP"), ("hand", "Hand (made in the admin)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "idp":
+            return queryset.filter(idp__isnull=False)
+        if self.value() == "hand":
+            return queryset.filter(idp__isnull=True)
+        return queryset
+
+
+class MemberInline(admin.TabularInline):
+    """A group's members; read-only for an IdP-managed group, whose members sign-in rewrites anyway."""
+
+    model = User.groups.through
+    fk_name = "group"
+    autocomplete_fields = ["user"]
+    extra = 0
+    verbose_name = "member"
+    verbose_name_plural = "members"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return not is_idp_managed(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return not is_idp_managed(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return not is_idp_managed(obj) and super().has_delete_permission(request, obj)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(AuditedModelAdmin, DjangoGroupAdmin):
+    list_display = ["name", "managed_by", "member_count"]
+    list_filter = [ManagedByFilter]
+    readonly_fields = ["managed_by"]
+    fields = ["name", "managed_by", "permissions"]
+    inlines = [MemberInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("idp").annotate(member_count=Count("user"))
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        message = super().construct_change_message(request, form, formsets, add)
+        # A membership row has no readable name ("User_groups object (7)"): name the person instead.
+        through = User.groups.through
+        label = str(through._meta.verbose_name)
+        message = [
+            m for m in message if not any(v.get("name") == label for v in m.values() if isinstance(v, dict))
+        ]
+        for formset in formsets or []:
+            if formset.model is not through:
+                continue
+            message += [
+                {"added": {"name": "member", "object": o.user.get_username()}} for o in formset.new_objects
+            ]
+            message += [
+                {"changed": {"name": "member", "object": o.user.get_username(), "fields": fields}}
+                for o, fields in formset.changed_objects
+            ]
+            message += [
+                {"deleted": {"name": "member", "object": o.user.get_username()}}
+                for o in formset.deleted_objects
+            ]
+        return message
+
+    @admin.display(description="managed by")
+    def managed_by(self, group: Group) -> str:
+        idp = getattr(group, "idp", None) if group.pk else None
+        if idp is None:
+            return "Hand: members are kept as set here."
+        return (
+            f"The IdP {idp.provider} (claim value {idp.claim_value!r}): "
+            "members are rewritten at each sign-in, so edit them in the IdP."
+        )
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, group: Group) -> int:
+        return group.member_count
 
 
 class ClusterAccountInline(admin.TabularInline):
@@ -121,7 +217,7 @@ class PosixAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClusterAccount)
-class ClusterAccountAdmin(admin.ModelAdmin):
+class ClusterAccountAdmin(AuditedModelAdmin):
     list_display = ["account", "cluster", "state", "attempts", "updated", "short_error"]
     list_filter = ["state", "cluster"]
     search_fields = ["account__username", "account__user__email"]
@@ -154,7 +250,7 @@ class ClusterAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AuditedModelAdmin):
     list_display = ["name", "user", "prefix", "created", "expires", "revoked", "last_used"]
     list_filter = ["revoked"]
     search_fields = ["name", "prefix", "user__username", "user__email"]

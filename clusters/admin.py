@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from audit.admin import AuditedModelAdmin
 from clusters import probe
 from clusters.models import Cluster
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin):
+class ClusterAdmin(AuditedModelAdmin):
     list_display = ["name", "slug", "slurmrestd_url", "api_version_shown", "transport", "enabled"]
     list_filter = ["enabled", "transport"]
     search_fields = ["name", "slug", "slurmrestd_url"]

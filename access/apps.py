@@ -1,0 +1,12 @@
+"""The access app: what people may do on each cluster (grants, quotas, the usage ledger, policy)."""
+
+from django.apps import AppConfig
+
+
+class AccessConfig(AppConfig):
+    name = "access"
+    verbose_name = "Access: grants, quotas and budgets"
+
+    def ready(self) -> None:
+        # The demo's receivers must listen before the first person joins (accounts.demo sends).
+        from access import demo  # noqa: F401

@@ -1,0 +1,176 @@
+"""The usage ledger through a job's life: reserved, attached to a job, started, then settled or released.
+
+The jobs app calls these as it learns what Slurm did; each may be called again with
+no further effect (a retried sync loop, two workers seeing the same change):
+
+    policy.reserve()  → QUEUED    requested walltime x CPUs / GPUs held against every budget
+    attach()            QUEUED    the reservation now belongs to a Slurm job id
+    started()         → RUNNING   counts as running instead of queued; still reserved
+    settle()          → SETTLED   the reservation is replaced by real use: elapsed x allocated
+    release()         → RELEASED  nothing was used (the submit failed, or it was cancelled while queued)
+
+A reservation that was released and then turns out to have run after all (cancelled
+in the instant it started) may still be settled: what Slurm says it used counts.
+`release()` of a running job changes nothing, since only its real use may end it.
+See access.quota for which budgets an entry is charged to.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from access.models import Usage
+from clusters.models import Cluster
+
+if TYPE_CHECKING:
+    from access.policy import Resources
+
+logger = logging.getLogger("clusterra.access")
+
+__all__ = ["UnknownReservation", "attach", "record_outside_use", "release", "settle", "started"]
+
+
+class UnknownReservation(LookupError):
+    """No ledger entry has this reservation id."""
+
+
+def open_reservation(person: Any, cluster: Cluster, request: Resources) -> Usage:
+    """Write a QUEUED entry holding the request's hours. Only policy.reserve calls this, under its locks."""
+    entry = Usage.objects.create(
+        cluster=cluster,
+        user=person,
+        username=person.get_username(),
+        state=Usage.State.QUEUED,
+        partition=request.partition,
+        nodes=request.nodes,
+        cpus=request.cpus,
+        gpus=request.gpus,
+        time_limit=request.time_limit,
+        reserved_gpu_hours=request.gpu_hours,
+        reserved_cpu_hours=request.cpu_hours,
+    )
+    entry.groups.add(*person.groups.all())
+    return entry
+
+
+def attach(reservation_id: int, job_id: int) -> None:
+    """slurmrestd accepted the job: the reservation now belongs to `job_id`."""
+    with transaction.atomic():
+        entry = _locked(reservation_id)
+        if entry.job_id == job_id:
+            return
+        if entry.job_id is not None:
+            raise ValueError(
+                f"reservation {reservation_id} already belongs to job {entry.job_id}, not {job_id}"
+            )
+        entry.job_id = job_id
+        entry.save(update_fields=["job_id"])
+
+
+def release(reservation_id: int, reason: str) -> None:
+    """Give the whole reservation back: the submit failed, or the job was cancelled before it started."""
+    with transaction.atomic():
+        entry = _locked(reservation_id)
+        if entry.state == Usage.State.RUNNING:
+            # Releasing would forget hours the job is using; the sync loop settles it when it ends.
+            logger.warning(
+                "reservation %s (job %s) is running; not released (%s)", reservation_id, entry.job_id, reason
+            )
+            return
+        if entry.state != Usage.State.QUEUED:
+            return
+        entry.state = Usage.State.RELEASED
+        entry.ended_at = timezone.now()
+        entry.release_reason = reason[:200]
+        entry.save(update_fields=["state", "ended_at", "release_reason"])
+
+
+def started(reservation_id: int) -> None:
+    """The job is RUNNING: it counts as running instead of queued, and stays reserved."""
+    with transaction.atomic():
+        entry = _locked(reservation_id)
+        if entry.state != Usage.State.QUEUED:
+            return
+        entry.state = Usage.State.RUNNING
+        entry.started_at = timezone.now()
+        entry.save(update_fields=["state", "started_at"])
+
+
+def settle(
+    reservation_id: int,
+    *,
+    elapsed_seconds: int,
+    cpus: int,
+    gpus: int,
+    ended: datetime | None = None,
+) -> None:
+    """The job ended: replace its reservation by real use, elapsed x allocated CPUs and GPUs.
+
+    `ended` is when Slurm says the job ended (default: now); the use counts in that period.
+    """
+    _check_use(elapsed_seconds, cpus, gpus)
+    with transaction.atomic():
+        entry = _locked(reservation_id)
+        if entry.state == Usage.State.SETTLED:
+            return
+        _set_use(entry, elapsed_seconds, cpus, gpus, ended or timezone.now())
+        entry.save(update_fields=["state", "elapsed_seconds", "used_gpu_hours", "used_cpu_hours", "ended_at"])
+
+
+def record_outside_use(
+    person: Any,
+    cluster: Cluster,
+    job_id: int,
+    *,
+    elapsed_seconds: int,
+    cpus: int,
+    gpus: int,
+    ended: datetime,
+) -> None:
+    """A job submitted outside the console (sbatch in the browser terminal) ended: charge its use.
+
+    It was never reserved, so it may take a budget past its limit; what is left then
+    shows 0 and the next submission through the console waits for the renewal.
+    Recorded once per cluster and job id.
+    """
+    _check_use(elapsed_seconds, cpus, gpus)
+    with transaction.atomic():
+        if Usage.objects.filter(cluster=cluster, job_id=job_id).exists():
+            return
+        entry = Usage(
+            cluster=cluster,
+            user=person,
+            username=person.get_username(),
+            job_id=job_id,
+            origin=Usage.Origin.OUTSIDE,
+            cpus=cpus,
+            gpus=gpus,
+        )
+        _set_use(entry, elapsed_seconds, cpus, gpus, ended)
+        entry.save()
+        entry.groups.add(*person.groups.all())
+
+
+def _locked(reservation_id: int) -> Usage:
+    try:
+        return Usage.objects.select_for_update().get(pk=reservation_id)
+    except Usage.DoesNotExist:
+        raise UnknownReservation(f"no reservation {reservation_id} in the ledger") from None
+
+
+def _check_use(elapsed_seconds: int, cpus: int, gpus: int) -> None:
+    if min(elapsed_seconds, cpus, gpus) < 0:
+        raise ValueError(f"use cannot be negative: {elapsed_seconds=} {cpus=} {gpus=}")
+
+
+def _set_use(entry: Usage, elapsed_seconds: int, cpus: int, gpus: int, ended: datetime) -> None:
+    entry.state = Usage.State.SETTLED
+    entry.elapsed_seconds = elapsed_seconds
+    entry.used_gpu_hours = elapsed_seconds / 3600 * gpus
+    entry.used_cpu_hours = elapsed_seconds / 3600 * cpus
+    entry.ended_at = ended

@@ -1,0 +1,502 @@
+"""The one place that decides what a person may do on a cluster, and says why in one sentence.
+
+Pages, API routes, the terminal consumer and (through the API) the CLI ask here and
+show the decision's sentence as it is. Every decision is written to the audit log as
+`access.decide` (target = the action asked about, reason = the decision's code).
+
+Checks run in a stable order and the first failure wins:
+
+1. the person is signed in and active (`inactive`); the cluster is enabled
+   (`cluster_disabled`; staff may still view a disabled cluster and its jobs);
+2. for one job (`job.view`, `job.cancel` with `job_owner`): it is theirs (`not_your_job`);
+3. a grant on the cluster (`no_grant`), then what the action needs from it:
+   the terminal (`terminal_not_granted`) or the job's partition (`partition_not_granted`);
+4. for a submission, every applicable quota (the person's own first, then their
+   groups' by name; see access.quota), limit by limit: nodes, CPUs and GPUs per job,
+   a time limit where one is needed (`walltime_required`), walltime, running jobs,
+   queued jobs, GPU-hour budget, CPU-hour budget.
+
+Staff may view every cluster and every job, but cancel only their own jobs, like
+anyone else: the console cancels with a Slurm token minted for the person acting, so
+cancelling someone else's job would mean acting as them. Offboarding is the one
+audited path that does that (accounts.offboarding); an operator cancels any other
+job with scancel on the cluster.
+
+A person's own jobs stay visible and cancellable after their grant is withdrawn:
+looking after jobs already queued needs no grant, starting new ones does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from access import ledger
+from access.models import Grant
+from access.quota import QuotaStatus, applicable_quotas, quota_status, status_of
+from audit.log import record
+from clusters.models import Cluster
+
+__all__ = [
+    "ACTIONS",
+    "ALL_PARTITIONS",
+    "Decision",
+    "QuotaStatus",
+    "Resources",
+    "decide",
+    "granted_partitions",
+    "quota_status",
+    "reserve",
+]
+
+ACTIONS = ("cluster.view", "job.view", "job.submit", "job.cancel", "terminal.open")
+# What granted_partitions returns for a grant of every partition when the caller passes no list.
+ALL_PARTITIONS = "*"
+# Budgets are floats; a job that exactly fits must not be refused over a rounding error.
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks for, final (after the #SBATCH directives are merged with the form)."""
+
+    partition: str
+    nodes: int = 1
+    cpus: int = 1  # total CPUs of the job (nodes x ntasks x cpus-per-task)
+    gpus: int = 0  # total GPUs of the job
+    time_limit: int = 0  # minutes of walltime; 0 = none given
+
+    def __post_init__(self) -> None:
+        # A negative count would turn into negative hours and hand budget back.
+        for name, least in (("nodes", 1), ("cpus", 1), ("gpus", 0), ("time_limit", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be a whole number of at least {least}, not {value!r}")
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.time_limit / 60 * self.gpus
+
+    @property
+    def cpu_hours(self) -> float:
+        return self.time_limit / 60 * self.cpus
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"gpu_hours": round(self.gpu_hours, 4), "cpu_hours": round(self.cpu_hours, 4)}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Allowed or not, a stable code, one sentence with the numbers, and the numbers themselves."""
+
+    allowed: bool
+    code: str
+    message: str
+    facts: dict = field(default_factory=dict)
+    reservation_id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    person: Any,
+    action: str,
+    cluster: Cluster,
+    request: Resources | None = None,
+    *,
+    job_owner: str | None = None,
+    http_request: Any = None,
+) -> Decision:
+    """Whether `person` may do `action` on `cluster`. Writes nothing but an audit event.
+
+    `request` is the job for job.submit. `job_owner` is the POSIX user name owning the
+    job for job.view and job.cancel; job.view without it asks for the cluster's job
+    list (the person's own jobs, or everyone's for staff). `http_request` (a Django
+    request or an ASGI scope) gives the audit event its client address and request id.
+    """
+    decision = _decide(person, action, cluster, request, job_owner)
+    _audit(person, action, cluster, decision, http_request)
+    return decision
+
+
+def reserve(
+    person: Any,
+    cluster: Cluster,
+    request: Resources,
+    *,
+    dry_run: bool = False,
+    http_request: Any = None,
+) -> Decision:
+    """decide("job.submit") and, when allowed and not a dry run, reserve the job in the ledger.
+
+    The applicable quota rows are locked (SELECT … FOR UPDATE) for the whole check and
+    the reservation is written in the same transaction, so two racing submits cannot
+    both take the last slot or the last GPU-hour. A dry run gives the same decision,
+    sentence and facts, reserves nothing and locks nothing.
+    """
+    with transaction.atomic():
+        decision = _decide(person, "job.submit", cluster, request, None, lock=not dry_run)
+        if decision.allowed and not dry_run:
+            entry = ledger.open_reservation(person, cluster, request)
+            decision = replace(decision, reservation_id=entry.pk)
+        _audit(person, "job.submit", cluster, decision, http_request, dry_run=dry_run)
+    return decision
+
+
+def granted_partitions(person: Any, cluster: Cluster, known: list[str] | None = None) -> list[str]:
+    """The partitions the person may submit to on the cluster, sorted.
+
+    A grant of every partition is returned as [ALL_PARTITIONS] ("*"), unless the caller
+    passes the cluster's partitions as `known`: then it is those, and named grants are
+    narrowed to the ones that exist.
+    """
+    if not _is_active(person):
+        return []
+    grants = _grants(person, cluster)
+    if any(g.all_partitions for g in grants):
+        return sorted(known) if known is not None else [ALL_PARTITIONS]
+    names = sorted({name for g in grants for name in g.partition_names})
+    return names if known is None else [n for n in names if n in set(known)]
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def _decide(
+    person: Any,
+    action: str,
+    cluster: Cluster,
+    request: Resources | None,
+    job_owner: str | None,
+    *,
+    lock: bool = False,
+) -> Decision:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    if action == "job.submit" and request is None:
+        raise ValueError("job.submit needs the job's Resources")
+    if action == "job.cancel" and job_owner is None:
+        raise ValueError("job.cancel needs the job's owner (job_owner)")
+
+    facts: dict[str, Any] = {"action": action, "cluster": cluster.slug}
+    if request is not None:
+        facts["request"] = request.as_json()
+    if job_owner is not None:
+        facts["job_owner"] = job_owner
+
+    if not getattr(person, "is_authenticated", False):
+        return _deny("inactive", f"You are not signed in; sign in to use {cluster.name}.", facts)
+    if not person.is_active:
+        return _deny(
+            "inactive",
+            f"Your account {person.get_username()} is deactivated, so you cannot use {cluster.name}; "
+            "ask an administrator if this is a mistake.",
+            facts,
+        )
+    staff_view = person.is_staff and action in ("cluster.view", "job.view")
+    if not cluster.enabled and not staff_view:
+        return _deny(
+            "cluster_disabled",
+            f"{cluster.name} is turned off in the console; ask an administrator when it will be back.",
+            facts,
+        )
+
+    if job_owner is not None:
+        return _one_job(person, action, cluster, job_owner, facts)
+
+    if action == "job.view" and person.is_staff:
+        return _allow(f"Staff may view every job on {cluster.name}.", facts | {"as_staff": True})
+    grants = _grants(person, cluster)
+    if action in ("cluster.view", "job.view"):
+        if grants:
+            words = "use" if action == "cluster.view" else "view your jobs on"
+            return _allow(f"You may {words} {cluster.name}.", facts)
+        if person.is_staff:
+            return _allow(f"Staff may view {cluster.name}.", facts | {"as_staff": True})
+    if not grants:
+        return _deny(
+            "no_grant", f"You have no access to {cluster.name}; ask an administrator for a grant.", facts
+        )
+
+    if action == "terminal.open":
+        if not any(g.terminal for g in grants):
+            return _deny(
+                "terminal_not_granted",
+                f"Your access to {cluster.name} does not include the browser terminal; "
+                "ask an administrator to allow it.",
+                facts,
+            )
+        return _allow(f"You may open a terminal on {cluster.name}.", facts)
+
+    assert request is not None  # job.submit, checked above
+    problem = _partition_problem(grants, request, cluster)
+    if problem:
+        return _deny("partition_not_granted", problem, facts | {"granted_partitions": _names(grants)})
+    now = timezone.now()
+    statuses = [status_of(q, now) for q in applicable_quotas(person, cluster, lock=lock)]
+    return _check_quotas(statuses, request, cluster, facts)
+
+
+def _one_job(person: Any, action: str, cluster: Cluster, job_owner: str, facts: dict) -> Decision:
+    if job_owner == _posix_name(person):
+        verb = "view" if action == "job.view" else "cancel"
+        return _allow(f"You may {verb} this job.", facts)
+    if action == "job.view":
+        if person.is_staff:
+            return _allow(f"Staff may view every job on {cluster.name}.", facts | {"as_staff": True})
+        return _deny("not_your_job", "This job is not yours; you can view only your own jobs.", facts)
+    if person.is_staff:
+        return _deny(
+            "not_your_job",
+            "This job is not yours; the console cancels only your own jobs, even for staff "
+            "(an operator uses scancel on the cluster).",
+            facts,
+        )
+    return _deny("not_your_job", "This job is not yours; you can cancel only your own jobs.", facts)
+
+
+def _partition_problem(grants: list[Grant], request: Resources, cluster: Cluster) -> str:
+    if any(g.all_partitions for g in grants):
+        return ""
+    names = _names(grants)
+    if request.partition in names:
+        return ""
+    allowed = f"your access allows {', '.join(names)}" if names else "your access allows no partition there"
+    if not request.partition:
+        # The cluster's default partition is not known here, so it cannot be checked.
+        return f"This job names no partition; {allowed}, so name one of them."
+    return f"You may not submit to partition {request.partition} on {cluster.name}; {allowed}."
+
+
+# (code, quota field, request field, unit) for the limits of one job, in checking order.
+PER_JOB = (
+    ("max_nodes", "max_nodes_per_job", "nodes", "node"),
+    ("max_cpus", "max_cpus_per_job", "cpus", "CPU"),
+    ("max_gpus", "max_gpus_per_job", "gpus", "GPU"),
+)
+
+
+def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Cluster, facts: dict) -> Decision:
+    where = f"on {cluster.name}"
+    for code, limit_field, asked_field, unit in PER_JOB:
+        for s in statuses:
+            limit, asked = getattr(s, limit_field), getattr(request, asked_field)
+            if limit is not None and asked > limit:
+                return _deny(
+                    code,
+                    f"This job asks for {_count(asked, unit)}; {_whose(s)} allows at most "
+                    f"{_count(limit, unit)} per job {where}.",
+                    facts | _quota_facts(s, limit=limit, asked=asked),
+                )
+
+    if request.time_limit == 0:
+        for s in statuses:
+            need = _needs_time_limit(s, request)
+            if need:
+                return _deny(
+                    "walltime_required",
+                    f"This job sets no time limit, and {_whose(s)} {where} needs one to {need}; "
+                    "give the job a time limit.",
+                    facts | _quota_facts(s),
+                )
+    for s in statuses:
+        if s.max_walltime is not None and request.time_limit > s.max_walltime:
+            return _deny(
+                "max_walltime",
+                f"This job asks for {_minutes(request.time_limit)} of walltime; {_whose(s)} allows at most "
+                f"{_minutes(s.max_walltime)} per job {where}.",
+                facts | _quota_facts(s, limit=s.max_walltime, asked=request.time_limit),
+            )
+
+    for s in statuses:
+        if s.max_running_jobs is not None and s.running_jobs >= s.max_running_jobs:
+            return _deny(
+                "max_running_jobs",
+                f"{_holder(s)} already {_has(s)} {s.running_jobs} of {s.max_running_jobs} allowed jobs "
+                f"running {where}; wait for one to finish.",
+                facts | _quota_facts(s, limit=s.max_running_jobs, running_jobs=s.running_jobs),
+            )
+    for s in statuses:
+        if s.max_queued_jobs is not None and s.queued_jobs + 1 > s.max_queued_jobs:
+            return _deny(
+                "max_queued_jobs",
+                f"{_holder(s)} already {_has(s)} {s.queued_jobs} of {s.max_queued_jobs} allowed jobs "
+                f"queued {where}; wait for one to start.",
+                facts | _quota_facts(s, limit=s.max_queued_jobs, queued_jobs=s.queued_jobs),
+            )
+
+    for code, kind, asked in (
+        ("gpu_budget", "gpu", request.gpu_hours),
+        ("cpu_budget", "cpu", request.cpu_hours),
+    ):
+        for s in statuses:
+            limit, left = getattr(s, f"{kind}_hours_limit"), getattr(s, f"{kind}_hours_left")
+            if limit is not None and asked > left + EPSILON:
+                return _deny(
+                    code,
+                    f"This job asks for {_hours_up(asked)} {kind.upper()}-hours; {s.scope} {_has(s)} "
+                    f"{_hours_down(left)} of {_hours(limit)} left {s.period_words}, "
+                    f"renewing on {s.renews_words}.",
+                    facts | _budget_facts(s, kind, asked),
+                )
+
+    return _allow(
+        _allowed_sentence(statuses, request, cluster),
+        facts | {"quotas": [_quota_summary(s) for s in statuses]},
+    )
+
+
+def _needs_time_limit(s: QuotaStatus, request: Resources) -> str:
+    if s.max_walltime is not None:
+        return "check its walltime limit"
+    if s.gpu_hours_limit is not None and request.gpus:
+        return "reserve GPU-hours"
+    if s.cpu_hours_limit is not None:
+        return "reserve CPU-hours"
+    return ""
+
+
+def _allowed_sentence(statuses: list[QuotaStatus], request: Resources, cluster: Cluster) -> str:
+    where = f"partition {request.partition} of {cluster.name}" if request.partition else cluster.name
+    sentence = f"This job may run on {where}"
+    # Name the tightest budget the job draws on: GPU-hours if it asks for GPUs, else CPU-hours.
+    for kind, asked in (("gpu", request.gpu_hours), ("cpu", request.cpu_hours)):
+        budgets = [s for s in statuses if getattr(s, f"{kind}_hours_limit") is not None]
+        if asked > 0 and budgets:
+            s = min(budgets, key=lambda b: getattr(b, f"{kind}_hours_left"))
+            return (
+                f"{sentence}; it asks for {_hours_up(asked)} {kind.upper()}-hours and {s.scope} {_has(s)} "
+                f"{_hours_down(getattr(s, f'{kind}_hours_left'))} of "
+                f"{_hours(getattr(s, f'{kind}_hours_limit'))} left {s.period_words}."
+            )
+    return f"{sentence}."
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _allow(message: str, facts: dict) -> Decision:
+    return Decision(allowed=True, code="ok", message=message, facts=facts)
+
+
+def _deny(code: str, message: str, facts: dict) -> Decision:
+    return Decision(allowed=False, code=code, message=message, facts=facts)
+
+
+def _audit(
+    person: Any,
+    action: str,
+    cluster: Cluster,
+    decision: Decision,
+    http_request: Any,
+    *,
+    dry_run: bool = False,
+) -> None:
+    details = dict(decision.facts)
+    if action == "job.submit":
+        details |= {"dry_run": dry_run, "reservation_id": decision.reservation_id}
+    record(
+        "access.decide",
+        actor=person if getattr(person, "is_authenticated", False) else None,
+        cluster=cluster,
+        target=action,
+        outcome="allowed" if decision.allowed else "denied",
+        reason=decision.code,
+        message=decision.message,
+        request=http_request,
+        details=details,
+    )
+
+
+def _is_active(person: Any) -> bool:
+    return bool(getattr(person, "is_authenticated", False) and person.is_active)
+
+
+def _grants(person: Any, cluster: Cluster) -> list[Grant]:
+    return list(
+        Grant.objects.filter(cluster=cluster).filter(Q(user_id=person.pk) | Q(group__in=person.groups.all()))
+    )
+
+
+def _names(grants: list[Grant]) -> list[str]:
+    return sorted({name for g in grants for name in g.partition_names})
+
+
+def _posix_name(person: Any) -> str | None:
+    try:
+        return person.posix_account.username
+    except ObjectDoesNotExist:
+        return None
+
+
+def _whose(s: QuotaStatus) -> str:
+    return "your quota" if s.scope == "you" else f"{s.scope}'s quota"
+
+
+def _holder(s: QuotaStatus) -> str:
+    return s.scope[0].upper() + s.scope[1:]
+
+
+def _has(s: QuotaStatus) -> str:
+    return "have" if s.scope == "you" else "has"
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
+def _minutes(n: int) -> str:
+    if n and n % 60 == 0:
+        return _count(n // 60, "hour")
+    return _count(n, "minute")
+
+
+def _hours(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def _hours_up(x: float) -> str:
+    # What a job asks for is rounded up and what is left rounded down, so the printed
+    # numbers never contradict the decision ("asks for 3.5; 3.5 left" yet refused).
+    return f"{math.ceil(x * 10 - 1e-6) / 10:.1f}"
+
+
+def _hours_down(x: float | None) -> str:
+    return f"{math.floor((x or 0.0) * 10 + 1e-6) / 10:.1f}"
+
+
+def _quota_facts(s: QuotaStatus, **numbers: Any) -> dict[str, Any]:
+    return {"scope": s.scope, "quota_id": s.quota_id, **numbers}
+
+
+def _budget_facts(s: QuotaStatus, kind: str, asked: float) -> dict[str, Any]:
+    return _quota_facts(
+        s,
+        limit=getattr(s, f"{kind}_hours_limit"),
+        asked=round(asked, 4),
+        used=round(getattr(s, f"{kind}_hours_used"), 4),
+        reserved=round(getattr(s, f"{kind}_hours_reserved"), 4),
+        left=round(getattr(s, f"{kind}_hours_left"), 4),
+        period=s.period,
+        period_start=s.period_start.isoformat(),
+        renews=s.renews.isoformat(),
+    )
+
+
+def _quota_summary(s: QuotaStatus) -> dict[str, Any]:
+    return {
+        "scope": s.scope,
+        "quota_id": s.quota_id,
+        "gpu_hours_left": s.gpu_hours_left,
+        "cpu_hours_left": s.cpu_hours_left,
+        "running_jobs": s.running_jobs,
+        "queued_jobs": s.queued_jobs,
+        "renews": s.renews.isoformat(),
+    }

@@ -1,0 +1,199 @@
+"""Which quotas apply to a person, their periods, and how much of each is used, reserved and left.
+
+How usage is counted (the rule the sentences and the admin rely on):
+
+- A ledger entry (access.models.Usage) is charged to its person and to every group
+  the person was in when it was written: the groups are kept on the entry. A group's
+  quota is shared by its members together; a person's own quota is theirs alone. A
+  person in two groups with quotas is therefore limited by both (and by their own):
+  every applicable quota must have room, and the job is charged to all of them.
+- Keeping the groups on the entry means membership changes do not rewrite history:
+  someone who joins ml-team mid-month does not bring their earlier use along, and
+  someone who leaves does not take the group's use away. A quota created or edited
+  mid-period still sees everything already charged in that period.
+- Open reservations (queued or running jobs) count against the current period
+  whenever they were made. Settled use counts in the period the job ended in: a job
+  that runs across midnight on the last day is charged, whole, to the new period.
+- Periods start at midnight in the console's time zone (TIME_ZONE): a day at every
+  midnight, a week on the anchor's weekday, a month on the anchor's day of the month.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+
+from access.models import Quota, Usage
+from clusters.models import Cluster
+
+PERIOD_WORDS = {"day": "today", "week": "this week", "month": "this month"}
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """One applicable quota as a person sees it: its limits and what is used, reserved and left."""
+
+    scope: str
+    period: str
+    period_start: datetime
+    renews: datetime
+    gpu_hours_limit: float | None
+    gpu_hours_used: float
+    gpu_hours_reserved: float
+    cpu_hours_limit: float | None
+    cpu_hours_used: float
+    cpu_hours_reserved: float
+    max_running_jobs: int | None
+    running_jobs: int
+    max_queued_jobs: int | None
+    queued_jobs: int
+    max_nodes_per_job: int | None
+    max_cpus_per_job: int | None
+    max_gpus_per_job: int | None
+    max_walltime: int | None
+    quota_id: int | None = None
+
+    @property
+    def gpu_hours_left(self) -> float | None:
+        return _left(self.gpu_hours_limit, self.gpu_hours_used, self.gpu_hours_reserved)
+
+    @property
+    def cpu_hours_left(self) -> float | None:
+        return _left(self.cpu_hours_limit, self.cpu_hours_used, self.cpu_hours_reserved)
+
+    @property
+    def period_words(self) -> str:
+        """'today', 'this week' or 'this month'."""
+        return PERIOD_WORDS[self.period]
+
+    @property
+    def renews_words(self) -> str:
+        """The renewal date as a person reads it: '1 December' (with the year when it is not this one)."""
+        return date_words(self.renews)
+
+    def as_json(self) -> dict[str, Any]:
+        """The status as JSON values, for the API and the CLI."""
+        data = asdict(self)
+        data["period_start"] = self.period_start.isoformat()
+        data["renews"] = self.renews.isoformat()
+        data["gpu_hours_left"] = self.gpu_hours_left
+        data["cpu_hours_left"] = self.cpu_hours_left
+        for key in ("gpu_hours_used", "gpu_hours_reserved", "cpu_hours_used", "cpu_hours_reserved"):
+            data[key] = round(data[key], 4)
+        return data
+
+
+def _left(limit: float | None, used: float, reserved: float) -> float | None:
+    if limit is None:
+        return None
+    return round(max(0.0, limit - used - reserved), 6)
+
+
+def applicable_quotas(person: Any, cluster: Cluster, *, lock: bool = False) -> list[Quota]:
+    """The person's own quota first, then their groups' by group name: the order checks run in.
+
+    With `lock`, the rows are locked (SELECT … FOR UPDATE) in primary-key order, so two
+    submits touching the same quotas queue behind each other instead of deadlocking.
+    """
+    rows = (
+        Quota.objects.filter(cluster=cluster)
+        .filter(Q(user_id=person.pk) | Q(group__in=person.groups.all()))
+        .select_related("group", "user", "cluster")
+        .order_by("pk")
+    )
+    if lock:
+        # Only the quota rows: the joined group and person rows are not ours to lock.
+        rows = rows.select_for_update(of=("self",))
+    return sorted(rows, key=lambda q: (q.group_id is not None, q.group.name if q.group_id else ""))
+
+
+def period_bounds(period: str, anchor: date, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The start and end (the renewal) of the period `now` falls in, as aware datetimes."""
+    tz = timezone.get_current_timezone()
+    today = timezone.localtime(now or timezone.now(), tz).date()
+    if period == Quota.Period.DAY:
+        start = today
+        end = today + timedelta(days=1)
+    elif period == Quota.Period.WEEK:
+        start = today - timedelta(days=(today.weekday() - anchor.weekday()) % 7)
+        end = start + timedelta(days=7)
+    elif period == Quota.Period.MONTH:
+        day = min(anchor.day, 28)
+        start = today.replace(day=day) if today.day >= day else _add_months(today.replace(day=day), -1)
+        end = _add_months(start, 1)
+    else:
+        raise ValueError(f"unknown quota period {period!r}")
+    return datetime.combine(start, time(), tzinfo=tz), datetime.combine(end, time(), tzinfo=tz)
+
+
+def _add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return day.replace(year=index // 12, month=index % 12 + 1)
+
+
+def date_words(moment: datetime, now: datetime | None = None) -> str:
+    """'1 December', or '1 January 2027' when the year is not the current one."""
+    local = timezone.localtime(moment)
+    this_year = timezone.localtime(now or timezone.now()).year
+    words = f"{local.day} {local:%B}"
+    return words if local.year == this_year else f"{words} {local.year}"
+
+
+def charged_to(quota: Quota) -> QuerySet[Usage]:
+    """The ledger entries charged to a quota's holder on its cluster."""
+    rows = Usage.objects.filter(cluster_id=quota.cluster_id)
+    if quota.group_id:
+        return rows.filter(groups=quota.group_id)
+    return rows.filter(user_id=quota.user_id)
+
+
+def status_of(quota: Quota, now: datetime | None = None) -> QuotaStatus:
+    """One quota's current period: limits, use, open reservations and job counts, in one query."""
+    start, end = period_bounds(quota.period, quota.period_anchor, now)
+    is_open = Q(state__in=Usage.OPEN)
+    used_now = Q(state=Usage.State.SETTLED, ended_at__gte=start, ended_at__lt=end)
+    sums = (
+        charged_to(quota)
+        .filter(is_open | used_now)
+        .aggregate(
+            running=Count("id", filter=Q(state=Usage.State.RUNNING)),
+            queued=Count("id", filter=Q(state=Usage.State.QUEUED)),
+            gpu_reserved=Sum("reserved_gpu_hours", filter=is_open),
+            cpu_reserved=Sum("reserved_cpu_hours", filter=is_open),
+            gpu_used=Sum("used_gpu_hours", filter=used_now),
+            cpu_used=Sum("used_cpu_hours", filter=used_now),
+        )
+    )
+    return QuotaStatus(
+        scope=quota.scope,
+        period=quota.period,
+        period_start=start,
+        renews=end,
+        gpu_hours_limit=quota.gpu_hours,
+        gpu_hours_used=sums["gpu_used"] or 0.0,
+        gpu_hours_reserved=sums["gpu_reserved"] or 0.0,
+        cpu_hours_limit=quota.cpu_hours,
+        cpu_hours_used=sums["cpu_used"] or 0.0,
+        cpu_hours_reserved=sums["cpu_reserved"] or 0.0,
+        max_running_jobs=quota.max_running_jobs,
+        running_jobs=sums["running"],
+        max_queued_jobs=quota.max_queued_jobs,
+        queued_jobs=sums["queued"],
+        max_nodes_per_job=quota.max_nodes_per_job,
+        max_cpus_per_job=quota.max_cpus_per_job,
+        max_gpus_per_job=quota.max_gpus_per_job,
+        max_walltime=quota.max_walltime,
+        quota_id=quota.pk,
+    )
+
+
+def quota_status(person: Any, cluster: Cluster) -> list[QuotaStatus]:
+    """Every quota that applies to the person on the cluster, in the order decisions check them."""
+    if not getattr(person, "is_authenticated", False):
+        return []
+    now = timezone.now()
+    return [status_of(q, now) for q in applicable_quotas(person, cluster)]
