@@ -1,0 +1,187 @@
+// The terminal page: xterm.js filling the window, its keystrokes and the shell's output over the
+// console's WebSocket (binary frames), and small JSON text frames for status, warnings and the end.
+(function () {
+  "use strict";
+
+  const MAX_RETRIES = 6;
+  const box = document.getElementById("terminal");
+  const statusLine = document.getElementById("status");
+  const warningLine = document.getElementById("warning");
+  const newShell = document.getElementById("new-shell");
+  const endShell = document.getElementById("end-shell");
+  // Per tab: a reload gets the same shell back, another tab opens its own.
+  const resumeKey = "clusterra-terminal:" + box.dataset.cluster;
+  const encoder = new TextEncoder();
+
+  const term = new Terminal({
+    cursorBlink: true,
+    scrollback: 5000,
+    fontSize: 14,
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+  });
+  const fit = new FitAddon.FitAddon();
+  term.loadAddon(fit);
+  term.open(box);
+  fit.fit();
+  term.focus();
+
+  // The screen as text, for tests and for anyone debugging from the console.
+  window.term = term;
+  window.termText = function () {
+    const buffer = term.buffer.active;
+    const lines = [];
+    for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+    return lines.join("\n").trimEnd();
+  };
+
+  let socket = null;
+  let ended = false;
+  let opened = false;
+  let retries = 0;
+  let countdown = null;
+
+  function setStatus(text, state) {
+    statusLine.textContent = text;
+    statusLine.dataset.state = state;
+  }
+
+  function socketUrl() {
+    const params = new URLSearchParams({ cols: term.cols, rows: term.rows });
+    if (box.dataset.cwd) params.set("cwd", box.dataset.cwd);
+    const token = sessionStorage.getItem(resumeKey);
+    if (token) params.set("resume", token);
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return scheme + "//" + location.host + box.dataset.socket + "?" + params.toString();
+  }
+
+  function send(data) {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(data);
+  }
+
+  function sendControl(message) {
+    send(JSON.stringify(message));
+  }
+
+  function connect() {
+    ended = false;
+    opened = false;
+    newShell.hidden = true;
+    const ws = new WebSocket(socketUrl());
+    ws.binaryType = "arraybuffer";
+    socket = ws;
+    ws.onopen = function () {
+      opened = true;
+    };
+    ws.onmessage = function (event) {
+      if (typeof event.data !== "string") {
+        term.write(new Uint8Array(event.data));
+        return;
+      }
+      const message = JSON.parse(event.data);
+      if (message.type === "status") onStatus(message);
+      else if (message.type === "warning") onWarning(message);
+      else if (message.type === "closed") onClosed(message.reason);
+    };
+    ws.onclose = function () {
+      if (socket !== ws) return;
+      socket = null;
+      endShell.hidden = true;
+      if (ended) return;
+      if (!opened) {
+        // A refused handshake looks like a network error to a page; a signed-out person is the usual cause.
+        checkSignedIn().then(function (signedIn) {
+          if (signedIn) retry();
+          else onClosed("you are signed out. Sign in again, then reload this page.", false);
+        });
+        return;
+      }
+      retry();
+    };
+  }
+
+  function retry() {
+    retries += 1;
+    if (retries > MAX_RETRIES) {
+      onClosed("the connection to the console was lost and could not be restored.", false);
+      return;
+    }
+    const delay = Math.min(500 * 2 ** (retries - 1), 8000);
+    setStatus("Connection lost; reconnecting in " + Math.ceil(delay / 1000) + " s…", "reconnecting");
+    setTimeout(connect, delay);
+  }
+
+  function checkSignedIn() {
+    return fetch(location.href, { method: "HEAD", redirect: "manual", credentials: "same-origin" })
+      .then(function (response) {
+        return response.ok;
+      })
+      .catch(function () {
+        return true; // offline: keep trying
+      });
+  }
+
+  function onStatus(message) {
+    setStatus(message.message, message.state);
+    if (message.state === "connected") {
+      retries = 0;
+      sessionStorage.setItem(resumeKey, message.resume);
+      endShell.hidden = false;
+      term.focus();
+    }
+  }
+
+  function onWarning(message) {
+    clearInterval(countdown);
+    if (message.seconds === null || message.seconds === undefined) {
+      warningLine.hidden = true;
+      return;
+    }
+    let left = message.seconds;
+    const show = function () {
+      warningLine.textContent =
+        message.kind === "idle"
+          ? "No keystrokes for a while: this terminal closes in " + left + " s unless you type something."
+          : "This terminal reaches its maximum length and closes in " + left + " s; save your work.";
+      left = Math.max(0, left - 1);
+    };
+    show();
+    warningLine.hidden = false;
+    countdown = setInterval(show, 1000);
+  }
+
+  function onClosed(reason, forget = true) {
+    ended = true;
+    clearInterval(countdown);
+    warningLine.hidden = true;
+    if (forget) sessionStorage.removeItem(resumeKey);
+    setStatus("Closed: " + reason, "closed");
+    endShell.hidden = true;
+    newShell.hidden = false;
+  }
+
+  term.onData(function (data) {
+    send(encoder.encode(data));
+  });
+  term.onBinary(function (data) {
+    send(Uint8Array.from(data, function (c) { return c.charCodeAt(0) & 255; }));
+  });
+  term.onResize(function (size) {
+    sendControl({ type: "resize", cols: size.cols, rows: size.rows });
+  });
+  new ResizeObserver(function () {
+    fit.fit();
+  }).observe(box);
+
+  newShell.addEventListener("click", function () {
+    sessionStorage.removeItem(resumeKey);
+    retries = 0;
+    term.reset();
+    setStatus("Connecting…", "connecting");
+    connect();
+  });
+  endShell.addEventListener("click", function () {
+    sendControl({ type: "close" });
+  });
+
+  connect();
+})();

@@ -1,0 +1,302 @@
+"""The terminal's WebSocket: who may open a shell, then keystrokes in and output out as binary frames.
+
+Control messages are small JSON text frames. From the page: {"type": "resize", "cols", "rows"}
+and {"type": "close"}. To the page: {"type": "status", "state": ...}, {"type": "warning",
+"kind": "idle"|"max_length", "seconds": n or null (withdrawn)} and, last,
+{"type": "closed", "code", "reason"} before the socket closes with CLOSED_CODE.
+
+Query string: cols, rows (the size to start with), cwd (a directory to start in) and resume
+(the token of a shell to get back after a dropped connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from access.policy import decide
+from accounts.offboarding import person_group
+from accounts.provisioning import ProvisioningError, ensure_ready
+from clusters.models import Cluster
+from terminal import live as live_terminals
+from terminal.live import LiveTerminal, off_loop, offboarded_message, open_terminal
+from terminal.models import TerminalSession
+from terminal.transports.base import TransportError
+from terminal.transports.local import normalise_cwd
+
+log = logging.getLogger(__name__)
+Ended = TerminalSession.Ended
+
+# Close codes (4000-4999 are the application's): refused before accept, or ended after a "closed" message.
+REFUSED_SIGNED_OUT = 4401
+REFUSED_ORIGIN = 4403
+CLOSED_CODE = 4000
+# Keystrokes typed while the shell is still being set up are kept, up to this much.
+EARLY_INPUT_LIMIT = 64 * 1024
+# Bounds on a terminal size; anything outside is a bug or an attack, not a screen.
+MIN_SIZE, MAX_COLS, MAX_ROWS = 2, 1000, 500
+
+
+class Refused(Exception):
+    """The terminal will not open; `message` is for the person, `code` for the page and the logs."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def same_origin(scope: dict[str, Any]) -> bool:
+    """The page that opened the socket is this console itself (or an origin the operator trusts).
+
+    AllowedHostsOriginValidator only checks the Origin's host name against ALLOWED_HOSTS; this also
+    wants its port and (behind TLS) its scheme to match, like Django's CSRF origin check.
+    """
+    headers = {name.lower(): value for name, value in scope.get("headers", [])}
+    origin = headers.get(b"origin", b"").decode("latin-1").strip()
+    host = headers.get(b"host", b"").decode("latin-1").strip().lower()
+    if not origin or origin == "null":
+        return False
+    if origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if getattr(settings, "SECURE", False) and parts.scheme != "https":
+        return False
+    return parts.netloc.lower() == host
+
+
+def _size(raw: Any, default: int, largest: int) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        return default
+    return max(MIN_SIZE, min(largest, value))
+
+
+class TerminalConsumer(AsyncWebsocketConsumer):
+    """One browser tab's terminal on one cluster."""
+
+    live: LiveTerminal | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=REFUSED_SIGNED_OUT)
+            return
+        if not same_origin(self.scope):
+            await self.close(code=REFUSED_ORIGIN)
+            return
+        self.person = user
+        self.slug = self.scope["url_route"]["kwargs"]["slug"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.params = {name: values[-1] for name, values in query.items()}
+        self.cols = _size(self.params.get("cols"), 80, MAX_COLS)
+        self.rows = _size(self.params.get("rows"), 24, MAX_ROWS)
+        self.early_input = bytearray()
+        self.closing_by_request = False
+        self.finished = False
+        await self.accept()
+        self.group = person_group(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Set up in a task: provisioning can take seconds, and meanwhile this consumer must still hear
+        # the browser leave and the offboarding message.
+        self.setup = asyncio.get_running_loop().create_task(self._open())
+
+    async def disconnect(self, code: int) -> None:
+        group = getattr(self, "group", None)
+        if group is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
+        await self._stop_setup("The browser went away before the terminal had opened.")
+        live = self.live
+        if live is None:
+            return
+        if self.closing_by_request:
+            await live.end(Ended.CLOSED, "You closed the terminal.")
+        else:
+            live.detach(self)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if bytes_data is not None:
+            if self.live is not None:
+                await self.live.keystrokes(bytes_data)
+            elif len(self.early_input) + len(bytes_data) <= EARLY_INPUT_LIMIT:
+                self.early_input += bytes_data
+            return
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        if kind == "resize":
+            self.cols = _size(message.get("cols"), self.cols, MAX_COLS)
+            self.rows = _size(message.get("rows"), self.rows, MAX_ROWS)
+            if self.live is not None:
+                await self.live.resize(self.cols, self.rows)
+        elif kind == "close":
+            self.closing_by_request = True
+            if self.live is not None:
+                await self.live.end(Ended.CLOSED, "You closed the terminal.")
+            else:
+                await self._finish("closed", "You closed the terminal.")
+
+    async def offboard_close(self, event: dict[str, Any]) -> None:
+        """The person was offboarded: end the shell now, whatever it is doing."""
+        message = offboarded_message(event)
+        await self._stop_setup(message)
+        if self.live is not None:
+            await self.live.end(Ended.OFFBOARDED, message)
+        else:
+            await self._finish(Ended.OFFBOARDED, message)
+
+    # ---- Viewer: how a LiveTerminal reaches this browser ----------------------------------------
+
+    async def show_output(self, data: bytes) -> None:
+        await self.send(bytes_data=data)
+
+    async def show_control(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(message))
+
+    async def show_end(self, message: dict[str, Any]) -> None:
+        self.live = None
+        await self._finish(message["code"], message["reason"])
+
+    # ---- opening --------------------------------------------------------------------------------
+
+    async def _stop_setup(self, why: str) -> None:
+        setup = getattr(self, "setup", None)
+        if setup is not None and not setup.done():
+            # The message reaches open_terminal, which writes it on the session row it had begun.
+            setup.cancel(why)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await setup
+
+    async def _open(self) -> None:
+        try:
+            await self._status("connecting", "Checking your access…")
+            cluster = await self._cluster()
+            decision = await database_sync_to_async(decide)(
+                self.person, "terminal.open", cluster, http_request=self.scope
+            )
+            if not decision.allowed:
+                raise Refused(decision.code, decision.message)
+            try:
+                cwd = normalise_cwd(self.params.get("cwd"))
+            except ValueError as exc:
+                raise Refused("bad_cwd", f"The terminal cannot start there: {exc}.") from None
+            token = self.params.get("resume", "")
+            resumed = live_terminals.find(token, self.person.pk, cluster.slug) if token else None
+            if resumed is not None:
+                await self._show(resumed, cluster, resumed_shell=True)
+                return
+            await self._status("provisioning", f"Getting your account on {cluster.name} ready…")
+            try:
+                posix_user = await off_loop(_ready_posix_name)(self.person, cluster)
+            except ProvisioningError as exc:
+                raise Refused(exc.code, exc.message) from None
+            await self._status("starting", f"Starting a shell as {posix_user} on {cluster.name}…")
+            try:
+                started = await open_terminal(
+                    person=self.person,
+                    cluster=cluster,
+                    posix_user=posix_user,
+                    cwd=cwd,
+                    cols=self.cols,
+                    rows=self.rows,
+                    scope=_audit_scope(self.scope),
+                )
+            except TransportError as exc:
+                raise Refused("transport", str(exc)) from None
+            await self._show(started, cluster, resumed_shell=False, lost_previous=bool(token))
+        except Refused as refusal:
+            await self._finish(refusal.code, refusal.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("terminal on %s for %s: opening failed", self.slug, self.person.get_username())
+            await self._finish(
+                Ended.ERROR,
+                "The terminal could not be opened because of an internal error; try again, and tell an "
+                "administrator if it keeps happening.",
+            )
+
+    async def _cluster(self) -> Cluster:
+        cluster = await database_sync_to_async(Cluster.objects.filter(slug=self.slug).first)()
+        if cluster is None:
+            raise Refused("no_cluster", f"There is no cluster called {self.slug!r} in the console.")
+        return cluster
+
+    async def _show(
+        self, terminal: LiveTerminal, cluster: Cluster, *, resumed_shell: bool, lost_previous: bool = False
+    ) -> None:
+        if self.finished:
+            # The browser left or the person was offboarded while the shell was starting.
+            await terminal.end(Ended.CLOSED, "The browser closed the terminal before it had opened.")
+            return
+        missed = terminal.attach(self)
+        self.live = terminal
+        if resumed_shell:
+            message = f"Reconnected to your shell as {terminal.posix_user} on {cluster.name}."
+        elif lost_previous:
+            message = (
+                f"Connected as {terminal.posix_user} on {cluster.name}. The previous shell could not be "
+                "resumed, so this is a new one."
+            )
+        else:
+            message = f"Connected as {terminal.posix_user} on {cluster.name}."
+        await self.send(
+            text_data=json.dumps(
+                {
+                    "type": "status",
+                    "state": "connected",
+                    "message": message,
+                    "user": terminal.posix_user,
+                    "cluster": cluster.name,
+                    "session": terminal.row.pk,
+                    "resume": terminal.token,
+                    "resumed": resumed_shell,
+                    "idle_minutes": terminal.idle_minutes,
+                }
+            )
+        )
+        for chunk in missed:
+            await self.send(bytes_data=chunk)
+        if resumed_shell:
+            await terminal.resize(self.cols, self.rows)
+        if self.early_input:
+            early, self.early_input = bytes(self.early_input), bytearray()
+            await terminal.keystrokes(early)
+
+    async def _status(self, state: str, message: str) -> None:
+        await self.send(text_data=json.dumps({"type": "status", "state": state, "message": message}))
+
+    async def _finish(self, code: str, reason: str) -> None:
+        """Say why, then close: the page shows the sentence and does not reconnect on its own."""
+        if self.finished:
+            return
+        self.finished = True
+        with contextlib.suppress(Exception):
+            await self.send(text_data=json.dumps({"type": "closed", "code": code, "reason": reason}))
+            await self.close(code=CLOSED_CODE)
+
+
+def _ready_posix_name(person: Any, cluster: Cluster) -> str:
+    """The person's POSIX user name on the cluster, provisioned just in time (blocking)."""
+    return ensure_ready(person, cluster).account.username
+
+
+def _audit_scope(scope: dict[str, Any]) -> dict[str, Any]:
+    # The audit needs the client address only; the full scope would pin the user and session in memory.
+    return {"client": scope.get("client")}

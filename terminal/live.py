@@ -1,0 +1,519 @@
+"""A running terminal apart from the WebSocket that shows it: shell, counters, idle clock, recording, its end.
+
+The shell outlives a dropped browser connection for a grace period (CLUSTERRA_TERMINAL_RESUME_SECONDS),
+so the page can reconnect to the same shell. Such a shell lives in this worker's memory: with
+several workers behind a load balancer, reconnects reach it only with sticky sessions; elsewhere
+the page gets a new shell and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from accounts.offboarding import CLOSE_MESSAGE_TYPE, person_group
+from audit.log import record
+from clusters.models import Cluster
+from terminal import conf, transports
+from terminal.models import TerminalPolicy, TerminalSession
+from terminal.recording import Recorder, relative_path
+from terminal.transports.base import Transport, TransportError
+
+log = logging.getLogger(__name__)
+Ended = TerminalSession.Ended
+
+# Seconds in a minute. Idle and maximum lengths are configured in minutes; tests shrink the minute.
+MINUTE = 60.0
+# Output kept for a browser that is away, replayed when it comes back (older output is dropped).
+BACKLOG_BYTES = 256 * 1024
+# How long an ending waits for the last output to be read before giving up on it.
+DRAIN_TIMEOUT = 2.0
+
+_live: dict[str, LiveTerminal] = {}
+
+
+class Viewer(Protocol):
+    """The browser side of a terminal (the consumer): where output, notices and the end are shown."""
+
+    async def show_output(self, data: bytes) -> None: ...
+
+    async def show_control(self, message: dict[str, Any]) -> None: ...
+
+    async def show_end(self, message: dict[str, Any]) -> None: ...
+
+
+def find(token: str, person_id: int, cluster_slug: str) -> LiveTerminal | None:
+    """A shell of this person on this cluster that can still be reattached, by its resume token."""
+    live = _live.get(token)
+    if live is None or live.person_id != person_id or live.cluster_slug != cluster_slug or live.ending:
+        return None
+    return live
+
+
+def running() -> list[LiveTerminal]:
+    """Every shell this worker holds (for tests and shutdown)."""
+    return list(_live.values())
+
+
+def _minutes(n: int) -> str:
+    return f"{n} minute" if n == 1 else f"{n} minutes"
+
+
+class LiveTerminal:
+    """One open shell: the transport, what it counted, its limits, and the one way it ends (`end`)."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        row: TerminalSession,
+        cluster: Cluster,
+        posix_user: str,
+        idle_minutes: int,
+        max_minutes: int,
+        recorder: Recorder | None,
+        scope: dict[str, Any] | None,
+    ) -> None:
+        self.transport = transport
+        self.row = row
+        self.person_id = row.person_id
+        self.cluster_slug = cluster.slug
+        self.cluster_name = cluster.name
+        self.posix_user = posix_user
+        self.idle_minutes = idle_minutes
+        self.max_minutes = max_minutes
+        self.recorder = recorder
+        self.scope = scope
+        # Handed to the page once; a reconnect presents it to get this shell back.
+        self.token = secrets.token_urlsafe(24)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.viewer: Viewer | None = None
+        self.ending = False
+        self.end_reason: str | None = None
+        self.end_message: str | None = None
+
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.started_at = loop.time()
+        self.last_keystroke = self.started_at
+        self.idle_warned = False
+        self.max_warned = False
+        self._backlog: deque[bytes] = deque()
+        self._backlog_bytes = 0
+        self._pump_task: asyncio.Task[None] | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self._end_task: asyncio.Task[None] | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+
+    # ---- lifetime -------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        _live[self.token] = self
+        self._pump_task = self._loop.create_task(self._pump(), name=f"terminal-{self.row.pk}-pump")
+        self._clock_task = self._loop.create_task(self._watch_clock(), name=f"terminal-{self.row.pk}-clock")
+
+    @property
+    def idle_seconds(self) -> float:
+        return self.idle_minutes * MINUTE
+
+    @property
+    def max_seconds(self) -> float:
+        return self.max_minutes * MINUTE
+
+    def attach(self, viewer: Viewer) -> list[bytes]:
+        """Show this terminal in `viewer` from now on; returns the output it missed while away."""
+        self.viewer = viewer
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
+        missed = list(self._backlog)
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        return missed
+
+    def detach(self, viewer: Viewer) -> None:
+        """The browser went away without closing: keep the shell for a while in case it comes back."""
+        if self.viewer is not viewer or self.ending:
+            return
+        self.viewer = None
+        wait = conf.resume_seconds()
+        self._grace = self._loop.call_later(
+            wait,
+            self.end_soon,
+            Ended.DISCONNECTED,
+            f"The browser disconnected and did not come back within {wait} seconds.",
+        )
+        # Nobody listens for offboarding on this shell's behalf any more, so it listens itself.
+        self._listener = self._loop.create_task(self._listen_for_offboarding())
+
+    def end_soon(self, reason: str, message: str) -> None:
+        """End in a task of its own: for callers that `end` would cancel (the clock, the pump)."""
+        if self._end_task is None and not self.ending:
+            self._end_task = self._loop.create_task(self.end(reason, message))
+
+    async def end(self, reason: str, message: str) -> None:
+        """Close the shell, finish the recording, write the row and the audit, then tell the browser."""
+        if self.ending:
+            await self._done.wait()
+            return
+        self.ending = True
+        self.end_reason, self.end_message = reason, message
+        _live.pop(self.token, None)
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._listener is not None:
+            self._listener.cancel()
+        try:
+            clock = self._clock_task
+            if clock is not None and not clock.done():
+                clock.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await clock
+            await self.transport.close(message)
+            pump = self._pump_task
+            if pump is not None and not pump.done():
+                # The transport is closed, so its output ends; take what was still on its way.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pump, DRAIN_TIMEOUT)
+            location = ""
+            if self.recorder is not None:
+                location = await asyncio.to_thread(self.recorder.finish)
+            await database_sync_to_async(self._write_end)(reason, message, location)
+        except Exception:
+            log.exception("terminal %s: ending it failed", self.row.pk)
+        finally:
+            self._done.set()
+        viewer, self.viewer = self.viewer, None
+        if viewer is not None:
+            with contextlib.suppress(Exception):
+                await viewer.show_end({"type": "closed", "code": reason, "reason": message})
+
+    # ---- from the browser -----------------------------------------------------------------------
+
+    async def keystrokes(self, data: bytes) -> None:
+        if self.ending or not data:
+            return
+        self.bytes_in += len(data)
+        self.last_keystroke = self._loop.time()
+        if self.idle_warned:
+            self.idle_warned = False
+            await self._notify({"type": "warning", "kind": "idle", "seconds": None})
+        await self.transport.send(data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        if self.ending:
+            return
+        await self.transport.resize(cols, rows)
+        if self.recorder is not None:
+            self.recorder.resize(cols, rows)
+
+    # ---- tasks ----------------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        try:
+            async for chunk in self.transport.output():
+                self.bytes_out += len(chunk)
+                viewer = self.viewer
+                if viewer is not None:
+                    try:
+                        await viewer.show_output(chunk)
+                    except Exception:
+                        log.debug("terminal %s: output to a closing socket dropped", self.row.pk)
+                else:
+                    self._keep(chunk)
+                if self.recorder is not None:
+                    self.recorder.output(chunk)
+        except Exception:
+            log.exception("terminal %s: reading the shell's output failed", self.row.pk)
+            self.end_soon(Ended.ERROR, "The terminal connection failed unexpectedly; open a new one.")
+            return
+        self.end_soon(Ended.SHELL_EXITED, self.transport.ended_reason or "The shell ended.")
+
+    async def _watch_clock(self) -> None:
+        """Warn a minute before the idle cut and before the maximum length, then cut."""
+        while not self.ending:
+            now = self._loop.time()
+            idle_cut = self.last_keystroke + self.idle_seconds
+            max_cut = self.started_at + self.max_seconds
+            if now >= max_cut:
+                self.end_soon(
+                    Ended.MAX_LENGTH,
+                    f"Closed after {_minutes(self.max_minutes)}, the longest a terminal may stay open on "
+                    f"{self.cluster_name}; open a new one to go on.",
+                )
+                return
+            if now >= idle_cut:
+                self.end_soon(
+                    Ended.IDLE,
+                    f"Closed after {_minutes(self.idle_minutes)} without a keystroke "
+                    f"(the idle limit on {self.cluster_name}).",
+                )
+                return
+            wake = [idle_cut, max_cut]
+            idle_warn_at = idle_cut - _lead(self.idle_seconds)
+            if not self.idle_warned:
+                if now >= idle_warn_at:
+                    self.idle_warned = True
+                    await self._notify(
+                        {"type": "warning", "kind": "idle", "seconds": math.ceil(idle_cut - now)}
+                    )
+                else:
+                    wake.append(idle_warn_at)
+            max_warn_at = max_cut - _lead(self.max_seconds)
+            if not self.max_warned:
+                if now >= max_warn_at:
+                    self.max_warned = True
+                    await self._notify(
+                        {"type": "warning", "kind": "max_length", "seconds": math.ceil(max_cut - now)}
+                    )
+                else:
+                    wake.append(max_warn_at)
+            # A keystroke moves the idle cut later; waking early just finds that out and sleeps again.
+            await asyncio.sleep(max(0.0, min(wake) - self._loop.time()))
+
+    async def _listen_for_offboarding(self) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        channel = await layer.new_channel()
+        group = person_group(self.person_id)
+        await layer.group_add(group, channel)
+        try:
+            while True:
+                message = await layer.receive(channel)
+                if message.get("type") == CLOSE_MESSAGE_TYPE:
+                    self.end_soon(Ended.OFFBOARDED, offboarded_message(message))
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, channel)
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    def _keep(self, chunk: bytes) -> None:
+        self._backlog.append(chunk)
+        self._backlog_bytes += len(chunk)
+        while self._backlog_bytes > BACKLOG_BYTES and len(self._backlog) > 1:
+            self._backlog_bytes -= len(self._backlog.popleft())
+
+    async def _notify(self, message: dict[str, Any]) -> None:
+        viewer = self.viewer
+        if viewer is not None:
+            with contextlib.suppress(Exception):
+                await viewer.show_control(message)
+
+    def _write_end(self, reason: str, message: str, location: str) -> None:
+        row = self.row
+        row.ended = timezone.now()
+        row.end_reason = reason
+        row.end_message = message
+        row.bytes_in = self.bytes_in
+        row.bytes_out = self.bytes_out
+        if location:
+            row.recording = location
+        row.save(update_fields=["ended", "end_reason", "end_message", "bytes_in", "bytes_out", "recording"])
+        record(
+            "terminal.closed",
+            actor=row.person,
+            cluster=self.cluster_slug,
+            target=self.posix_user,
+            outcome="allowed" if reason != Ended.ERROR else "error",
+            reason=reason,
+            message=message,
+            request=self.scope,
+            details={
+                "session": row.pk,
+                "transport_session_id": row.transport_session_id,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "seconds": round((row.ended - row.started).total_seconds(), 1),
+            },
+        )
+
+
+def _lead(limit_seconds: float) -> float:
+    # A minute's notice, or half the limit when the limit itself is that short.
+    return min(MINUTE, limit_seconds / 2)
+
+
+def offboarded_message(event: dict[str, Any]) -> str:
+    why = str(event.get("reason") or "").strip()
+    detail = f" ({why})" if why else ""
+    return f"Your access to the console was removed{detail}, so this terminal was closed."
+
+
+# ---- opening ---------------------------------------------------------------------------------------
+
+
+async def open_terminal(
+    *,
+    person: Any,
+    cluster: Cluster,
+    posix_user: str,
+    cwd: str,
+    cols: int,
+    rows: int,
+    scope: dict[str, Any] | None,
+) -> LiveTerminal:
+    """Start a shell for `person` as `posix_user`: the row, the transport, the recording, the audit.
+
+    Raises TransportError with a sentence for the person when the shell cannot be started;
+    the row then says so too.
+    """
+    policy = await database_sync_to_async(TerminalPolicy.for_cluster)(cluster)
+    row = await database_sync_to_async(TerminalSession.objects.create)(
+        person=person,
+        person_name=person.get_username(),
+        cluster=cluster,
+        cluster_slug=cluster.slug,
+        posix_user=posix_user,
+        transport=cluster.transport,
+        cwd=cwd,
+        client_address=_client_address(scope),
+    )
+    transport: Transport | None = None
+    try:
+        transport = await asyncio.to_thread(
+            transports.for_cluster,
+            cluster,
+            posix_user=posix_user,
+            cwd=cwd,
+            reason=f"Clusterra terminal of {person.get_username()} as {posix_user}",
+        )
+        await transport.start(cols, rows)
+    except BaseException as exc:
+        if isinstance(exc, TransportError | ValueError):
+            message = str(exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            message = str(exc) or "The terminal was not opened after all."
+        else:
+            log.exception("terminal %s: the transport could not start", row.pk)
+            message = "The terminal could not be started because of an internal error; try again."
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(transport.close(message))
+        await asyncio.shield(database_sync_to_async(_write_failed)(row, message, scope))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise TransportError(message) from exc
+
+    recorder = None
+    if policy.record:
+        try:
+            recorder = await asyncio.to_thread(_start_recording, row, cluster, cols, rows)
+        except (OSError, ValueError) as exc:
+            # A cluster that records must not open unrecorded shells silently: refuse instead.
+            message = f"This cluster records terminals, and the recording could not be started ({exc})."
+            await transport.close(message)
+            await database_sync_to_async(_write_failed)(row, message, scope)
+            raise TransportError(message) from exc
+    await database_sync_to_async(_write_opened)(row, transport, recorder, scope)
+    live = LiveTerminal(
+        transport=transport,
+        row=row,
+        cluster=cluster,
+        posix_user=posix_user,
+        idle_minutes=cluster.terminal_idle_timeout,
+        max_minutes=policy.max_minutes,
+        recorder=recorder,
+        scope=scope,
+    )
+    live.begin()
+    return live
+
+
+def _start_recording(row: TerminalSession, cluster: Cluster, cols: int, rows: int) -> Recorder:
+    relative = relative_path(cluster.slug, row.pk, row.posix_user, row.started.timestamp())
+    return Recorder(
+        relative,
+        cols=cols,
+        rows=rows,
+        title=f"{row.posix_user} on {cluster.name}",
+        s3_url=conf.recordings_s3(),
+    )
+
+
+def _write_opened(
+    row: TerminalSession, transport: Transport, recorder: Recorder | None, scope: dict[str, Any] | None
+) -> None:
+    row.transport_session_id = transport.session_id[:128]
+    row.recording = recorder.location if recorder is not None else ""
+    row.save(update_fields=["transport_session_id", "recording"])
+    record(
+        "terminal.opened",
+        actor=row.person,
+        cluster=row.cluster_slug,
+        target=row.posix_user,
+        message=f"Terminal opened as {row.posix_user} through {row.transport}.",
+        request=scope,
+        details={
+            "session": row.pk,
+            "transport": row.transport,
+            "transport_session_id": row.transport_session_id,
+            "cwd": row.cwd,
+            "recorded": recorder is not None,
+        },
+    )
+
+
+def _write_failed(row: TerminalSession, message: str, scope: dict[str, Any] | None) -> None:
+    row.ended = timezone.now()
+    row.end_reason = Ended.FAILED
+    row.end_message = message
+    row.save(update_fields=["ended", "end_reason", "end_message"])
+    record(
+        "terminal.failed",
+        actor=row.person,
+        cluster=row.cluster_slug,
+        target=row.posix_user,
+        outcome="error",
+        reason="transport",
+        message=message,
+        request=scope,
+        details={"session": row.pk, "transport": row.transport},
+    )
+
+
+def _client_address(scope: dict[str, Any] | None) -> str | None:
+    client = (scope or {}).get("client")
+    return client[0] if client else None
+
+
+def off_loop(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Run a slow, blocking call (provisioning: seconds of head-node commands) in a thread of its own.
+
+    database_sync_to_async would queue it on the one thread all ORM calls share, stalling every
+    other terminal of this worker for as long as it takes.
+    """
+    return sync_to_async(_with_fresh_connections(func), thread_sensitive=False)
+
+
+def _with_fresh_connections(func: Callable[..., Any]) -> Callable[..., Any]:
+    from django.db import close_old_connections, connections
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            # A pool thread may not run Django code again for a long time; it keeps no connection open.
+            connections.close_all()
+
+    return call
