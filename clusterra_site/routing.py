@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from terminal.consumer import TerminalConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/clusters/<slug:slug>/terminal/", TerminalConsumer.as_asgi(), name="terminal-socket"),
+]

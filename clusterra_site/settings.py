@@ -32,6 +32,9 @@ INSTALLED_APPS = [
     "audit",
     "clusters",
     "accounts",
+    "access",
+    "jobs",
+    "terminal",
 ]
 
 MIDDLEWARE = [
@@ -115,7 +118,14 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # Browser code from npm (package.json), served as it was installed.
+    ("xterm", BASE_DIR / "node_modules" / "@xterm" / "xterm" / "lib"),
+    ("xterm", BASE_DIR / "node_modules" / "@xterm" / "xterm" / "css"),
+    ("xterm-addon-fit", BASE_DIR / "node_modules" / "@xterm" / "addon-fit" / "lib"),
+    ("asciinema-player", BASE_DIR / "node_modules" / "asciinema-player" / "dist" / "bundle"),
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -142,6 +152,42 @@ CLUSTERRA_UID_MIN = env.integer("CLUSTERRA_UID_MIN", 200000)
 CLUSTERRA_UID_MAX = env.integer("CLUSTERRA_UID_MAX", 299999)
 CLUSTERRA_RESERVED_POSIX_NAMES = env.words("CLUSTERRA_RESERVED_POSIX_NAMES", "")
 CLUSTERRA_API_TOKEN_DAYS = env.integer("CLUSTERRA_API_TOKEN_DAYS", 90)
+
+# Mail (the demo's sign-in links). Without a mail server, mail is printed to the console's log,
+# which is what `make demo` wants: the newcomer copies the link from their terminal.
+EMAIL_HOST = os.environ.get("CLUSTERRA_EMAIL_HOST", "").strip()
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env.integer("CLUSTERRA_EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("CLUSTERRA_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("CLUSTERRA_EMAIL_PASSWORD", "")
+_email_security = os.environ.get("CLUSTERRA_EMAIL_SECURITY", "starttls").strip().lower()
+if _email_security not in {"starttls", "tls", "none"}:
+    raise env.ConfigError(
+        f"CLUSTERRA_EMAIL_SECURITY={_email_security!r} is not one of starttls, tls (implicit, port 465), none"
+    )
+EMAIL_USE_TLS = _email_security == "starttls"
+EMAIL_USE_SSL = _email_security == "tls"
+# A mail server that hangs must not hold a web worker for minutes.
+EMAIL_TIMEOUT = env.integer("CLUSTERRA_EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("CLUSTERRA_EMAIL_FROM", "Clusterra <clusterra@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# The self-service demo (accounts.demo, access.demo): closed unless a cluster is named.
+CLUSTERRA_DEMO_CLUSTER = os.environ.get("CLUSTERRA_DEMO_CLUSTER", "").strip()
+CLUSTERRA_DEMO_OPEN = env.flag("CLUSTERRA_DEMO_OPEN", True)
+CLUSTERRA_DEMO_DAYS = env.integer("CLUSTERRA_DEMO_DAYS", 7)
+CLUSTERRA_DEMO_MAX_PEOPLE = env.integer("CLUSTERRA_DEMO_MAX_PEOPLE", 100)
+CLUSTERRA_DEMO_SIGNUPS_PER_HOUR = env.integer("CLUSTERRA_DEMO_SIGNUPS_PER_HOUR", 5)
+CLUSTERRA_DEMO_LINK_MINUTES = env.integer("CLUSTERRA_DEMO_LINK_MINUTES", 60)
+# What `seed_demo` and each new demo person get; the rows can be edited in the admin afterwards.
+CLUSTERRA_DEMO_PARTITION = os.environ.get("CLUSTERRA_DEMO_PARTITION", "debug").strip()
+CLUSTERRA_DEMO_MAX_RUNNING_JOBS = env.integer("CLUSTERRA_DEMO_MAX_RUNNING_JOBS", 2)
+CLUSTERRA_DEMO_MAX_WALLTIME = env.integer("CLUSTERRA_DEMO_MAX_WALLTIME", 10)
+CLUSTERRA_DEMO_CPU_HOURS_PER_DAY = float(os.environ.get("CLUSTERRA_DEMO_CPU_HOURS_PER_DAY", "1"))
 
 # How long the console waits for slurmrestd; a slow cluster must not hold a web worker forever.
 SLURM_CONNECT_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_CONNECT_TIMEOUT", "5"))

@@ -1,12 +1,10 @@
-"""Site-wide pages: the health check and the home page."""
+"""Site-wide pages: the health check (the home page is the jobs dashboard)."""
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.db.utils import DatabaseError
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -33,9 +31,3 @@ def healthz(request: HttpRequest) -> JsonResponse:
         result = probe.check(cluster, detail=False)
         clusters[cluster.slug] = {"ok": result.ok, "detail": result.summary, "millis": result.millis}
     return JsonResponse({"ok": True, "database": database, "clusters": clusters})
-
-
-@login_required
-def home(request: HttpRequest) -> HttpResponse:
-    probes = [probe.check(cluster) for cluster in Cluster.objects.filter(enabled=True)]
-    return render(request, "home.html", {"probes": probes})

@@ -245,6 +245,8 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500
 ReturnToService=2
 MinJobAge=60
+# Room for a 10,000-job benchmark queue (bench/) beside everyone else's jobs; the default is 10000.
+MaxJobCount=50000
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0

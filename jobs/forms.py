@@ -1,0 +1,58 @@
+"""The submit form and the new-token form; submitted values go through the same checks as the API's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from accounts import api_tokens
+
+
+class SubmitForm(forms.Form):
+    script_path = forms.CharField(
+        max_length=4096,
+        help_text="The absolute path of the script on the cluster, e.g. /home/you/run.sh.",
+        widget=forms.TextInput(attrs={"size": 60, "placeholder": "/home/you/job.sh", "autofocus": True}),
+    )
+    partition = forms.ChoiceField(
+        required=False, help_text="Empty: the script's --partition, else Slurm's default."
+    )
+    time_limit = forms.CharField(
+        required=False,
+        max_length=20,
+        help_text="Minutes or a Slurm time (1:30:00, 2-00). "
+        "Empty: the script's --time, else the partition's default.",
+    )
+    nodes = forms.IntegerField(required=False, min_value=1)
+    cpus_per_task = forms.IntegerField(required=False, min_value=1, label="CPUs per task")
+    gpus = forms.IntegerField(required=False, min_value=0, label="GPUs", help_text="For the whole job.")
+    name = forms.CharField(required=False, max_length=200, label="Job name")
+    working_directory = forms.CharField(
+        required=False, max_length=4096, help_text="Empty: the script's --chdir, else the script's folder."
+    )
+    # Made once per form, so a double-clicked Submit queues one job.
+    idempotency_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, partitions: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["partition"].choices = [("", "— from the script, or the default —"), *partitions]
+
+    def request_data(self) -> dict[str, Any]:
+        """The same fields the API takes, leaving out what the person left empty."""
+        names = (
+            "script_path",
+            "partition",
+            "time_limit",
+            "nodes",
+            "cpus_per_task",
+            "gpus",
+            "name",
+            "working_directory",
+        )
+        return {n: self.cleaned_data[n] for n in names if self.cleaned_data.get(n) not in (None, "")}
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What it is for, e.g. 'laptop CLI'.")
+    days = forms.IntegerField(min_value=1, max_value=api_tokens.MAX_DAYS, help_text="How many days it works.")

@@ -1,0 +1,134 @@
+"""The console's record of each job: what was asked, what Slurm says about it, and its ledger step."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from clusters.models import Cluster
+from clusters.slurm import FINISHED_JOB_STATES
+
+
+class JobRecordQuerySet(models.QuerySet):
+    def submitted(self) -> JobRecordQuerySet:
+        """Rows with a Slurm job id: a row without one is a submission still on its way (a claim)."""
+        return self.filter(slurm_job_id__isnull=False)
+
+    def active(self) -> JobRecordQuerySet:
+        return self.submitted().exclude(state__in=FINISHED_JOB_STATES)
+
+
+class JobRecord(models.Model):
+    """One Slurm job of one person on one cluster.
+
+    A row is written *before* slurmrestd is asked (with no `slurm_job_id`) so that a
+    retried submit with the same Idempotency-Key finds it and never queues twice; it
+    gets its job id when Slurm answers, and is deleted if Slurm refuses, so no row is
+    left half-written. `state` and `reason` are in Slurm's own words.
+    """
+
+    class Origin(models.TextChoices):
+        CONSOLE = "console", "Submitted through the console"
+        OUTSIDE = "outside", "Seen outside the console (e.g. sbatch in a terminal)"
+
+    class Ledger(models.TextChoices):
+        # Which access.ledger call was made last, so each is made exactly once.
+        NONE = "", "Nothing in the ledger"
+        RESERVED = "reserved", "Budget reserved"
+        STARTED = "started", "Started"
+        SETTLED = "settled", "Settled with real use"
+        RELEASED = "released", "Reservation released"
+        RECORDED = "recorded", "Outside use recorded"
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="job_records")
+    person = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="job_records"
+    )
+    posix_user = models.CharField("POSIX user", max_length=32)
+    slurm_job_id = models.PositiveBigIntegerField("Slurm job id", null=True, blank=True)
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.CONSOLE)
+
+    name = models.CharField(max_length=200, blank=True)
+    partition = models.CharField(max_length=64, blank=True)
+    account = models.CharField(max_length=64, blank=True)
+    qos = models.CharField("QOS", max_length=64, blank=True)
+    array = models.CharField(max_length=100, blank=True)
+    state = models.CharField(
+        max_length=24, blank=True, db_index=True, help_text="Slurm's word, e.g. RUNNING."
+    )
+    reason = models.CharField(max_length=128, blank=True, help_text="Slurm's state reason, e.g. Resources.")
+
+    submit_time = models.DateTimeField(null=True, blank=True)
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+
+    time_limit = models.PositiveIntegerField("time limit (minutes)", null=True, blank=True)
+    node_count = models.PositiveIntegerField(default=1)
+    cpus = models.PositiveIntegerField(default=1)
+    gpus = models.PositiveIntegerField(default=0)
+    memory_mb = models.PositiveIntegerField("memory per node (MB)", null=True, blank=True)
+    node_list = models.CharField(max_length=255, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    exit_signal = models.IntegerField(null=True, blank=True)
+
+    script_path = models.CharField(max_length=4096, blank=True)
+    working_directory = models.CharField(max_length=4096, blank=True)
+    stdout_path = models.CharField(max_length=4096, blank=True)
+    stderr_path = models.CharField(max_length=4096, blank=True)
+
+    reservation_id = models.BigIntegerField(null=True, blank=True)
+    ledger = models.CharField(max_length=8, choices=Ledger.choices, blank=True, default=Ledger.NONE)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_digest = models.CharField(max_length=64, blank=True)
+    # The job as the console sent it (and the directives it came from), for the detail page.
+    submitted = models.JSONField(default=dict, blank=True)
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="When Slurm last reported the job.")
+
+    objects = JobRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["person", "cluster", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="one_job_per_idempotency_key",
+            ),
+        ]
+        indexes = [
+            # The job list: one person's jobs on one cluster, newest first, filtered by state/partition.
+            models.Index(fields=["person", "cluster", "-created"], name="jobs_person_cluster_created"),
+            # "Has anything of mine changed since update_time?" from the live list.
+            models.Index(fields=["person", "cluster", "updated"], name="jobs_person_cluster_updated"),
+            models.Index(fields=["cluster", "slurm_job_id"], name="jobs_cluster_job_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cluster.slug} job {self.slurm_job_id or '(submitting)'} of {self.posix_user}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_JOB_STATES
+
+    @property
+    def elapsed_seconds(self) -> int | None:
+        if self.start_time is None:
+            return None
+        end = self.end_time or timezone.now()
+        return max(0, int((end - self.start_time).total_seconds()))
+
+
+class SyncLock(models.Model):
+    """The lock row that keeps one sync loop active on databases without advisory locks (SQLite)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    holder = models.CharField(max_length=128, blank=True)
+    expires = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder or 'nobody'}"

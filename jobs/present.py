@@ -1,0 +1,215 @@
+"""One way to show a job and a page of jobs, shared by the API, the live list and the CLI's answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.db.models import Q, QuerySet
+
+from clusters.models import Cluster
+from clusters.slurm import FINISHED_JOB_STATES
+from jobs.models import JobRecord
+from jobs.reasons import reason_words, state_words
+
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 200
+# Filter words beside Slurm's own states: "active" is everything not yet finished.
+STATE_GROUPS = {"ACTIVE", "FINISHED"}
+KNOWN_STATES = (
+    frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING"}) | FINISHED_JOB_STATES
+)
+
+# Only the columns a list row shows: a page of 50 out of 10,000 reads 50 narrow rows.
+LIST_COLUMNS = (
+    "id",
+    "cluster__slug",
+    "slurm_job_id",
+    "name",
+    "posix_user",
+    "origin",
+    "partition",
+    "account",
+    "qos",
+    "state",
+    "reason",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "time_limit",
+    "node_count",
+    "node_list",
+    "cpus",
+    "gpus",
+    "memory_mb",
+    "exit_code",
+    "exit_signal",
+    "script_path",
+    "working_directory",
+    "stdout_path",
+    "stderr_path",
+    "created",
+)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def elapsed_words(seconds: int | None) -> str:
+    """Slurm's way of writing a duration: [D-]HH:MM:SS."""
+    if seconds is None:
+        return ""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def terminal_url(cluster_slug: str, working_directory: str) -> str:
+    query = f"?{urlencode({'cwd': working_directory})}" if working_directory else ""
+    return f"/clusters/{cluster_slug}/terminal/{query}"
+
+
+def job_dict(record: JobRecord | dict[str, Any]) -> dict[str, Any]:
+    """The API's Job object, from a record or from one row of `values(*LIST_COLUMNS)`."""
+    row = record if isinstance(record, dict) else _row(record)
+    slug = row["cluster__slug"]
+    start, end = row["start_time"], row["end_time"]
+    elapsed = None
+    if start is not None:
+        elapsed = max(0, int(((end or datetime.now(UTC)) - start).total_seconds()))
+    return {
+        "id": row["slurm_job_id"],
+        "cluster": slug,
+        "name": row["name"],
+        "user": row["posix_user"],
+        "origin": row["origin"],
+        "partition": row["partition"],
+        "account": row["account"],
+        "qos": row["qos"],
+        "state": row["state"],
+        "state_text": state_words(row["state"]),
+        "reason": row["reason"],
+        "reason_text": reason_words(row["reason"]),
+        "submit_time": iso(row["submit_time"] or row["created"]),
+        "start_time": iso(start),
+        "end_time": iso(end),
+        "elapsed_seconds": elapsed,
+        "elapsed": elapsed_words(elapsed),
+        "time_limit": row["time_limit"],
+        "nodes": row["node_count"],
+        "node_list": row["node_list"],
+        "cpus": row["cpus"],
+        "gpus": row["gpus"],
+        "memory_mb": row["memory_mb"],
+        "exit_code": row["exit_code"],
+        "exit_signal": row["exit_signal"],
+        "script_path": row["script_path"],
+        "working_directory": row["working_directory"],
+        "stdout_path": row["stdout_path"],
+        "stderr_path": row["stderr_path"],
+        "terminal_url": terminal_url(slug, row["working_directory"]),
+        "url": f"/v1/clusters/{slug}/jobs/{row['slurm_job_id']}",
+        "page_url": f"/clusters/{slug}/jobs/{row['slurm_job_id']}/",
+    }
+
+
+def _row(record: JobRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in LIST_COLUMNS if "__" not in name}
+    row["cluster__slug"] = record.cluster.slug
+    return row
+
+
+class FilterError(ValueError):
+    """A filter value the list does not understand; the message says which values work."""
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[dict[str, Any]]
+    page: int
+    per_page: int
+    total: int
+    update_time: float
+    changed: bool = True
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "page": self.page,
+            "per_page": self.per_page,
+            "total": self.total,
+            "pages": self.pages,
+            "update_time": self.update_time,
+        }
+
+
+def states_filter(value: str | None) -> list[str]:
+    """Slurm states from "RUNNING,pending" (case does not matter), or the groups "active" and "finished"."""
+    if not value:
+        return []
+    words = [w.strip().upper() for w in value.split(",") if w.strip()]
+    for word in words:
+        if word not in KNOWN_STATES and word not in STATE_GROUPS:
+            raise FilterError(
+                f"state {word!r} is not a Slurm job state; use e.g. PENDING, RUNNING, COMPLETED, FAILED, "
+                "CANCELLED, or active / finished."
+            )
+    return words
+
+
+def jobs_of(person: Any, cluster: Cluster) -> QuerySet[JobRecord]:
+    return JobRecord.objects.submitted().filter(person=person, cluster=cluster)
+
+
+def filtered(queryset: QuerySet[JobRecord], states: list[str], partition: str | None) -> QuerySet[JobRecord]:
+    if states:
+        plain = [s for s in states if s not in STATE_GROUPS]
+        condition = Q(state__in=plain) if plain else Q(pk__in=[])
+        if "ACTIVE" in states:
+            condition |= ~Q(state__in=FINISHED_JOB_STATES)
+        if "FINISHED" in states:
+            condition |= Q(state__in=FINISHED_JOB_STATES)
+        queryset = queryset.filter(condition)
+    if partition:
+        queryset = queryset.filter(partition=partition)
+    return queryset
+
+
+def page_of(
+    person: Any,
+    cluster: Cluster,
+    *,
+    states: list[str],
+    partition: str | None,
+    page: int = 1,
+    per_page: int = DEFAULT_PER_PAGE,
+    since: float | None = None,
+) -> JobPage:
+    """One page of the person's jobs, newest first; with `since`, only jobs changed after that time."""
+    now = datetime.now(UTC).timestamp()
+    queryset = filtered(jobs_of(person, cluster), states, partition)
+    if since is not None:
+        changed = queryset.filter(updated__gte=datetime.fromtimestamp(since, UTC))
+        rows = list(changed.order_by("-created", "-id").values(*LIST_COLUMNS)[:MAX_PER_PAGE])
+        return JobPage([job_dict(r) for r in rows], 1, max(len(rows), 1), len(rows), now, changed=bool(rows))
+    total = queryset.count()
+    per_page = max(1, min(per_page, MAX_PER_PAGE))
+    pages = max(1, -(-total // per_page))
+    page = max(1, min(page, pages))
+    start = (page - 1) * per_page
+    rows = list(queryset.order_by("-created", "-id").values(*LIST_COLUMNS)[start : start + per_page])
+    return JobPage([job_dict(r) for r in rows], page, per_page, total, now)
+
+
+def changed_since(person: Any, cluster: Cluster, since: float) -> bool:
+    """Whether any of the person's jobs on the cluster changed after `since` (one indexed EXISTS)."""
+    return jobs_of(person, cluster).filter(updated__gte=datetime.fromtimestamp(since, UTC)).exists()

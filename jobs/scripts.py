@@ -1,0 +1,208 @@
+"""Job scripts by path: which paths the console accepts, and reading one as its owner on the head node.
+
+Decisions:
+
+- A path is checked as text first: absolute, already normalised (no `.`, `..`, `//` or
+  trailing `/`), no NUL or other control character, and under one of the cluster's
+  `script_roots`. Nothing is touched for a path that fails.
+- The file is then read **as the person's POSIX user** (`runuser -u NAME`) on the head
+  node, so the answer is the one sbatch would get: a script they cannot read is refused
+  by the kernel, not by a rule of ours.
+- Symbolic links are followed, as sbatch follows them, but the **resolved** path must
+  also be under a root: a link in the home folder pointing at `/etc/…` is refused.
+  The resolution happens as the user in the same command that reads, so the check and
+  the read see the same file.
+- Only regular files are read (a FIFO would hang the read), at most `MAX_SCRIPT_BYTES`,
+  and the script must start with `#!` as sbatch requires: Slurm would accept one
+  without and the job would fail at launch.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from clusters import headnode
+from clusters.models import Cluster
+
+DEFAULT_MAX_SCRIPT_BYTES = 1024 * 1024
+READ_TIMEOUT = 20.0
+MAX_PATH = 4096
+
+# Run as the user through `runuser … sh -c READER sh PATH LIMIT`: the shell text is fixed
+# and the path arrives as "$1", so no value is ever pasted into shell code. It prints the
+# resolved path, a NUL, then the first LIMIT bytes of the file.
+READER = (
+    'resolved=$(realpath -e -- "$1") || exit 3; '
+    '[ -f "$resolved" ] || { echo "$resolved is not a regular file" >&2; exit 4; }; '
+    '[ -r "$resolved" ] || { echo "cannot open $resolved: Permission denied" >&2; exit 5; }; '
+    "printf '%s\\0' \"$resolved\"; "
+    'exec head -c "$2" -- "$resolved"'
+)
+# `test -d` and `test -x` as the user: the working directory must be one they can enter.
+DIRECTORY_CHECK = '[ -d "$1" ] || exit 3; [ -x "$1" ] || exit 5; exit 0'
+
+
+class ScriptError(Exception):
+    """The script cannot be used. `status` is the HTTP status that fits; `code` is stable."""
+
+    def __init__(self, message: str, *, code: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Script:
+    path: str
+    resolved_path: str
+    text: str
+
+    @property
+    def folder(self) -> str:
+        return posixpath.dirname(self.path)
+
+
+def max_script_bytes() -> int:
+    return int(getattr(settings, "CLUSTERRA_MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES))
+
+
+def check_path(value: object, *, what: str = "script_path") -> str:
+    """An absolute, normalised path with no NUL or control character; ScriptError otherwise."""
+    if not isinstance(value, str) or not value:
+        raise ScriptError(
+            f"{what} is required: the absolute path of a file on the cluster.", code="invalid_path"
+        )
+    if "\x00" in value:
+        raise ScriptError(f"{what} contains a NUL byte.", code="invalid_path")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ScriptError(f"{what} contains a control character.", code="invalid_path")
+    if len(value) > MAX_PATH:
+        raise ScriptError(f"{what} is longer than {MAX_PATH} characters.", code="invalid_path")
+    if not value.startswith("/"):
+        raise ScriptError(
+            f"{what} must be an absolute path (starting with /), not {value!r}.", code="invalid_path"
+        )
+    if posixpath.normpath(value) != value or value.startswith("//"):
+        raise ScriptError(
+            f"{what} {value!r} is not normalised (no '.', '..', '//' or trailing '/'); "
+            f"write {posixpath.normpath(value)!r} if that is what you mean.",
+            code="invalid_path",
+        )
+    return value
+
+
+def under_roots(path: str, roots: list[str]) -> bool:
+    """Strictly below a root: the root folder itself is not a script."""
+    return any(path.startswith(root.rstrip("/") + "/") and path != root for root in roots)
+
+
+def validate(cluster: Cluster, value: object) -> str:
+    """The script path, checked as text against the cluster's allowed roots."""
+    path = check_path(value)
+    roots = cluster.script_roots
+    if not under_roots(path, roots):
+        raise ScriptError(
+            f"{path} is outside the folders {cluster.name} runs scripts from ({', '.join(roots)}).",
+            code="path_outside_roots",
+        )
+    return path
+
+
+def read_as(cluster: Cluster, username: str, path: str) -> Script:
+    """The script's text, read on the head node by `username`; ScriptError says why not."""
+    limit = max_script_bytes()
+    try:
+        result = headnode.run(
+            cluster,
+            ["runuser", "-u", username, "--", "sh", "-c", READER, "sh", path, str(limit + 1)],
+            timeout=READ_TIMEOUT,
+        )
+    except headnode.HeadNodeError as e:
+        raise ScriptError(
+            f"{e} The script could not be read; nothing was submitted.",
+            code="head_node_unreachable",
+            status=502,
+        ) from None
+    if not result.ok:
+        raise _read_failed(path, username, result)
+    resolved, nul, text = result.stdout.partition("\x00")
+    if not nul:
+        raise ScriptError(
+            f"Reading {path} on the head node gave no answer.", code="script_unreadable", status=502
+        )
+    if not under_roots(resolved, cluster.script_roots):
+        raise ScriptError(
+            f"{path} is a link to {resolved}, which is outside the folders {cluster.name} runs scripts from "
+            f"({', '.join(cluster.script_roots)}).",
+            code="path_outside_roots",
+        )
+    if len(text.encode()) > limit:
+        raise ScriptError(
+            f"{path} is larger than {limit // 1024} KiB; "
+            "a job script should be small (put data in other files).",
+            code="script_too_large",
+        )
+    if not text.strip():
+        raise ScriptError(f"{path} is empty.", code="script_invalid")
+    if "\x00" in text or "\ufffd" in text:
+        raise ScriptError(
+            f"{path} is not a text file (it has binary or non-UTF-8 bytes).", code="script_invalid"
+        )
+    if not text.startswith("#!"):
+        raise ScriptError(
+            f"{path} does not start with '#!' (for example #!/bin/bash); sbatch refuses such a script too.",
+            code="script_invalid",
+        )
+    return Script(path=path, resolved_path=resolved, text=text)
+
+
+def _read_failed(path: str, username: str, result: headnode.Result) -> ScriptError:
+    said = result.output()
+    if "Permission denied" in said:
+        return ScriptError(
+            f"{username} may not read {path} (Permission denied); a job runs with your own permissions, "
+            "so the script must be readable by you.",
+            code="script_unreadable",
+            status=403,
+        )
+    if "No such file" in said or result.exit_code == 3:
+        return ScriptError(f"{path} does not exist on the cluster.", code="script_not_found")
+    if result.exit_code == 4:
+        return ScriptError(f"{path} is not a regular file.", code="script_invalid")
+    if "runuser" in said and "does not exist" in said:
+        return ScriptError(
+            f"The account {username} is missing on the head node ({said}).",
+            code="account_missing",
+            status=502,
+        )
+    return ScriptError(
+        f"{path} could not be read as {username}: {said or f'exit {result.exit_code}'}.",
+        code="script_unreadable",
+        status=400,
+    )
+
+
+def check_directory(cluster: Cluster, username: str, path: str) -> None:
+    """The working directory exists and `username` may enter it; Slurm would silently use /tmp instead."""
+    try:
+        result = headnode.run(
+            cluster,
+            ["runuser", "-u", username, "--", "sh", "-c", DIRECTORY_CHECK, "sh", path],
+            timeout=READ_TIMEOUT,
+        )
+    except headnode.HeadNodeError as e:
+        raise ScriptError(f"{e} Nothing was submitted.", code="head_node_unreachable", status=502) from None
+    if result.exit_code == 3:
+        raise ScriptError(
+            f"The working directory {path} does not exist on the cluster.", code="invalid_workdir"
+        )
+    if not result.ok:
+        raise ScriptError(
+            f"{username} may not enter the working directory {path} (Permission denied).",
+            code="invalid_workdir",
+            status=403,
+        )

@@ -1,0 +1,530 @@
+"""The sync loop: job states from slurmrestd into JobRecords, and the usage ledger settled as jobs end.
+
+Decisions:
+
+- **Per person.** With `PrivateData=jobs` a token sees only its own user's jobs, so the
+  loop asks slurmrestd once per person with a ready account on the cluster, with
+  `update_time` so that an unchanged queue costs a 304 and no parsing.
+- **Outside jobs.** A job of that person the console does not know (sbatch in a
+  terminal) becomes a JobRecord with origin "outside"; its use goes to
+  `ledger.record_outside_use` when it ends. A person with a console submit in flight
+  (a claim row without a job id) is not searched for outside jobs in that round: the
+  job Slurm already lists may be the one the claim is about to receive.
+- **Each ledger call exactly once.** The record's `ledger` field moves
+  reserved → started → settled (or → released for a job that ended before it started)
+  by a compare-and-set update in the same transaction as the ledger call, so the
+  loop, a job page refreshing the same job, or a loop restarted mid-way cannot
+  settle twice.
+- **Forgotten jobs.** slurmctld forgets a job `MinJobAge` after it ends; a record still
+  active that its owner's queue no longer lists is looked up once with `sacct` as
+  that user on the head node.
+- **One instance.** `pg_try_advisory_lock` on PostgreSQL (held for the life of the
+  loop's connection), a lock row with an expiry elsewhere (SQLite). A second loop
+  waits as a standby; web workers never take the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from access import ledger
+from accounts.models import ClusterAccount
+from accounts.slurm_access import SlurmAccessRefused, slurm_for
+from audit.log import record as audit
+from clusters import headnode, tokens
+from clusters.models import Cluster
+from clusters.slurm import FINISHED_JOB_STATES, Job, SlurmError, SlurmNotFound
+from clusters.slurm.parsing import gpus_in_tres
+from jobs import output
+from jobs.models import JobRecord, SyncLock
+
+log = logging.getLogger("clusterra.jobs.sync")
+
+LOCK_NAME = "jobs.sync"
+# An arbitrary constant that names this lock among the database's advisory locks.
+ADVISORY_KEY = 0x636C7573_6A6F6273 & 0x7FFFFFFFFFFFFFFF
+LOCK_ROW_SECONDS = 60
+# A claim (submit in flight) older than this belongs to a worker that died mid-submit.
+STALE_CLAIM = timedelta(minutes=10)
+# How far back update_time looks, so a change in the same second as the last poll is not missed.
+UPDATE_TIME_MARGIN = 2
+SACCT_TIMEOUT = 20.0
+Ledger = JobRecord.Ledger
+RUNNING_STATES = frozenset({"RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING"})
+
+# update_time per (cluster pk, POSIX user), kept for the life of the loop's process.
+_last_poll: dict[tuple[int, str], int] = {}
+
+
+@dataclass
+class Report:
+    people: int = 0
+    unchanged: int = 0
+    updated: int = 0
+    created: int = 0
+    started: int = 0
+    settled: int = 0
+    released: int = 0
+    recorded: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.people} people polled ({self.unchanged} unchanged), {self.updated} jobs updated, "
+            f"{self.created} seen outside the console, {self.started} started, {self.settled} settled, "
+            f"{self.released} released, {self.recorded} outside uses recorded, {len(self.errors)} errors"
+        )
+
+
+# --- applying what Slurm says to a record ------------------------------------------------------
+
+
+def _started(job: Job) -> bool:
+    """Whether the job ever ran: Slurm fills start_time even for one cancelled while pending."""
+    if job.state in RUNNING_STATES:
+        return True
+    return (
+        job.state in FINISHED_JOB_STATES and bool(job.nodes or job.batch_host) and job.start_time is not None
+    )
+
+
+def _fields_from(job: Job) -> dict[str, object]:
+    started = _started(job)
+    finished = job.state in FINISHED_JOB_STATES
+    values: dict[str, object] = {
+        "state": job.state,
+        "reason": "" if job.state_reason == "None" else job.state_reason[:128],
+        "name": job.name[:200],
+        "partition": job.partition[:64],
+        "account": job.account[:64],
+        "qos": job.qos[:64],
+        "submit_time": job.submit_time,
+        # A pending job's start_time is Slurm's estimate, a running one's end_time its deadline.
+        "start_time": job.start_time if started else None,
+        "end_time": job.end_time if finished else None,
+        "time_limit": job.time_limit,
+        "node_list": job.nodes[:255],
+        "exit_code": job.exit_code,
+        "exit_signal": job.exit_signal,
+    }
+    if job.node_count:
+        values["node_count"] = job.node_count
+    if job.cpus:
+        values["cpus"] = job.cpus
+    if job.gpus or started:
+        values["gpus"] = job.gpus
+    if job.memory_mb:
+        values["memory_mb"] = job.memory_mb
+    if job.working_directory:
+        values["working_directory"] = job.working_directory
+    return values
+
+
+def apply(record: JobRecord, job: Job, report: Report | None = None) -> bool:
+    """Bring `record` in line with `job` and make the ledger calls that calls for; True if it changed."""
+    report = report if report is not None else Report()
+    values = _fields_from(job)
+    changed = [name for name, value in values.items() if getattr(record, name) != value]
+    for name in changed:
+        setattr(record, name, values[name])
+    if record.origin == JobRecord.Origin.OUTSIDE or not record.stdout_path:
+        # Expanded once the record holds Slurm's working directory, name and nodes.
+        paths = output.paths_for(record, job.standard_output, job.standard_error)
+        for name, value in zip(("stdout_path", "stderr_path"), paths, strict=True):
+            if getattr(record, name) != value:
+                setattr(record, name, value)
+                changed.append(name)
+    now = timezone.now()
+    record.last_seen = now
+    if changed:
+        record.save(update_fields=[*changed, "last_seen", "updated"])
+        report.updated += 1
+    else:
+        # Seen but unchanged: no `updated` bump, so live lists do not redraw for nothing.
+        JobRecord.objects.filter(pk=record.pk).update(last_seen=now)
+    _settle(record, job, report)
+    return bool(changed)
+
+
+def _advance(record: JobRecord, expected: str, to: str, call) -> bool:
+    """Move the ledger step from `expected` to `to` and make its call, both or neither."""
+    with transaction.atomic():
+        moved = JobRecord.objects.filter(pk=record.pk, ledger=expected).update(
+            ledger=to, updated=timezone.now()
+        )
+        if not moved:
+            record.refresh_from_db(fields=["ledger"])
+            return False
+        call()
+    record.ledger = to
+    return True
+
+
+def _settle(record: JobRecord, job: Job, report: Report) -> None:
+    started = _started(job)
+    finished = job.state in FINISHED_JOB_STATES
+    elapsed = _elapsed(job)
+    cpus = job.cpus or record.cpus
+    gpus = job.gpus if started else record.gpus
+    if record.reservation_id is not None:
+        rid = record.reservation_id
+        if (
+            started
+            and record.ledger == Ledger.RESERVED
+            and _advance(record, Ledger.RESERVED, Ledger.STARTED, lambda: ledger.started(rid))
+        ):
+            report.started += 1
+        if finished and record.ledger in (Ledger.RESERVED, Ledger.STARTED):
+            if started:
+                if _advance(
+                    record,
+                    record.ledger,
+                    Ledger.SETTLED,
+                    lambda: ledger.settle(rid, elapsed_seconds=elapsed, cpus=cpus, gpus=gpus),
+                ):
+                    report.settled += 1
+            elif _advance(
+                record,
+                record.ledger,
+                Ledger.RELEASED,
+                lambda: ledger.release(rid, f"job {job.job_id} ended ({job.state}) before it started"),
+            ):
+                report.released += 1
+        return
+    if record.origin == JobRecord.Origin.OUTSIDE and finished and record.ledger == Ledger.NONE and started:
+        person = record.person
+        if person is None:
+            return
+        if _advance(
+            record,
+            Ledger.NONE,
+            Ledger.RECORDED,
+            lambda: ledger.record_outside_use(
+                person,
+                record.cluster,
+                job.job_id,
+                elapsed_seconds=elapsed,
+                cpus=cpus,
+                gpus=gpus,
+                ended=job.end_time or timezone.now(),
+            ),
+        ):
+            report.recorded += 1
+
+
+def _elapsed(job: Job) -> int:
+    if job.start_time is None or not _started(job):
+        return 0
+    end = job.end_time if job.state in FINISHED_JOB_STATES and job.end_time else timezone.now()
+    return max(0, int((end - job.start_time).total_seconds()))
+
+
+# --- one person ---------------------------------------------------------------------------------
+
+
+def sync_account(row: ClusterAccount, report: Report) -> None:
+    """Poll one person's queue on one cluster and apply it."""
+    cluster, person, name = row.cluster, row.account.user, row.account.username
+    if person is None or not person.is_active:
+        return
+    key = (cluster.pk, name)
+    asked = int(time.time()) - UPDATE_TIME_MARGIN
+    try:
+        client = slurm_for(person, cluster, provision=False)
+        listing = client.jobs(update_time=_last_poll.get(key))
+    except (SlurmError, SlurmAccessRefused, tokens.TokenRefused, tokens.KeyUnavailable) as e:
+        report.errors.append(f"{cluster.slug}/{name}: {e}")
+        log.warning("sync: %s on %s: %s", name, cluster.slug, e)
+        return
+    report.people += 1
+    if listing.not_modified:
+        # Nothing changed since the last full listing, which already accounted for every record.
+        report.unchanged += 1
+        _last_poll[key] = listing.last_update or asked
+        return
+    mine = [j for j in listing.jobs if not j.user_name or j.user_name == name]
+    # A job older than the account is not theirs to be charged for: it ran before the console
+    # knew them (a Linux user made by hand), or under an earlier holder of the UID.
+    since = row.user_created_at
+    # Order matters (see the module's decisions): the claim check comes after the listing.
+    in_flight = JobRecord.objects.filter(cluster=cluster, person=person, slurm_job_id__isnull=True).exists()
+    ids = {j.job_id for j in mine}
+    known = {
+        r.slurm_job_id: r
+        for r in JobRecord.objects.filter(cluster=cluster, posix_user=name, slurm_job_id__in=ids).order_by(
+            "created"
+        )
+    }
+    for job in mine:
+        try:
+            record = known.get(job.job_id)
+            if record is None:
+                if in_flight or (job.is_finished and not _started(job)) or _before(job, since):
+                    # In flight: see above. A job that ended without running cost nothing.
+                    continue
+                record = _adopt(cluster, person, name, job)
+                report.created += 1
+            apply(record, job, report)
+        except Exception as e:  # one bad job must not stop the others
+            log.exception("sync: job %s of %s on %s", job.job_id, name, cluster.slug)
+            report.errors.append(f"{cluster.slug}/{name}/job {job.job_id}: {type(e).__name__}: {e}")
+    # slurmctld's own clock when it says (v0.0.40+), so a clock difference cannot hide a change.
+    _last_poll[key] = listing.last_update or asked
+    _forgotten(cluster, name, ids, report, client)
+
+
+def _before(job: Job, since: datetime | None) -> bool:
+    # Slurm keeps whole seconds: a job from the account's first second still counts as after it.
+    if since is None or job.submit_time is None:
+        return False
+    return job.submit_time < since - timedelta(seconds=1)
+
+
+def _adopt(cluster: Cluster, person, name: str, job: Job) -> JobRecord:
+    """A JobRecord for a job submitted outside the console (sbatch in a terminal, a cron job)."""
+    record = JobRecord.objects.create(
+        cluster=cluster,
+        person=person,
+        posix_user=name,
+        slurm_job_id=job.job_id,
+        origin=JobRecord.Origin.OUTSIDE,
+        ledger=Ledger.NONE,
+    )
+    audit(
+        "job.seen_outside",
+        actor=person,
+        cluster=cluster,
+        target=f"job {job.job_id}",
+        message=f"Job {job.job_id} ({job.name or 'no name'}) of {name} was submitted outside the console.",
+        details={"job_id": job.job_id, "partition": job.partition, "state": job.state},
+    )
+    return record
+
+
+def _forgotten(cluster: Cluster, name: str, listed: set[int], report: Report, client) -> None:
+    """Active records whose job the queue no longer lists: ask for the job once, then sacct."""
+    stale = (
+        JobRecord.objects.active().filter(cluster=cluster, posix_user=name).exclude(slurm_job_id__in=listed)
+    )
+    for record in stale:
+        try:
+            job = client.job(record.slurm_job_id)
+        except SlurmNotFound:
+            job = from_sacct(cluster, name, record.slurm_job_id)
+        except SlurmError as e:
+            report.errors.append(f"{cluster.slug}/{name}/job {record.slurm_job_id}: {e}")
+            continue
+        if job is None:
+            continue
+        try:
+            apply(record, job, report)
+        except Exception as e:
+            log.exception("sync: job %s of %s on %s", record.slurm_job_id, name, cluster.slug)
+            report.errors.append(f"{cluster.slug}/{name}/job {record.slurm_job_id}: {e}")
+
+
+def from_sacct(cluster: Cluster, name: str, job_id: int) -> Job | None:
+    """A finished job from accounting, read with sacct as its owner on the head node; None if unknown."""
+    fields_ = "JobID,JobName,Partition,State,ExitCode,Submit,Start,End,AllocCPUS,AllocTRES,NodeList,WorkDir"
+    try:
+        result = headnode.run(
+            cluster,
+            ["runuser", "-u", name, "--", "sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", fields_],
+            timeout=SACCT_TIMEOUT,
+        )
+    except headnode.HeadNodeError as e:
+        log.warning("sync: sacct for job %s on %s: %s", job_id, cluster.slug, e)
+        return None
+    if not result.ok:
+        return None
+    for line in result.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 12 or parts[0] != str(job_id):
+            continue
+        state = parts[3].split()[0] if parts[3] else ""
+        code, _, signal = parts[4].partition(":")
+
+        return Job(
+            job_id=job_id,
+            name=parts[1],
+            user_name=name,
+            partition=parts[2],
+            state=state,
+            exit_code=int(code) if code.isdigit() and not (signal and signal != "0") else None,
+            exit_signal=int(signal) if signal.isdigit() and signal != "0" else None,
+            submit_time=_sacct_time(parts[5]),
+            start_time=_sacct_time(parts[6]),
+            end_time=_sacct_time(parts[7]),
+            cpus=int(parts[8]) if parts[8].isdigit() else None,
+            gpus=gpus_in_tres(parts[9]) or 0,
+            nodes="" if parts[10] in ("", "None assigned") else parts[10],
+            working_directory=parts[11],
+        )
+    return None
+
+
+def _sacct_time(value: str) -> datetime | None:
+    if not value or value in ("Unknown", "None"):
+        return None
+    try:
+        naive = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # sacct prints the head node's local time; the console host is assumed to share its zone.
+    return naive.astimezone(UTC) if naive.tzinfo is None else naive
+
+
+# --- one round ----------------------------------------------------------------------------------
+
+
+def release_stale_claims(report: Report) -> None:
+    """Claims whose worker died between reserving and recording: give their budget back."""
+    cutoff = timezone.now() - STALE_CLAIM
+    for claim in JobRecord.objects.filter(slurm_job_id__isnull=True, created__lt=cutoff):
+        rid = claim.reservation_id
+        if rid is not None:
+            try:
+                ledger.release(rid, "the submit never completed")
+            except Exception as e:
+                report.errors.append(f"release reservation {rid}: {e}")
+                continue
+        claim.delete()
+        report.released += 1
+
+
+def sync_once() -> Report:
+    """One round over every cluster and every person with a ready account there."""
+    report = Report()
+    release_stale_claims(report)
+    rows = (
+        ClusterAccount.objects.filter(
+            state=ClusterAccount.State.READY, cluster__enabled=True, account__user__is_active=True
+        )
+        .select_related("account__user", "cluster")
+        .order_by("cluster_id", "account__username")
+    )
+    for row in rows:
+        sync_account(row, report)
+    return report
+
+
+# --- only one loop at a time --------------------------------------------------------------------
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class SyncLockHeld(Exception):
+    """Another sync loop is active."""
+
+
+@contextmanager
+def single_instance(holder: str | None = None) -> Iterator[SingleInstance]:
+    """Hold the sync lock for the block; SyncLockHeld if another loop has it."""
+    lock = SingleInstance(holder or holder_name())
+    if not lock.acquire():
+        raise SyncLockHeld("another sync_jobs loop holds the lock")
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+class SingleInstance:
+    """The database lock: advisory on PostgreSQL, a row with an expiry elsewhere."""
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        self.held = False
+
+    @property
+    def advisory(self) -> bool:
+        return connection.vendor == "postgresql"
+
+    def acquire(self) -> bool:
+        if self.advisory:
+            with connection.cursor() as cursor:
+                if self.held and self._still_held(cursor):
+                    return True
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_KEY])
+                self.held = bool(cursor.fetchone()[0])
+            return self.held
+        self.held = self._take_row()
+        return self.held
+
+    def refresh(self) -> bool:
+        """Still ours? (A dropped connection loses an advisory lock; a row lock must be renewed.)"""
+        return self.acquire()
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        if self.advisory:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_KEY])
+        else:
+            SyncLock.objects.filter(name=LOCK_NAME, holder=self.holder).update(holder="", expires=None)
+        self.held = False
+
+    @staticmethod
+    def _still_held(cursor) -> bool:
+        cursor.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+            "AND granted AND ((classid::bigint << 32) | objid::bigint) = %s",
+            [ADVISORY_KEY],
+        )
+        return cursor.fetchone() is not None
+
+    def _take_row(self) -> bool:
+        now = timezone.now()
+        expires = now + timedelta(seconds=LOCK_ROW_SECONDS)
+        try:
+            with transaction.atomic():
+                SyncLock.objects.get_or_create(name=LOCK_NAME)
+        except IntegrityError:
+            pass
+        taken = (
+            SyncLock.objects.filter(name=LOCK_NAME)
+            .filter(_free_or_mine(self.holder, now))
+            .update(holder=self.holder, expires=expires)
+        )
+        return bool(taken)
+
+
+def _free_or_mine(holder: str, now: datetime) -> Q:
+    return Q(holder="") | Q(holder=holder) | Q(expires__isnull=True) | Q(expires__lt=now)
+
+
+def run_forever(interval: float, *, stdout=None, rounds: int | None = None) -> None:
+    """Poll every `interval` seconds while holding the lock; wait as a standby while another loop does."""
+    lock = SingleInstance(holder_name())
+    waiting_said = False
+    done = 0
+    try:
+        while rounds is None or done < rounds:
+            started = time.monotonic()
+            if lock.refresh():
+                waiting_said = False
+                report = sync_once()
+                if stdout is not None:
+                    stdout.write(f"{timezone.now():%H:%M:%S} {report.summary()}\n")
+                done += 1
+            elif not waiting_said and stdout is not None:
+                stdout.write("Another sync_jobs loop is active; waiting as a standby.\n")
+                waiting_said = True
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        lock.release()
