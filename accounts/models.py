@@ -144,3 +144,55 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})"
+
+
+class DemoMember(models.Model):
+    """A person in the self-service demo: how they came in and when their demo access ends.
+
+    `via` decides what expiry does (see accounts.demo.membership): an account the
+    e-mail signup made exists only for the demo and is offboarded; an account that
+    existed before (an IdP person who pressed "Join the demo") only leaves the demo.
+    """
+
+    class Via(models.TextChoices):
+        EMAIL = "email", "E-mail signup (the account exists for the demo)"
+        ACCOUNT = "account", "An existing console account joined"
+
+    class Ending(models.TextChoices):
+        OFFBOARDED = "offboarded", "Offboarded"
+        LEFT = "left", "Left the demo (the account stays)"
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="demo")
+    via = models.CharField(max_length=8, choices=Via.choices)
+    # The cluster the person's demo quota was made on; the signup's cluster can change later.
+    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    joined = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField(db_index=True)
+    ended = models.DateTimeField(null=True, blank=True)
+    ended_how = models.CharField(max_length=10, choices=Ending.choices, blank=True)
+
+    class Meta:
+        verbose_name = "demo member"
+
+    def __str__(self) -> str:
+        return f"{self.user.get_username()} (demo until {self.expires:%Y-%m-%d})"
+
+
+class DemoSignup(models.Model):
+    """One sign-in link mailed from the demo page: counted for throttling, spent when used."""
+
+    email = models.EmailField()
+    # The throttle key: the client's IPv4 address, or its IPv6 /64 (one household or host holds a whole /64).
+    client = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "demo sign-in link"
+        indexes = [
+            models.Index(fields=["client", "created"], name="demo_signup_client_created"),
+            models.Index(fields=["email", "created"], name="demo_signup_email_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"link for {self.email} ({self.created:%Y-%m-%d %H:%M})"

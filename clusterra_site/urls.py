@@ -18,6 +18,7 @@ urlpatterns = [
     # Ours first: it stands in for allauth's OIDC callback (keeps the ID token for logout).
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
+    path("demo/", include("accounts.demo.urls")),
     path("", include("terminal.urls")),
     path("", include("jobs.urls")),
     path("v1/", include("clusterra_site.api")),

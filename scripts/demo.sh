@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# `make demo`: the real local Slurm, the console on http://127.0.0.1:8000, until Ctrl-C.
-# Ctrl-C stops only what this run started; a second run reuses what exists.
+# `make demo`: the real local Slurm, the console on http://127.0.0.1:8000 with its demo signup, until Ctrl-C.
+# Ctrl-C stops only what this run started; a second run reuses what exists (data/, the admin, the Slurm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 PORT=${CLUSTERRA_PORT:-8000}
-# The demo's administrator signs in with a password; people will use the IdP or the demo signup.
+URL="http://127.0.0.1:$PORT"
+# The demo's administrator signs in with a password; people use the IdP or the demo signup.
 export CLUSTERRA_LOCAL_LOGIN=${CLUSTERRA_LOCAL_LOGIN:-1}
+# Opens /demo/ on the cluster registered below. Without a mail server (CLUSTERRA_EMAIL_HOST),
+# sign-in links are printed in this terminal, in the web server's log.
+export CLUSTERRA_DEMO_CLUSTER=${CLUSTERRA_DEMO_CLUSTER:-demo}
 
 if [ "$(id -u)" != 0 ]; then
   echo "make demo runs the real Slurm on this machine and needs root (sudo make demo)." >&2
+  exit 1
+fi
+# Before anything starts: a second `make demo` still running would otherwise fail only at the very end.
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "Port $PORT is already in use (another make demo?). Stop it, or pick another: CLUSTERRA_PORT=8001 make demo" >&2
   exit 1
 fi
 
@@ -18,34 +27,85 @@ started_slurm=0
 if ! command -v scontrol >/dev/null 2>&1 || ! scontrol ping 2>/dev/null | grep -q UP; then
   started_slurm=1
 fi
+
+pids=()
+names=()
+# shellcheck disable=SC2317  # reached through the traps below
+stop() {
+  local status=$1
+  trap - INT TERM EXIT
+  echo
+  [ ${#pids[@]} = 0 ] || echo "Stopping the console..."
+  # SIGINT first: the sync loop then releases its lock (on SQLite a killed loop's lock row
+  # would keep the next run's loop waiting for a minute). Whatever still runs after 10 s is killed.
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for _ in $(seq 20); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 1 ] || break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$started_slurm" = 1 ]; then
+    echo "Stopping the Slurm this demo started..."
+    bash scripts/slurm-down.sh
+  fi
+  exit "$status"
+}
+# Ctrl-C is the normal way out (status 0); anything else that ends the script keeps its status.
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
+
 bash scripts/slurm-up.sh
 # shellcheck disable=SC1091
 . /run/slurm-demo/env
 
 $BIN/python manage.py migrate --no-input
 $BIN/python manage.py collectstatic --no-input --verbosity 0
-$BIN/python manage.py register_cluster demo --name "Demo cluster" --url "$SLURMRESTD_URL" \
-  --api-version "$SLURM_API_VERSION" --key-file "$SLURM_JWT_KEY_FILE" --transport local \
-  $([ "${SLURM_ACCOUNTING:-1}" = 1 ] || echo --no-accounting)
-$BIN/python manage.py ensure_admin
+accounting=()
+[ "${SLURM_ACCOUNTING:-1}" = 1 ] || accounting=(--no-accounting)
+$BIN/python manage.py register_cluster "$CLUSTERRA_DEMO_CLUSTER" --name "Demo cluster" --url "$SLURMRESTD_URL" \
+  --api-version "$SLURM_API_VERSION" --key-file "$SLURM_JWT_KEY_FILE" --transport local "${accounting[@]}"
+$BIN/python manage.py seed_demo --cluster "$CLUSTERRA_DEMO_CLUSTER"
+admin_login=$($BIN/python manage.py ensure_admin)
 
-pids=()
-stop() {
-  trap - INT TERM EXIT
-  echo
-  echo "Stopping the console..."
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$started_slurm" = 1 ]; then
-    echo "Stopping the Slurm this demo started..."
-    bash scripts/slurm-down.sh
-  fi
-  exit 0
+start() {
+  local name=$1
+  shift
+  # Without job control bash starts background commands with SIGINT ignored; give it back,
+  # so that the stop below (and Ctrl-C itself) can end them cleanly.
+  (
+    trap - INT
+    exec "$@"
+  ) &
+  pids+=($!)
+  names+=("$name")
 }
-trap stop INT TERM EXIT
+start "the web server" $BIN/daphne -b 127.0.0.1 -p "$PORT" clusterra_site.asgi:application
+# Job states and the usage ledger come from this loop; without it jobs would stay "pending" in the console.
+start "the job sync loop" $BIN/python manage.py sync_jobs
+start "the demo expiry loop" $BIN/python manage.py expire_demo_accounts --every 3600
 
-$BIN/daphne -b 127.0.0.1 -p "$PORT" clusterra_site.asgi:application &
-pids+=($!)
-echo
-echo "Clusterra is running on http://127.0.0.1:$PORT/  (Ctrl-C stops it)"
-wait -n "${pids[@]}"
+# Say where to go only once the server answers, so the first click works.
+for _ in $(seq 60); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  kill -0 "${pids[0]}" 2>/dev/null || break
+  sleep 0.5
+done
+mail="sign-in links go out by mail through ${CLUSTERRA_EMAIL_HOST:-}"
+[ -n "${CLUSTERRA_EMAIL_HOST:-}" ] || mail="no mail server is set: sign-in links are printed in this log"
+cat <<EOF
+
+Clusterra is running on $URL/  (Ctrl-C stops it)
+  $admin_login
+  Try the demo: $URL/demo/  ($mail)
+
+EOF
+
+status=0
+wait -n -p ended "${pids[@]}" || status=$?
+for i in "${!pids[@]}"; do
+  if [ "${pids[$i]}" = "${ended:-}" ]; then echo "${names[$i]} stopped (status $status); stopping the rest." >&2; fi
+done
+exit "$status"
