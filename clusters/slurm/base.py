@@ -17,11 +17,15 @@ from clusters.slurm.errors import (
 from clusters.slurm.http import SlurmResponse, Timeout, Transport
 from clusters.slurm.parsing import (
     BASE_JOB_STATES,
+    BASE_NODE_STATES,
     UNFINISHED_JOB_STATES,
+    gpus_in_gres,
+    gpus_in_tres,
     job_gpus,
     job_memory_mb,
     number,
     split_state,
+    string_list,
     text,
     timestamp,
 )
@@ -41,6 +45,8 @@ class Adapter(ABC):
     """One slurmrestd API version mapped onto the plain types; subclasses know the wire shapes."""
 
     versions: ClassVar[tuple[str, ...]] = ()
+    # Where a node's idle CPUs are: v0.0.38 says idle_cpus, v0.0.40+ alloc_idle_cpus.
+    idle_cpus_key: ClassVar[str] = "idle_cpus"
 
     def __init__(
         self,
@@ -78,8 +84,33 @@ class Adapter(ABC):
     @abstractmethod
     def parse_partition(self, raw: Mapping[str, Any]) -> Partition: ...
 
-    @abstractmethod
-    def parse_node(self, raw: Mapping[str, Any]) -> Node: ...
+    def node_state(self, raw: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The node's base state and its flags, in Slurm's upper-case words."""
+        return split_state(raw.get("state"), BASE_NODE_STATES, upper=True)
+
+    def parse_node(self, raw: Mapping[str, Any]) -> Node:
+        state, flags = self.node_state(raw)
+        cpus = number(raw.get("cpus"))
+        alloc = number(raw.get("alloc_cpus"))
+        idle = number(raw.get(self.idle_cpus_key))
+        if idle is None and cpus is not None and alloc is not None:
+            idle = cpus - alloc
+        gpus = gpus_in_gres(raw.get("gres"))
+        used = gpus_in_gres(raw.get("gres_used"))
+        return Node(
+            name=text(raw.get("name")),
+            state=state,
+            state_flags=tuple(dict.fromkeys(flags)),
+            cpus=cpus,
+            alloc_cpus=alloc,
+            idle_cpus=idle,
+            real_memory=number(raw.get("real_memory")),
+            alloc_memory=number(raw.get("alloc_memory")),
+            gpus=gpus if gpus is not None else (gpus_in_tres(raw.get("tres")) or 0),
+            gpus_used=used if used is not None else (gpus_in_tres(raw.get("tres_used")) or 0),
+            partitions=string_list(raw.get("partitions")),
+            reason=text(raw.get("reason")),
+        )
 
     @abstractmethod
     def decode_exit(self, raw: Any) -> tuple[int | None, int | None]: ...

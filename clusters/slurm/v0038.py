@@ -10,7 +10,6 @@ from clusters.slurm.errors import SlurmError
 from clusters.slurm.parsing import (
     BASE_NODE_STATES,
     decode_wait_status,
-    gpus_in_gres,
     gpus_in_tres,
     number,
     release_from_meta,
@@ -18,7 +17,7 @@ from clusters.slurm.parsing import (
     string_list,
     text,
 )
-from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Node, Partition
+from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Partition
 
 
 class V0038Adapter(Adapter):
@@ -93,31 +92,10 @@ class V0038Adapter(Adapter):
             max_nodes_per_job=number(raw.get("maximum_nodes_per_job")),
         )
 
-    def parse_node(self, raw: Mapping[str, Any]) -> Node:
+    def node_state(self, raw: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
         # 22.05 writes the base state in lower case ("idle") and the flags apart.
         state, extra = split_state(raw.get("state"), BASE_NODE_STATES, upper=True)
-        flags = extra + tuple(f.upper() for f in string_list(raw.get("state_flags")))
-        cpus = number(raw.get("cpus"))
-        alloc = number(raw.get("alloc_cpus"))
-        idle = number(raw.get("idle_cpus"))
-        if idle is None and cpus is not None and alloc is not None:
-            idle = cpus - alloc
-        gpus = gpus_in_gres(raw.get("gres"))
-        used = gpus_in_gres(raw.get("gres_used"))
-        return Node(
-            name=text(raw.get("name")),
-            state=state,
-            state_flags=tuple(dict.fromkeys(flags)),
-            cpus=cpus,
-            alloc_cpus=alloc,
-            idle_cpus=idle,
-            real_memory=number(raw.get("real_memory")),
-            alloc_memory=number(raw.get("alloc_memory")),
-            gpus=gpus if gpus is not None else (gpus_in_tres(raw.get("tres")) or 0),
-            gpus_used=used if used is not None else (gpus_in_tres(raw.get("tres_used")) or 0),
-            partitions=string_list(raw.get("partitions")),
-            reason=text(raw.get("reason")),
-        )
+        return state, extra + tuple(f.upper() for f in string_list(raw.get("state_flags")))
 
     def jobs(self, update_time: int | None = None) -> JobList:
         params = {"update_time": int(update_time)} if update_time is not None else None

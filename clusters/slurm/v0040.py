@@ -9,9 +9,7 @@ from clusters.slurm.base import Adapter, environment_with_path, items_of, job_pa
 from clusters.slurm.errors import SlurmError, SlurmErrorItem, error_for
 from clusters.slurm.http import SlurmResponse
 from clusters.slurm.parsing import (
-    BASE_NODE_STATES,
     decode_verbose_exit,
-    gpus_in_gres,
     gpus_in_tres,
     number,
     release_from_meta,
@@ -19,7 +17,7 @@ from clusters.slurm.parsing import (
     string_list,
     text,
 )
-from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Node, Partition, SubmitResult
+from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Partition, SubmitResult
 
 
 def _set(value: int) -> dict[str, Any]:
@@ -32,6 +30,7 @@ class V0040Adapter(Adapter):
     """One class for v0.0.40 … v0.0.45; the few differences are branches on `self.minor`."""
 
     versions = ("v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45")
+    idle_cpus_key = "alloc_idle_cpus"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -138,30 +137,6 @@ class V0040Adapter(Adapter):
             nodes=text(part("nodes").get("configured")),
             gpus=gpus_in_tres(part("tres").get("configured")),
             max_nodes_per_job=number(part("maximums").get("nodes")),
-        )
-
-    def parse_node(self, raw: Mapping[str, Any]) -> Node:
-        state, flags = split_state(raw.get("state"), BASE_NODE_STATES, upper=True)
-        cpus = number(raw.get("cpus"))
-        alloc = number(raw.get("alloc_cpus"))
-        idle = number(raw.get("alloc_idle_cpus"))
-        if idle is None and cpus is not None and alloc is not None:
-            idle = cpus - alloc
-        gpus = gpus_in_gres(raw.get("gres"))
-        used = gpus_in_gres(raw.get("gres_used"))
-        return Node(
-            name=text(raw.get("name")),
-            state=state,
-            state_flags=flags,
-            cpus=cpus,
-            alloc_cpus=alloc,
-            idle_cpus=idle,
-            real_memory=number(raw.get("real_memory")),
-            alloc_memory=number(raw.get("alloc_memory")),
-            gpus=gpus if gpus is not None else (gpus_in_tres(raw.get("tres")) or 0),
-            gpus_used=used if used is not None else (gpus_in_tres(raw.get("tres_used")) or 0),
-            partitions=string_list(raw.get("partitions")),
-            reason=text(raw.get("reason")),
         )
 
     def jobs(self, update_time: int | None = None) -> JobList:
