@@ -18,24 +18,7 @@ from audit.models import AuditEvent
 from clusters.models import Cluster
 from tests.conftest import require
 
-
-@pytest.fixture
-def cluster(db) -> Cluster:
-    return Cluster.objects.create(slug="c1", name="Cluster One", slurmrestd_url="http://127.0.0.1:9")
-
-
-@pytest.fixture
-def ml_team(cluster) -> Group:
-    team = Group.objects.create(name="ml-team")
-    Grant.objects.create(cluster=cluster, group=team, all_partitions=True)
-    return team
-
-
-@pytest.fixture
-def jane(ml_team) -> User:
-    user = User.objects.create(username="jane")
-    user.groups.add(ml_team)
-    return user
+pytest_plugins = ["tests.access_fixtures"]
 
 
 @pytest.fixture
