@@ -41,6 +41,19 @@ def local_cluster(slug: str = "here", **fields: Any) -> Cluster:
     return Cluster.objects.create(slug=slug, **values)
 
 
+def ssm_cluster(slug: str = "aws", *, instance_id: str, region: str, **fields: Any) -> Cluster:
+    """A cluster whose terminals go through Session Manager to `instance_id` (the agent emulator in tests)."""
+    values = {
+        "name": "AWS cluster",
+        "slurmrestd_url": "http://127.0.0.1:9",
+        "has_accounting": False,
+        "transport": Cluster.Transport.SSM,
+        "ssm_instance_id": instance_id,
+        "aws_region": region,
+    } | fields
+    return Cluster.objects.create(slug=slug, **values)
+
+
 def grant_terminal(person: User, cluster: Cluster) -> Grant:
     return Grant.objects.create(cluster=cluster, user=person, terminal=True)
 

@@ -29,10 +29,11 @@ SIGNATURE_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
 # A login name as useradd accepts it; anything else is refused before it reaches a shell command.
 _POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
-# Runs as the mapped user: enter the requested directory if possible, then become that user's login shell.
+# Runs as the mapped user: enter the requested directory if possible, else home (the agent's own working
+# directory is no place to start), then become that user's login shell.
 # The directory arrives as $1, never inside the script text, so no quoting of it can go wrong.
 _SHELL_SCRIPT = (
-    'if [ -n "$1" ] && ! cd -- "$1" 2>/dev/null; then '
+    'if [ -z "$1" ]; then cd; elif ! cd -- "$1" 2>/dev/null; then '
     'printf "clusterra: cannot enter %s; starting in your home directory\\n" "$1" >&2; cd; fi; '
     'shell=$(getent passwd "$(id -un)" | cut -d: -f7); exec "${shell:-/bin/sh}" -l'
 )
