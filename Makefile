@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(BIN)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint format setup slurm-up slurm-down clean
+.PHONY: demo test lint format audit setup slurm-up slurm-down clean
 
 demo: $(STAMP) $(NODE_STAMP)
 	bash scripts/demo.sh
@@ -39,6 +39,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# bandit also runs inside `make test`; pip-audit needs PyPI's vulnerability service, so it runs here only.
+audit: $(STAMP)
+	$(BIN)/bandit -r clusterra_site accounts access audit clusters jobs terminal clusterra_cli -ll -q -x '*/migrations/*'
+	$(BIN)/pip-audit --progress-spinner off
 
 slurm-up:
 	bash scripts/slurm-up.sh

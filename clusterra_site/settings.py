@@ -39,6 +39,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before WhiteNoise, so static files and every error page carry the policy too.
+    "clusterra_site.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -88,7 +90,11 @@ INSTALLED_APPS += [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.openid_connect",
 ]
-MIDDLEWARE += ["allauth.account.middleware.AccountMiddleware"]
+MIDDLEWARE += [
+    "allauth.account.middleware.AccountMiddleware",
+    # After authentication: it needs to see whether the admin's login view signed the person in.
+    "clusterra_site.security.AdminLoginThrottleMiddleware",
+]
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
@@ -105,6 +111,10 @@ ACCOUNT_LOGIN_METHODS = {"username"}
 # The IdP vouches for addresses (and SOCIALACCOUNT_ONLY requires this).
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_SESSION_REMEMBER = True
+# Failed password sign-ins: 10 a minute from one address, 5 in 5 minutes for one user name, on
+# /accounts/login/ and (clusterra_site.security) /admin/login/ alike. The counters live in Django's
+# cache, which is per process: each worker allows this much, so N workers allow N times as many.
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/300s/key"}
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SECURE else "http"
 # Never link a sign-in to an existing account by e-mail address, and keep no IdP token at rest.
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
@@ -198,10 +208,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"no_template_context": {"()": "clusterra_site.security.DropTemplateContext"}},
     "root": {"handlers": ["console"], "level": os.environ.get("CLUSTERRA_LOG_LEVEL", "INFO")},
     "loggers": {
         # botocore logs request bodies at DEBUG; a secret must never reach a log.
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # At DEBUG it attaches the whole template context (a new API token, say) to a log line.
+        "django.template": {"filters": ["no_template_context"]},
     },
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from django.http import HttpRequest, JsonResponse
 
 from access import policy
@@ -9,6 +11,9 @@ from jobs import control, output, present
 from jobs.control import JobError
 from jobs.http import ApiError, cluster_or_404, flag, json_body, positive_int
 from jobs.submit import Outcome, SubmitError, decision_dict, submit
+
+# 9999-12-31T23:59:59Z, the last moment a datetime can hold.
+LATEST_TIMESTAMP = 253402300799
 
 
 def _job_error(e: JobError) -> ApiError:
@@ -31,9 +36,12 @@ def list_jobs(request: HttpRequest, id: str) -> JsonResponse:
         try:
             since_value = float(since)
         except ValueError:
+            since_value = math.nan
+        # nan, inf and times past the year 9999 would fail later, as a 500, turning into a datetime.
+        if not 0 <= since_value <= LATEST_TIMESTAMP:
             raise ApiError(
                 400, "invalid_request", f"update_time must be seconds since the epoch, not {since!r}."
-            ) from None
+            )
     page = present.page_of(
         request.user,
         cluster,

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from access import policy
-from accounts.slurm_access import SlurmAccessRefused, slurm_for
+from accounts.slurm_access import ProvisioningError, SlurmAccessRefused, slurm_for
 from audit.log import record as audit
 from clusters import tokens
 from clusters.models import Cluster
@@ -95,6 +95,11 @@ def cancel(person: Any, cluster: Cluster, job_id: int, *, request: Any = None) -
     except SlurmAccessRefused as e:
         _audit(person, cluster, job_id, request, "denied", e.reason, e.message)
         raise JobError(403, e.reason, e.message) from None
+    except ProvisioningError as e:
+        # The account could not be made ready (the head node did not answer): the cluster's fault, not a 500.
+        message = f"{e.message} The job was not cancelled; try again."
+        _audit(person, cluster, job_id, request, "error", f"account_{e.code}", message)
+        raise JobError(502, f"account_{e.code}", message) from None
     except SlurmPermissionDenied as e:
         message = f"Slurm does not let you cancel job {job_id}: {e.message}."
         _audit(person, cluster, job_id, request, "denied", "slurm_denied", message)

@@ -338,7 +338,7 @@ def job_list_data(request: HttpRequest, slug: str) -> JsonResponse:
     if since:
         try:
             unchanged = not present.changed_since(request.user, cluster, float(since))
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # not a number, or not a time a datetime can hold
             unchanged = False
         if unchanged:
             return JsonResponse({"changed": False, "update_time": now})

@@ -81,10 +81,10 @@ def test_a_job_submitted_in_the_form_reaches_completed_in_the_live_list(live_ser
                 page.wait_for_selector(f'tr[data-job="{job_id}"]')
                 # A reload would forget this: the row must change in place.
                 page.evaluate("window.stillThisPage = true")
-                page.wait_for_function(
-                    f"document.querySelector('tr[data-job=\"{job_id}\"] .job-state')?.textContent"
-                    " === 'COMPLETED'",
-                    timeout=40_000,
+                # A selector, not wait_for_function: Playwright evaluates that predicate with eval in
+                # the page, which the Content-Security-Policy (no 'unsafe-eval') refuses.
+                page.wait_for_selector(
+                    f'tr[data-job="{job_id}"] .job-state:text-is("COMPLETED")', timeout=40_000
                 )
                 assert page.evaluate("window.stillThisPage") is True
                 page.screenshot(path=str(ARTIFACTS / "jobs-list.png"), full_page=True)
