@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(BIN)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint format audit setup slurm-up slurm-down clean
+.PHONY: demo test lint format audit bench setup slurm-up slurm-down clean
 
 demo: $(STAMP) $(NODE_STAMP)
 	bash scripts/demo.sh
@@ -44,6 +44,11 @@ format: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/bandit -r clusterra_site accounts access audit clusters jobs terminal clusterra_cli -ll -q -x '*/migrations/*'
 	$(BIN)/pip-audit --progress-spinner off
+
+# Speed goals are measured here, as ratios to raw baselines taken in the same run (bench/README.md).
+bench: $(STAMP) $(NODE_STAMP)
+	bash scripts/test-prepare.sh
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 slurm-up:
 	bash scripts/slurm-up.sh

@@ -1,0 +1,358 @@
+"""`make bench`: the five benchmarks against a live console and their raw baselines, one table, one JSON file.
+
+    python -m bench.run            full run (several minutes; 10,000 queued jobs, 500 terminals)
+    python -m bench.run --smoke    seconds, small sizes: CI runs it so the benchmarks never rot
+
+Needs root on the machine that runs scripts/slurm-up.sh's Slurm (it provisions a Linux user,
+starts login shells as that user and parks jobs in a partition of its own), PostgreSQL, and
+Redis if there is one. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if not __package__:
+    # `python bench/run.py` works too: the repository root must be importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import console as stage
+from bench import quiet, raw_slurm
+from bench.stats import Row, table
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big each benchmark is in one mode."""
+
+    submit_count: int
+    submit_warmup: int
+    queue_jobs: int
+    queue_rounds: int
+    queue_per_round: int
+    echo_keys: int
+    echo_warmup: int
+    fanout_sessions: int
+    fanout_seconds: float
+    fanout_interval: float
+    policy_people: int
+    policy_seconds: float
+
+
+PLANS = {
+    "full": Plan(
+        submit_count=300,
+        submit_warmup=10,
+        queue_jobs=10_000,
+        queue_rounds=15,
+        queue_per_round=10,
+        echo_keys=1000,
+        echo_warmup=50,
+        fanout_sessions=500,
+        fanout_seconds=30.0,
+        fanout_interval=0.5,
+        policy_people=10_000,
+        policy_seconds=15.0,
+    ),
+    "smoke": Plan(
+        submit_count=8,
+        submit_warmup=2,
+        queue_jobs=200,
+        queue_rounds=2,
+        queue_per_round=3,
+        echo_keys=20,
+        echo_warmup=5,
+        fanout_sessions=10,
+        fanout_seconds=1.0,
+        fanout_interval=0.2,
+        policy_people=300,
+        policy_seconds=0.3,
+    ),
+}
+# Quiet work first: echo before the queue fills, the 500 shells of the fan-out last.
+ORDER = (3, 1, 2, 5, 4)
+# A full run waits before each row until others' work has stayed under QUIET_SHARE this long (or gives up).
+QUIET_SPELL = 15.0
+QUIET_LIMIT = 900.0
+# How many times a full run measures a row again when others' work landed in the middle of it.
+RETRIES = 2
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="small sizes, a few seconds (for CI)")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        help="where the JSON goes (default: bench/results/ for a full run, a temporary folder for --smoke)",
+    )
+    parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 1,3")
+    parser.add_argument("--keep-db", action="store_true", help="keep the bench database afterwards")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one size of the mode's plan, e.g. --set fanout_sessions=100 (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def _plan(mode: str, changes: list[str]) -> Plan:
+    plan = PLANS[mode]
+    for change in changes:
+        name, _, value = change.partition("=")
+        current = getattr(plan, name.strip(), None)
+        if current is None or not value:
+            raise SystemExit(f"bench: --set {change!r}: the plan has {', '.join(asdict(plan))}")
+        plan = replace(plan, **{name.strip(): type(current)(value)})
+    return plan
+
+
+def _refusal() -> str:
+    if os.geteuid() != 0:
+        return "run as root: the benchmarks provision a Linux user and start login shells as that user"
+    if not raw_slurm.ENV_FILE.exists():
+        return f"no {raw_slurm.ENV_FILE}: start the local Slurm first (scripts/slurm-up.sh, or make slurm-up)"
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    mode = "smoke" if args.smoke else "full"
+    plan = _plan(mode, args.set)
+    refusal = _refusal()
+    if refusal:
+        print(f"bench: {refusal}", file=sys.stderr)
+        return 2
+    only = {int(n) for n in args.only.split(",") if n.strip()} or set(ORDER)
+    results_dir = args.results_dir or (
+        RESULTS if mode == "full" else Path(tempfile.gettempdir()) / "clusterra-bench"
+    )
+    began = time.monotonic()
+    started_at = datetime.now(UTC)
+
+    settings = stage.Settings.from_environment()
+    os.environ.update(settings.environment())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    layer = settings.redis_url or "in-memory"
+    say(f"{mode} run; console database {settings.database_url}, channel layer {layer}")
+    stage.prepare_database(settings, python)
+    stage.collect_static(settings, python)
+
+    import django
+
+    django.setup()
+    _log_to_file(settings.data_dir / "driver.log")
+    from bench import echo, fanout, job_list, machine, policy, submit
+    from bench.ssm_host import SsmHost
+
+    site = raw_slurm.SlurmSite.read()
+    accounting = "SLURM_ACCOUNTING=0" not in raw_slurm.ENV_FILE.read_text()
+    cast = stage.cast(site.url, site.api_version, site.key_file, accounting)
+    raw = raw_slurm.RawSlurm(site, cast.posix_user)
+    from django.conf import settings as django_settings
+
+    overrides = list(getattr(django_settings, "OVERRIDES", []))
+    description = machine.describe(
+        slurm=raw_slurm.slurm_release(),
+        database=machine.database_description(),
+        channel_layer=machine.channel_layer_description(settings.redis_url),
+    )
+    ssm = SsmHost(python, settings.data_dir / "ssm_host.log")
+    daphne: stage.Daphne | None = None
+    submitted: list[int] = []
+    rows: list[Row] = []
+    setup_seconds = 0.0
+    try:
+        raw_slurm.create_parking()
+        ssm.start()
+        # This process drives the SSM transport directly too (row 3), through the same stand-in.
+        os.environ.update(ssm.console_env())
+        daphne = stage.Daphne(
+            python, settings.environment() | ssm.console_env(), settings.data_dir / "daphne.log"
+        )
+        daphne.start()
+        say(f"console on {daphne.base_url} (pid {daphne.pid}); SSM stand-in pid {ssm.pid}")
+        setup_seconds = time.monotonic() - began
+        url = daphne.base_url
+        server = daphne
+        benchmarks: dict[int, tuple[str, Callable[[], Row]]] = {
+            1: (
+                "submit",
+                lambda: submit.run(
+                    url,
+                    cast.api_token,
+                    cast.script_path,
+                    stage.SCRIPT_TEXT,
+                    raw,
+                    count=plan.submit_count,
+                    warmup=plan.submit_warmup,
+                    submitted=submitted,
+                ),
+            ),
+            2: (
+                "queue",
+                lambda: job_list.run(
+                    url,
+                    cast.api_token,
+                    cast.session_cookie,
+                    stage.PERSON_EMAIL,
+                    stage.SCRIPT_TEXT,
+                    cast.script_path.rpartition("/")[0],
+                    raw,
+                    jobs=plan.queue_jobs,
+                    rounds=plan.queue_rounds,
+                    per_round=plan.queue_per_round,
+                    submitted=submitted,
+                ),
+            ),
+            3: (
+                "terminal echo",
+                lambda: echo.run(
+                    url,
+                    cast.session_cookie,
+                    cast.posix_user,
+                    str(cast.home),
+                    (cast.local_cluster, cast.ssm_cluster),
+                    keys=plan.echo_keys,
+                    warmup=plan.echo_warmup,
+                ),
+            ),
+            4: (
+                "terminal fan-out",
+                lambda: fanout.run(
+                    url,
+                    cast.session_cookie,
+                    cast.posix_user,
+                    str(cast.home),
+                    server,
+                    sessions=plan.fanout_sessions,
+                    seconds=plan.fanout_seconds,
+                    interval=plan.fanout_interval,
+                ),
+            ),
+            5: (
+                "policy",
+                lambda: policy.run(
+                    cast.local_cluster, cast.person, people=plan.policy_people, seconds=plan.policy_seconds
+                ),
+            ),
+        }
+        for number in ORDER:
+            if number not in only:
+                continue
+            name, measure = benchmarks[number]
+            waited: dict[str, Any] = {}
+            if mode == "full":
+                say(f"row {number}: waiting for the machine to be quiet (others' work skews the tails)…")
+                waited = quiet.wait_for_quiet(QUIET_SPELL, QUIET_LIMIT)
+            discarded: list[dict[str, Any]] = []
+            while True:
+                say(f"row {number}: {name}…")
+                begun = time.monotonic()
+                with quiet.Watch() as watch:
+                    try:
+                        row = measure()
+                    except Exception as e:
+                        traceback.print_exc()
+                        row = Row(number, name, error=f"{type(e).__name__}: {e}")
+                row.seconds = time.monotonic() - begun
+                load = watch.load.summary()
+                busy = load["cpu_share"].get("foreign", 0.0) > quiet.QUIET_SHARE
+                if mode != "full" or row.error or not busy or len(discarded) >= RETRIES:
+                    break
+                # Someone else's work landed in the middle of the row: measure it again after a quiet spell.
+                discarded.append(load)
+                say(
+                    f"row {number}: others used {load['cpu_share']['foreign']:.2f} of a core meanwhile; again"
+                )
+                waited = quiet.wait_for_quiet(QUIET_SPELL, QUIET_LIMIT)
+            row.info["machine_load"] = load | ({"quiet_before": waited} if waited else {})
+            if discarded:
+                row.info["discarded_attempts"] = discarded
+            rows.append(row)
+            say(f"row {number}: done in {row.seconds:.1f} s")
+    finally:
+        left = raw_slurm.remove_parking(submitted)
+        if left:
+            say(f"cancelled {left} more jobs left in the parking partition")
+        raw.close()
+        if daphne is not None:
+            daphne.stop()
+        ssm.stop()
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep_db:
+            stage.drop_database(settings)
+
+    rows.sort(key=lambda r: r.number)
+    print()
+    print(table(rows))
+    for override in overrides:
+        print(f"note: the console ran with one setting changed: {override}")
+    for row in rows:
+        load = row.info.get("machine_load", {})
+        share = load.get("cpu_share", {}).get("foreign", 0.0)
+        if share > quiet.QUIET_SHARE:
+            print(
+                f"note: row {row.number} shared the machine: other work used {share:.2f} of a core "
+                f"on average ({', '.join(load.get('foreign_top', {}))})"
+            )
+    print()
+    result = {
+        "schema": 1,
+        "mode": mode,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - began, 1),
+        "setup_seconds": round(setup_seconds, 1),
+        "plan": asdict(plan),
+        "machine": description,
+        "console_setting_overrides": overrides,
+        "rows": [row.as_json() for row in rows],
+    }
+    path = write_results(result, results_dir, mode, started_at)
+    print(f"results: {path}")
+    print(f"{mode} run took {result['seconds']:.1f} s")
+    return 1 if any(row.error for row in rows) else 0
+
+
+def write_results(result: dict[str, Any], folder: Path, mode: str, started_at: datetime) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{mode}-{started_at:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def _log_to_file(path: Path) -> None:
+    """Keep the console's logging as configured (a line per audit event) but out of the table's way."""
+    import logging
+
+    stream = path.open("w")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(stream)
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
