@@ -11,6 +11,7 @@ Redis if there is one. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 if not __package__:
     # `python bench/run.py` works too: the repository root must be importable.
@@ -33,6 +34,8 @@ from bench.stats import Row, table
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+# Machine-wide: every run uses the same database, Slurm partition, Linux user and data folder.
+LOCK = Path("/run/lock/clusterra-bench.lock")
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ PLANS = {
 ORDER = (3, 1, 2, 5, 4)
 # A full run waits before each row until others' work has stayed under QUIET_SHARE this long (or gives up).
 QUIET_SPELL = 15.0
-QUIET_LIMIT = 900.0
+QUIET_LIMIT = 300.0
 # How many times a full run measures a row again when others' work landed in the middle of it.
 RETRIES = 2
 
@@ -102,6 +105,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 1,3")
     parser.add_argument("--keep-db", action="store_true", help="keep the bench database afterwards")
+    parser.add_argument(
+        "--wait-lock",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long to wait for another benchmark run on this machine to finish (default 3600)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -123,6 +133,35 @@ def _plan(mode: str, changes: list[str]) -> Plan:
     return plan
 
 
+def _hold_the_lock(wait: float) -> IO[str] | None:
+    """The machine-wide benchmark lock, or None if another run still holds it after `wait` seconds.
+
+    Two runs at once would drop each other's database and partition (the smoke test runs inside
+    the test suite, which may start while a full run is going), so the second one waits its turn.
+    """
+    handle = LOCK.open("a+")
+    deadline = time.monotonic() + wait
+    announced = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                return None
+            if not announced:
+                handle.seek(0)
+                say(f"another benchmark run ({handle.read().strip() or 'unknown'}) holds {LOCK}; waiting")
+                announced = True
+            time.sleep(2)
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {datetime.now(UTC):%H:%M:%S} UTC\n")
+        handle.flush()
+        return handle
+
+
 def _refusal() -> str:
     if os.geteuid() != 0:
         return "run as root: the benchmarks provision a Linux user and start login shells as that user"
@@ -139,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     if refusal:
         print(f"bench: {refusal}", file=sys.stderr)
         return 2
+    lock = _hold_the_lock(args.wait_lock)
+    if lock is None:
+        print(f"bench: another benchmark run still holds {LOCK} after {args.wait_lock:g} s", file=sys.stderr)
+        return 3
     only = {int(n) for n in args.only.split(",") if n.strip()} or set(ORDER)
     results_dir = args.results_dir or (
         RESULTS if mode == "full" else Path(tempfile.gettempdir()) / "clusterra-bench"

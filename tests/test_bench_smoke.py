@@ -37,12 +37,13 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     require(bool(shutil.which("runuser") and shutil.which("setsid")), "needs runuser and setsid (util-linux)")
     require(_postgres_answers(), "PostgreSQL on 127.0.0.1:5432 does not answer (set BENCH_DATABASE_URL)")
     results = tmp_path_factory.mktemp("bench-results")
+    # A full `make bench` on the same machine holds the benchmarks' lock; the smoke run waits for it.
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--results-dir", str(results)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--results-dir", str(results), "--wait-lock", "1800"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=2400,
     )
     return done, results
 
