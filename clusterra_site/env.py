@@ -88,9 +88,12 @@ def channel_layer(redis_url: str | None) -> dict:
     if not redis_url:
         # One process only: fine for a laptop or the demo; live terminals across workers need Redis.
         return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    # No socket timeout: channels-redis waits on Redis with a blocking pop of up to 5 s, and redis-py 8
+    # defaults to a 5 s read timeout, so an idle consumer (a terminal nobody is typing in) would die with
+    # "Timeout reading from" after 5 s. A dead Redis still shows up as a refused or reset connection.
     return {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [redis_url]},
+        "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": None}]},
     }
 
 

@@ -41,7 +41,7 @@ def test_it_picks_redis_only_when_configured():
     assert env.channel_layer("")["BACKEND"].endswith("InMemoryChannelLayer")
     layer = env.channel_layer("redis://127.0.0.1:6379/0")
     assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert layer["CONFIG"]["hosts"] == ["redis://127.0.0.1:6379/0"]
+    assert layer["CONFIG"]["hosts"] == [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}]
 
 
 def test_flags_refuse_nonsense(monkeypatch):
