@@ -201,3 +201,16 @@ def test_an_address_another_account_holds_at_the_idp_counts_as_theirs(client, se
     ask_for_link(client, "bob@home.example")
     assert client.post(link_in(mailoutbox[0])).status_code == 403
     assert User.objects.count() == 1
+
+
+def test_the_sign_in_page_points_newcomers_at_the_demo(client, seeded_demo):
+    page = client.get("/accounts/login/").content.decode()
+
+    assert 'href="/demo/"' in page
+    assert "Try the demo</a> on\n      Demo cluster" in page
+
+
+def test_the_sign_in_page_offers_no_demo_where_none_runs(client, demo_settings):
+    demo_settings.CLUSTERRA_DEMO_CLUSTER = ""
+
+    assert 'href="/demo/"' not in client.get("/accounts/login/").content.decode()
