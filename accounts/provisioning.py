@@ -44,6 +44,7 @@ DEFAULT_WAIT = 60.0
 _sleep: Callable[[float], None] = time.sleep
 # What sacctmgr accepts as an account name without it being split or reinterpreted.
 _SLURM_ACCOUNT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_CLUSTER_NAME = re.compile(r"^ClusterName\s*=\s*(\S+)\s*$", re.MULTILINE)
 
 
 class ProvisioningError(Exception):
@@ -360,6 +361,10 @@ def _ensure_association(ctx: _Context) -> None:
             "fix it in the cluster registry.",
         )
 
+    # Without cluster= sacctmgr adds the user on every cluster of the account in a shared slurmdbd:
+    # someone granted one cluster would be able to run on all of them. The head node knows its own name.
+    slurm_cluster = _slurm_cluster_name(ctx)
+
     def present() -> bool:
         shown = _run(
             ctx,
@@ -369,6 +374,7 @@ def _ensure_association(ctx: _Context) -> None:
                 "-P",
                 "show",
                 "assoc",
+                f"cluster={slurm_cluster}",
                 f"user={name}",
                 f"account={slurm_account}",
                 "format=user",
@@ -381,18 +387,34 @@ def _ensure_association(ctx: _Context) -> None:
     if present():
         ctx.audit(
             "association",
-            f"Slurm association {name} → {slurm_account} was already there.",
+            f"Slurm association {name} → {slurm_account} on Slurm cluster {slurm_cluster} was already there.",
             created=False,
             account=slurm_account,
+            slurm_cluster=slurm_cluster,
         )
         return
     # sacctmgr exits 1 with "Nothing new added" when it exists, so look again before calling it a failure.
-    result = _run(ctx, ["sacctmgr", "-i", "add", "user", name, f"account={slurm_account}"])
+    result = _run(
+        ctx, ["sacctmgr", "-i", "add", "user", name, f"account={slurm_account}", f"cluster={slurm_cluster}"]
+    )
     if not result.ok and not present():
         raise _StepFailed("sacctmgr_failed", f"sacctmgr could not add the association: {result.output()}")
     ctx.audit(
         "association",
-        f"Created Slurm association {name} → {slurm_account}.",
+        f"Created Slurm association {name} → {slurm_account} on Slurm cluster {slurm_cluster}.",
         created=True,
         account=slurm_account,
+        slurm_cluster=slurm_cluster,
     )
+
+
+def _slurm_cluster_name(ctx: _Context) -> str:
+    """ClusterName from the head node's own slurm.conf, as `scontrol show config` prints it."""
+    shown = _run(ctx, ["scontrol", "show", "config"])
+    found = _CLUSTER_NAME.search(shown.stdout) if shown.ok else None
+    if found is None or not _SLURM_ACCOUNT.match(found.group(1)):
+        raise _StepFailed(
+            "scontrol_failed",
+            f"could not read the Slurm cluster's name with scontrol: {shown.output() or shown.exit_code}",
+        )
+    return found.group(1)

@@ -35,6 +35,7 @@ class FakeHeadNode:
     broken: dict[str, Result] = field(default_factory=dict)
     down: bool = False
     slow: float = 0.0
+    slurm_cluster: str = "demo"
 
     def __call__(self, cluster, argv, *, timeout=None, input=None) -> Result:
         self.calls.append(list(argv))
@@ -46,7 +47,7 @@ class FakeHeadNode:
         return getattr(self, f"_{program}")(args)
 
     def programs(self) -> list[str]:
-        return [" ".join(c[:2]) if c[0] in ("getent", "sacctmgr") else c[0] for c in self.calls]
+        return [" ".join(c[:2]) if c[0] in ("getent", "sacctmgr", "scontrol") else c[0] for c in self.calls]
 
     def _getent(self, args):
         database, keys = args[0], args[1:]
@@ -89,13 +90,29 @@ class FakeHeadNode:
         self.homes[name] = options["-d"]
         return Result(0, "", "")
 
+    def _scontrol(self, args):
+        if args == ["show", "config"]:
+            return Result(
+                0,
+                "Configuration data as of 2026-11-22T08:00:00\n"
+                f"ClusterName             = {self.slurm_cluster}\n",
+                "",
+            )
+        raise AssertionError(f"unexpected scontrol call {args}")
+
     def _sacctmgr(self, args):
         if args[:4] == ["-n", "-P", "show", "assoc"]:
-            wanted = dict(a.split("=", 1) for a in args[4:6])
+            wanted = dict(a.split("=", 1) for a in args[4:7])
+            assert wanted["cluster"] == self.slurm_cluster, (
+                f"association asked on cluster {wanted['cluster']}"
+            )
             rows = [u for u, a in self.associations if u == wanted["user"] and a == wanted["account"]]
             return Result(0, "".join(r + "\n" for r in rows), "")
         if args[:3] == ["-i", "add", "user"]:
             name, account = args[3], args[4].split("=", 1)[1]
+            assert args[5] == f"cluster={self.slurm_cluster}", (
+                f"association added without this cluster: {args}"
+            )
             if account not in self.accounts:
                 return Result(1, f" This account '{account}' doesn't exist.\n", "")
             if (name, account) in self.associations:

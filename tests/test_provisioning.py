@@ -89,8 +89,9 @@ def test_it_runs_the_steps_in_order_and_ends_ready(jane, cluster, fake):
             "/bin/bash",
             "jane",
         ],
-        ["sacctmgr", "-n", "-P", "show", "assoc", "user=jane", "account=demo", "format=user"],
-        ["sacctmgr", "-i", "add", "user", "jane", "account=demo"],
+        ["scontrol", "show", "config"],
+        ["sacctmgr", "-n", "-P", "show", "assoc", "cluster=demo", "user=jane", "account=demo", "format=user"],
+        ["sacctmgr", "-i", "add", "user", "jane", "account=demo", "cluster=demo"],
     ]
     row.refresh_from_db()
     assert row.user_created_at is not None
@@ -130,7 +131,7 @@ def test_a_user_already_there_with_the_right_uid_counts_as_done(jane, cluster, f
     fake.passwd["jane"] = 60100
     fake.associations.add(("jane", "demo"))
     assert provisioning.ensure_ready(jane, cluster).state == State.READY
-    assert [c[0] for c in fake.calls] == ["getent", "getent", "sacctmgr"]
+    assert [c[0] for c in fake.calls] == ["getent", "getent", "scontrol", "sacctmgr"]
     assert AuditEvent.objects.get(action="provisioning.user").details["created"] is False
 
 
@@ -184,7 +185,7 @@ def test_a_failed_association_resumes_without_recreating_the_user(jane, cluster,
     fake.calls.clear()
     row = provisioning.ensure_ready(jane, cluster)
     assert (row.state, row.attempts, row.last_error) == (State.READY, 2, "")
-    assert fake.programs() == ["sacctmgr -n", "sacctmgr -i"]
+    assert fake.programs() == ["scontrol show", "sacctmgr -n", "sacctmgr -i"]
 
 
 def test_an_unreachable_head_node_says_try_again_and_the_next_call_resumes(jane, cluster, fake):
@@ -415,6 +416,39 @@ def test_it_creates_a_real_user_whose_jobs_run_under_the_allocated_uid(real_pers
     assert job.user_name == name
     assert marker.read_text().strip() == str(uid)
     assert marker.stat().st_uid == uid
+
+
+def sacctmgr(*args: str) -> str:
+    return subprocess.run(["sacctmgr", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def second_slurm_cluster(slurm_env):
+    """Another Slurm cluster in the same slurmdbd, carrying the same account, as sites that share one have."""
+    require(slurm_env.accounting, "the local Slurm runs without slurmdbd (SLURM_DEMO_ACCOUNTING=0)")
+    name = f"ctother{os.getpid()}"
+    sacctmgr("-i", "add", "cluster", name)
+    try:
+        sacctmgr("-i", "add", "account", "demo", f"cluster={name}")
+        yield name
+    finally:
+        sacctmgr("-i", "delete", "cluster", name)
+
+
+@pytest.mark.root
+@pytest.mark.slurm
+def test_the_association_is_made_on_this_slurm_cluster_only(
+    real_person, demo_cluster, slurm_env, second_slurm_cluster
+):
+    name = posix.ensure_account(real_person).username
+
+    assert provisioning.ensure_ready(real_person, demo_cluster).state == State.READY
+
+    rows = sacctmgr("-n", "-P", "show", "assoc", f"user={name}", "format=cluster,account,user").splitlines()
+    # Before cluster= was passed, sacctmgr also added the person on ctother…, a cluster nobody granted them.
+    assert rows == [f"{slurm_env.cluster_name}|demo|{name}"]
+    details = AuditEvent.objects.get(action="provisioning.association").details
+    assert details["slurm_cluster"] == slurm_env.cluster_name
 
 
 @pytest.mark.root
