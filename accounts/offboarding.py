@@ -22,6 +22,7 @@ the close message with `async_to_sync`, which cannot run inside an event loop.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ from clusters.slurm import SlurmError
 State = ClusterAccount.State
 CLOSE_MESSAGE_TYPE = "offboard.close"
 LOCK_TIMEOUT = 60.0
+# Seconds the close notice to live terminals may take to reach the channel layer.
+NOTICE_TIMEOUT = 5.0
 JOB_POLICIES = ("leave", "cancel")
 
 
@@ -138,15 +141,27 @@ def _close_terminals(user: User, by: Any, reason: str, result: OffboardResult) -
     try:
         if layer is None:
             raise RuntimeError("no channel layer is configured")
-        async_to_sync(layer.group_send)(group, {"type": CLOSE_MESSAGE_TYPE, "reason": reason})
+        async_to_sync(_tell)(layer, group, {"type": CLOSE_MESSAGE_TYPE, "reason": reason})
     except Exception as e:
-        # The layer (Redis) being down must not stop the locking below.
-        message = f"live terminals could not be told to close ({type(e).__name__}: {e})"
+        # The layer (Redis) being down must not stop the locking below. The person is already inactive,
+        # and a terminal that lost the layer checks that in the database, so it still closes, only later.
+        problem = f"no answer within {NOTICE_TIMEOUT:g} s" if isinstance(e, TimeoutError) else str(e)
+        message = (
+            f"live terminals could not be told to close: the channel layer is unreachable "
+            f"({type(e).__name__}: {problem}); terminals that lost it too close once they see the "
+            "person deactivated"
+        )
         result.problems.append(message)
         record("offboard.terminals", actor=by, target=user.get_username(), outcome="error", message=message)
         return
     result.done.append("live terminals told to close")
     record("offboard.terminals", actor=by, target=user.get_username(), message=f"Close sent to {group}.")
+
+
+async def _tell(layer: Any, group: str, message: dict[str, Any]) -> None:
+    # Bounded: a Redis that drops packets would otherwise hold the whole offboarding for minutes.
+    async with asyncio.timeout(NOTICE_TIMEOUT):
+        await layer.group_send(group, message)
 
 
 def _lock_and_jobs(row: ClusterAccount, by: Any, result: OffboardResult) -> None:

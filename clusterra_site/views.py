@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import connection
 from django.db.utils import DatabaseError
 from django.http import HttpRequest, JsonResponse
@@ -10,15 +16,24 @@ from django.views.decorators.http import require_GET
 
 from clusters import probe
 from clusters.models import Cluster
+from terminal.notices import CHECK_SECONDS
+
+# How long the channel layer (Redis) gets to answer one round trip; a health check must not hang.
+LAYER_TIMEOUT = 2.0
 
 
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 while the console can serve; each cluster's slurmrestd is reported, not required.
+    """200 while the console can serve; each cluster's slurmrestd and the channel layer are reported.
 
     A cluster being down is not the console being down (its jobs keep running and
     the other clusters work), so only the database decides the status code.
+    The channel layer (Redis) does not decide it either: pages, the API and job
+    submission never use it, and terminals keep working without it (offboarding
+    reaches them through a database check instead of a notice). A 503 would make a
+    load balancer take every worker out at once and turn that degraded console into
+    a dead one; "degraded" names what an operator should look at instead.
     """
     try:
         with connection.cursor() as cursor:
@@ -30,4 +45,41 @@ def healthz(request: HttpRequest) -> JsonResponse:
     for cluster in Cluster.objects.filter(enabled=True):
         result = probe.check(cluster, detail=False)
         clusters[cluster.slug] = {"ok": result.ok, "detail": result.summary, "millis": result.millis}
-    return JsonResponse({"ok": True, "database": database, "clusters": clusters})
+    layer = channel_layer_state()
+    degraded = [] if layer["ok"] else ["channel_layer"]
+    return JsonResponse(
+        {"ok": True, "degraded": degraded, "database": database, "channel_layer": layer, "clusters": clusters}
+    )
+
+
+def channel_layer_state() -> dict[str, Any]:
+    """Whether the channel layer answers a real round trip (a group join and leave), within a bound."""
+    layer = get_channel_layer()
+    if layer is None:
+        return {
+            "ok": False,
+            "backend": "none",
+            "detail": "No channel layer is configured: terminals are not told at once when their person is "
+            "offboarded.",
+        }
+    backend = "redis" if type(layer).__module__.startswith("channels_redis") else "in-memory"
+    started = time.monotonic()
+    try:
+        async_to_sync(_round_trip)(layer)
+    except Exception as e:
+        problem = f"no answer within {LAYER_TIMEOUT:g} s" if isinstance(e, TimeoutError) else str(e)
+        return {
+            "ok": False,
+            "backend": backend,
+            "detail": f"The channel layer ({backend}) cannot be reached: {problem}. Pages, the API and job "
+            "submission are not affected; terminals open and keep running, and offboarding closes them "
+            f"through a database check every {CHECK_SECONDS:g} s instead of at once.",
+        }
+    return {"ok": True, "backend": backend, "millis": round((time.monotonic() - started) * 1000, 1)}
+
+
+async def _round_trip(layer: Any) -> None:
+    async with asyncio.timeout(LAYER_TIMEOUT):
+        channel = await layer.new_channel()
+        await layer.group_add("healthz", channel)
+        await layer.group_discard("healthz", channel)

@@ -19,7 +19,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from access.policy import decide
@@ -27,6 +30,7 @@ from accounts.offboarding import person_group
 from accounts.provisioning import ProvisioningError, ensure_ready
 from clusters.models import Cluster
 from terminal import live as live_terminals
+from terminal import notices
 from terminal.live import LiveTerminal, off_loop, offboarded_message, open_terminal
 from terminal.models import TerminalSession
 from terminal.transports.base import TransportError
@@ -87,6 +91,31 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     """One browser tab's terminal on one cluster."""
 
     live: LiveTerminal | None = None
+    group: str | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' AsyncConsumer.__call__, except that a failing channel layer does not end the socket.
+
+        Channels awaits the layer's receive() beside the browser's frames, and an exception from it
+        (Redis down) would end this consumer and cut a working shell off its page. Here the layer is
+        heard through live.next_message, which waits for it to come back while the database stands in.
+        """
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(self._next_layer_message)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+        finally:
+            notices.forget(self)
+
+    async def _next_layer_message(self) -> dict[str, Any]:
+        return await notices.next_message(self.channel_layer, self.channel_name, self)
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -107,16 +136,27 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.finished = False
         await self.accept()
         self.group = person_group(user.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Without the layer (Redis down) the terminal still opens: this worker then asks the database
+        # every few seconds whether the person is still active, so offboarding still closes it.
+        await notices.join(self.channel_layer, self.group, self.channel_name, self)
         # Set up in a task: provisioning can take seconds, and meanwhile this consumer must still hear
         # the browser leave and the offboarding message.
         self.setup = asyncio.get_running_loop().create_task(self._open())
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch closes stale database connections before every handler, a round trip through
+        # the thread pool that doubled a keystroke's echo time. A binary frame is keystrokes: receive()
+        # hands them to the transport (a PTY write or a data-channel message) or to the early-input
+        # buffer, and never reaches the ORM, so it skips that hop. Text frames can end the terminal and
+        # write its row, so they, like every other message, keep Channels' own dispatch.
+        if message["type"] == "websocket.receive" and message.get("text") is None:
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def disconnect(self, code: int) -> None:
-        group = getattr(self, "group", None)
-        if group is not None:
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(group, self.channel_name)
+        if self.group is not None:
+            await notices.leave(self.channel_layer, self.group, self.channel_name, self)
         await self._stop_setup("The browser went away before the terminal had opened.")
         live = self.live
         if live is None:

@@ -20,12 +20,13 @@ from typing import Any, Protocol
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from accounts.offboarding import CLOSE_MESSAGE_TYPE, person_group
 from audit.log import record
 from clusters.models import Cluster
-from terminal import conf, transports
+from terminal import conf, notices, transports
 from terminal.models import TerminalPolicy, TerminalSession
 from terminal.recording import Recorder, relative_path
 from terminal.transports.base import Transport, TransportError
@@ -143,6 +144,8 @@ class LiveTerminal:
         if self._listener is not None:
             self._listener.cancel()
             self._listener = None
+            # Now, not when the cancelled task next runs (it may never, if the loop is ending).
+            notices.forget(self)
         missed = list(self._backlog)
         self._backlog.clear()
         self._backlog_bytes = 0
@@ -180,6 +183,7 @@ class LiveTerminal:
             self._grace.cancel()
         if self._listener is not None:
             self._listener.cancel()
+            notices.forget(self)
         try:
             clock = self._clock_task
             if clock is not None and not clock.done():
@@ -290,20 +294,17 @@ class LiveTerminal:
 
     async def _listen_for_offboarding(self) -> None:
         layer = get_channel_layer()
-        if layer is None:
-            return
-        channel = await layer.new_channel()
+        channel = await layer.new_channel() if layer is not None else ""
         group = person_group(self.person_id)
-        await layer.group_add(group, channel)
+        await notices.join(layer, group, channel, self)
         try:
             while True:
-                message = await layer.receive(channel)
+                message = await notices.next_message(layer, channel, self)
                 if message.get("type") == CLOSE_MESSAGE_TYPE:
                     self.end_soon(Ended.OFFBOARDED, offboarded_message(message))
                     return
         finally:
-            with contextlib.suppress(Exception):
-                await layer.group_discard(group, channel)
+            await notices.leave(layer, group, channel, self)
 
     # ---- helpers --------------------------------------------------------------------------------
 
@@ -357,6 +358,31 @@ def offboarded_message(event: dict[str, Any]) -> str:
     why = str(event.get("reason") or "").strip()
     detail = f" ({why})" if why else ""
     return f"Your access to the console was removed{detail}, so this terminal was closed."
+
+
+# ---- offboarding while the channel layer is away (see terminal.notices) ----------------------------
+
+
+async def check_people() -> int:
+    """End the shells of people who are no longer active (offboarded); returns how many it ended."""
+    terminals = [terminal for terminal in _live.values() if not terminal.ending]
+    if not terminals:
+        return 0
+    gone = await database_sync_to_async(_deactivated)({terminal.person_id for terminal in terminals})
+    ended = 0
+    for terminal in terminals:
+        if terminal.person_id in gone:
+            terminal.end_soon(Ended.OFFBOARDED, offboarded_message({"reason": gone[terminal.person_id]}))
+            ended += 1
+    return ended
+
+
+def _deactivated(person_ids: set[int]) -> dict[int, str]:
+    people = get_user_model().objects.filter(pk__in=person_ids, is_active=False)
+    return dict(people.values_list("pk", "deactivated_reason"))
+
+
+notices.check_with(check_people)
 
 
 # ---- opening ---------------------------------------------------------------------------------------

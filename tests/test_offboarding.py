@@ -18,6 +18,7 @@ from accounts import api_tokens, offboarding, posix, provisioning
 from accounts.models import ClusterAccount, User
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.models import AuditEvent
+from clusterra_site import env
 from clusters import headnode
 from clusters.models import Cluster
 from clusters.slurm import Job, JobList, JobSpec
@@ -181,6 +182,27 @@ def test_a_cluster_set_to_cancel_cancels_the_persons_unfinished_jobs_as_them(
     assert slurm.minted_for == [("jane", account.uid, account.gid)]
     assert slurm.cancelled == [1, 2]
     assert AuditEvent.objects.get(action="offboard.jobs").details == {"cancelled": [1, 2]}
+
+
+def test_an_unreachable_channel_layer_is_audited_and_everything_else_still_happens(
+    jane, cluster, fake, settings
+):
+    provisioning.ensure_ready(jane, cluster)
+    _, raw = api_tokens.issue(jane)
+    # Port 9 on loopback: nothing listens, so Redis is "down" without touching the shared one.
+    settings.CHANNEL_LAYERS = {"default": env.channel_layer("redis://127.0.0.1:9/0")}
+
+    result = offboarding.offboard(jane, by="test", reason="left")
+
+    jane.refresh_from_db()
+    assert not jane.is_active
+    assert api_tokens.authenticate(raw) is None
+    assert ClusterAccount.objects.get(account__user=jane).state == State.LOCKED
+    (problem,) = result.problems
+    assert problem.startswith("live terminals could not be told to close: the channel layer is unreachable")
+    told = AuditEvent.objects.get(action="offboard.terminals")
+    assert (told.outcome, told.message) == ("error", problem)
+    assert AuditEvent.objects.get(action="offboard.finished").reason == "incomplete"
 
 
 def test_the_idp_refusing_someone_offboards_them(jane, cluster, fake):

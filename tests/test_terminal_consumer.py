@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import channels.consumer
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
@@ -189,6 +190,35 @@ async def test_the_shell_follows_the_browsers_size(real_person, cluster):
         # Nonsense sizes are clamped, not passed to the kernel.
         await page.control({"type": "resize", "cols": -5, "rows": 10**9})
         await page.run("stty size", "500 2")
+
+
+@pytest.mark.root
+async def test_a_keystroke_frame_skips_the_database_connection_hop(real_person, cluster, monkeypatch):
+    # Channels' dispatch awaits aclose_old_connections() (a thread-pool round trip) before each handler;
+    # keystrokes never reach the ORM, and that hop was a third of their echo time (bench/README.md).
+    hops = []
+    original = channels.consumer.aclose_old_connections
+
+    async def counted() -> None:
+        hops.append(1)
+        await original()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    cookie = await session_cookie(real_person)
+    async with open_page(application, cluster.slug, cookie=cookie) as (_, _, page):
+        await page.connected()
+        await page.prompt()
+        before = len(hops)
+        for key in b"echo typed-$((40+2))\r":
+            await page.type(bytes([key]))
+        await page.until_line("typed-42")
+        after_keys = len(hops)
+        # A control frame may end the terminal and write its row: it keeps the hop (and the spy sees it).
+        await page.control({"type": "resize", "cols": 90, "rows": 30})
+        await page.run("stty size", "30 90")
+
+    assert after_keys == before
+    assert len(hops) > after_keys
 
 
 @pytest.mark.root

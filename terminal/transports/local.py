@@ -160,7 +160,7 @@ class LocalPtyTransport(Transport):
             # What a dropped SSH connection does: the shell gets SIGHUP and passes it on to its jobs.
             # runuser blocks SIGHUP and would answer SIGTERM (which bash ignores) only with a late
             # SIGKILL, so the signal goes to every process in the terminal's session, shell included.
-            _signal_session(proc.pid, signal.SIGHUP)
+            await signal_session(proc.pid, signal.SIGHUP)
         self._end()
         waiter = self._writable_waiter
         if waiter is not None and not waiter.done():
@@ -174,7 +174,7 @@ class LocalPtyTransport(Transport):
             try:
                 await asyncio.wait_for(asyncio.shield(proc.wait()), HANGUP_GRACE)
             except TimeoutError:
-                _signal_session(proc.pid, signal.SIGKILL)
+                await signal_session(proc.pid, signal.SIGKILL)
                 await proc.wait()
         if self._exit_watch is not None:
             await self._exit_watch
@@ -295,9 +295,57 @@ def _set_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _session_members(sid: int) -> list[int]:
-    """Processes whose session is `sid` (those that started a session of their own have left it)."""
-    members = []
+async def signal_session(sid: int, sig: signal.Signals) -> None:
+    """Send `sig` to every process in session `sid`, without holding up the event loop.
+
+    Finding them means reading every /proc/<pid>/stat (there is no kill-by-session call), which took
+    the loop for seconds when 500 terminals closed at once. The scan runs in a thread, and requests
+    made while one runs wait for the next, which serves them all: a mass close costs a few scans.
+    """
+    global _signaller
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    _signals_waiting.append((sid, sig, done))
+    if _signaller is None or _signaller.done() or _signaller.get_loop() is not loop:
+        _signaller = loop.create_task(_send_waiting_signals(), name="terminal-session-signals")
+    await done
+
+
+_signals_waiting: list[tuple[int, signal.Signals, asyncio.Future[None]]] = []
+_signaller: asyncio.Task[None] | None = None
+
+
+async def _send_waiting_signals() -> None:
+    while _signals_waiting:
+        batch = list(_signals_waiting)
+        _signals_waiting.clear()
+        problem: Exception | None = None
+        try:
+            await asyncio.to_thread(_signal_sessions, [(sid, sig) for sid, sig, _ in batch])
+        except Exception as exc:
+            problem = exc
+        for *_, done in batch:
+            # A waiter whose loop has gone (a test's, torn down) has nobody left to tell.
+            if done.done() or done.get_loop().is_closed():
+                continue
+            if problem is None:
+                done.set_result(None)
+            else:
+                done.set_exception(problem)
+
+
+def _signal_sessions(requests: list[tuple[int, signal.Signals]]) -> None:
+    """One pass over /proc for all `requests` (session id, signal); blocking."""
+    members = _session_members({sid for sid, _ in requests})
+    for sid, sig in requests:
+        for pid in members.get(sid, ()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _session_members(sids: set[int]) -> dict[int, list[int]]:
+    """The processes of each session in `sids` (those that started a session of their own have left it)."""
+    members: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -308,15 +356,9 @@ def _session_members(sid: int) -> list[int]:
             continue
         # The command name may hold spaces and parentheses; the fields after its last ')' do not.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and int(fields[3]) == sid:
-            members.append(int(entry.name))
+        if len(fields) > 3 and (sid := int(fields[3])) in sids:
+            members.setdefault(sid, []).append(int(entry.name))
     return members
-
-
-def _signal_session(sid: int, sig: signal.Signals) -> None:
-    for pid in _session_members(sid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
 
 
 def _current_user() -> str:
