@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 TRUE = {"1", "true", "yes", "on"}
@@ -43,6 +44,33 @@ def words(name: str, default: str = "") -> list[str]:
     return [w for w in raw.replace(",", " ").split() if w]
 
 
+# PostgreSQL connections each process may hold at once (CLUSTERRA_DB_POOL_SIZE; 0 turns the pool off).
+# A request keeps its connection until it ends, slurmrestd and head-node calls included, so this is how
+# many requests of one worker can be under way at once; the rest wait for a connection. N workers (and
+# the sync process) may open N times this many: keep the sum under PostgreSQL's max_connections (100 by
+# default), and raise it for workers that serve many slow submits (SSM head nodes).
+DEFAULT_POOL_SIZE = 10
+# Opened when the pool starts and kept warm, so the first requests after a quiet spell pay no connect.
+POOL_MIN_SIZE = 2
+# Seconds a request waits for a connection before it fails (a 500; /healthz answers 503). A pool cannot
+# tell "all lent" from "PostgreSQL is down", and keeps retrying the latter until this runs out:
+# psycopg_pool's 30 s would hold every request (and a load balancer's health check) that long.
+POOL_TIMEOUT = 10
+
+
+def reset_pooled_connection(conn: Any) -> None:
+    """Called by the pool on every connection given back: drop the session's advisory locks.
+
+    A closed connection used to end its PostgreSQL session, and with it every session-level lock;
+    a pooled one lives on. The sync loop's single-instance lock (jobs/sync.py) is such a lock: without
+    this, a thread that ended while holding it handed it on to whichever request borrowed that
+    connection next, and no sync loop could take it again.
+    """
+    conn.execute("SELECT pg_advisory_unlock_all()")
+    if not conn.autocommit:
+        conn.rollback()  # the pool wants the connection back idle, not inside the SELECT's transaction
+
+
 def database(url: str | None, data_dir: Path) -> dict:
     """Django's DATABASES['default'] from a DATABASE_URL, or the embedded SQLite file.
 
@@ -58,7 +86,21 @@ def database(url: str | None, data_dir: Path) -> dict:
         }
     parts = urlsplit(url)
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        options: dict = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        pool_size = integer("CLUSTERRA_DB_POOL_SIZE", DEFAULT_POOL_SIZE)
+        if pool_size < 0:
+            raise ConfigError(f"CLUSTERRA_DB_POOL_SIZE={pool_size} must be 0 (no pool) or more")
+        if pool_size:
+            # Under daphne every request's sync code runs in a thread of its own and Django's connections
+            # are per thread, so a kept connection (CONN_MAX_AGE) was never used again: each request paid
+            # for a new PostgreSQL session (~15 ms). The pool lends one per request and takes it back when
+            # the request ends; Django requires CONN_MAX_AGE 0 with it (the pool keeps them instead).
+            options["pool"] = {
+                "min_size": min(POOL_MIN_SIZE, pool_size),
+                "max_size": pool_size,
+                "timeout": POOL_TIMEOUT,
+                "reset": reset_pooled_connection,
+            }
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "clusterra",
@@ -66,7 +108,11 @@ def database(url: str | None, data_dir: Path) -> dict:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": 60,
+            # Without a pool (PgBouncer pools already), a connection is kept a minute by the thread that
+            # opened it: the sync process and management commands reuse theirs.
+            "CONN_MAX_AGE": 0 if pool_size else 60,
+            # With the pool: a lent connection is checked first, so one PostgreSQL dropped (a restart,
+            # a failover) is replaced instead of failing a request.
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": options,
         }
@@ -84,16 +130,57 @@ def database(url: str | None, data_dir: Path) -> dict:
     )
 
 
+# Seconds: a read of the channel layer (three times channels-redis's 5 s blocking pop), and a connect.
+LAYER_READ_TIMEOUT = 15
+LAYER_CONNECT_TIMEOUT = 3
+
+
 def channel_layer(redis_url: str | None) -> dict:
     if not redis_url:
         # One process only: fine for a laptop or the demo; live terminals across workers need Redis.
         return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
-    # No socket timeout: channels-redis waits on Redis with a blocking pop of up to 5 s, and redis-py 8
-    # defaults to a 5 s read timeout, so an idle consumer (a terminal nobody is typing in) would die with
-    # "Timeout reading from" after 5 s. A dead Redis still shows up as a refused or reset connection.
+    # channels-redis waits on Redis with a blocking pop of up to 5 s, and redis-py 8 defaults to a 5 s read
+    # timeout, so an idle consumer (a terminal nobody is typing in) died with "Timeout reading from" after
+    # 5 s. The read timeout must outlast the pop by a margin; it must not be None either, or a Redis that
+    # silently drops packets would hang a receive for good instead of letting terminal.notices notice.
     return {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": None}]},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": redis_url,
+                    "socket_timeout": LAYER_READ_TIMEOUT,
+                    "socket_connect_timeout": LAYER_CONNECT_TIMEOUT,
+                }
+            ]
+        },
+    }
+
+
+# Seconds a cache call may wait on Redis. Every cache call is answered at once (nothing blocks, unlike the
+# channel layer's pops), so a short bound is right; it is set here and not left to redis-py, whose default
+# was "wait forever" before 8 and 5 s since, so that a hung Redis costs a sign-in seconds, not a worker.
+CACHE_REDIS_TIMEOUT = 2
+
+
+def cache(redis_url: str | None) -> dict:
+    """Django's default cache, which holds the sign-in throttle's counters (allauth's `login_failed`).
+
+    The counters must be shared by every web worker, or N workers allow N times the attempts.
+    """
+    if not redis_url:
+        # One process, as the embedded set-up runs (SQLite and one daphne): its memory is shared by all
+        # it serves. More web workers need REDIS_URL anyway (live terminals), and then the branch below.
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "clusterra"}
+    return {
+        "BACKEND": "clusterra_site.cache.DegradingRedisCache",
+        "LOCATION": redis_url,
+        # The channel layer uses the same database; the prefix keeps the two apart to the eye and to SCAN.
+        "KEY_PREFIX": "clusterra",
+        "OPTIONS": {
+            "socket_connect_timeout": CACHE_REDIS_TIMEOUT,
+            "socket_timeout": CACHE_REDIS_TIMEOUT,
+        },
     }
 
 

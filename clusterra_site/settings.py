@@ -75,6 +75,8 @@ AUTH_USER_MODEL = "accounts.User"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYERS = {"default": env.channel_layer(REDIS_URL)}
+# Redis with REDIS_URL, so the sign-in throttle counts across workers; one process's memory without it.
+CACHES = {"default": env.cache(REDIS_URL)}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -113,7 +115,7 @@ ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_SESSION_REMEMBER = True
 # Failed password sign-ins: 10 a minute from one address, 5 in 5 minutes for one user name, on
 # /accounts/login/ and (clusterra_site.security) /admin/login/ alike. The counters live in Django's
-# cache, which is per process: each worker allows this much, so N workers allow N times as many.
+# cache (CACHES above): in Redis, shared by every worker, when REDIS_URL is set.
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/300s/key"}
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SECURE else "http"
 # Never link a sign-in to an existing account by e-mail address, and keep no IdP token at rest.

@@ -41,6 +41,20 @@ def _unhashed_static_files(request):
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _empty_cache_each_run(request):
+    """Each run starts with no sign-in throttle counters, as it did when they lived in one process.
+
+    With REDIS_URL they are in Redis and would outlast the run: a test's one wrong password, run
+    six times in five minutes, would lock its user name out of the seventh run.
+    """
+    if not request.config.pluginmanager.hasplugin("django"):
+        return
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @dataclass(frozen=True)
 class SlurmEnv:
     url: str
@@ -103,3 +117,35 @@ def demo_cluster(db, slurm_env):
         jwt_key_ref=str(slurm_env.key_file),
         has_accounting=slurm_env.accounting,
     )
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+# The hardening and benchmark tests print one line of figures each ("faults survived: …"). pytest keeps
+# a passing test's output to itself, so CI's log would never show them: they are gathered here and
+# printed together at the end of the run, whatever the verbosity.
+FIGURES = (
+    "secrets found:",
+    "bandit:",
+    "routes × roles covered",  # noqa: RUF001
+    "requests fuzzed:",
+    "faults survived:",
+    "terminals closed at once:",
+    "load held:",
+)
+_figures: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    for line in report.capstdout.splitlines():
+        if line.strip().startswith(FIGURES):
+            _figures.append((report.nodeid, line.strip()))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _figures:
+        return
+    terminalreporter.section("figures")
+    for nodeid, line in _figures:
+        terminalreporter.write_line(f"{line}    [{nodeid.split('::')[0]}]")

@@ -20,6 +20,7 @@ from clusters.models import Cluster
 from clusters.slurm import Job
 from jobs import sync
 from jobs.models import JobRecord, SyncLock
+from tests.conftest import require
 from tests.jobs_support import squeue, sync_until
 
 pytest_plugins = ["tests.jobs_fixtures"]
@@ -160,6 +161,17 @@ def test_only_one_sync_loop_holds_the_lock():
     second = sync.SingleInstance("second")
     assert in_thread(lambda: second.acquire()) is True
     in_thread(second.release)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_holder_whose_connection_ends_frees_the_lock_even_through_the_pool():
+    require(connection.vendor == "postgresql", "advisory locks are PostgreSQL's")
+    # The thread takes the lock and ends without releasing it, as a killed loop would. Its connection
+    # goes back to the pool instead of ending the session: the pool must drop the session's locks.
+    assert in_thread(lambda: sync.SingleInstance("crashed").acquire()) is True
+    for _ in range(3):  # whichever pooled connection the next one gets
+        assert in_thread(lambda: sync.SingleInstance("next").acquire()) is True
 
 
 @pytest.mark.django_db(transaction=True)

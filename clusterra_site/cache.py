@@ -1,0 +1,112 @@
+"""Django's Redis cache, degrading instead of failing while Redis cannot be reached.
+
+The cache holds only what may be lost: the sign-in throttle's counters (allauth's `login_failed`).
+Without this, a Redis outage made every password sign-in a 500. With it, reads miss and writes are
+dropped, so sign-in works and the throttle does not count until Redis is back — the choice is to stay
+available: people signing in through the IdP are throttled there, and the outage is logged loudly.
+Sessions live in the database, not here, so nobody is signed out by an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+log = logging.getLogger(__name__)
+# One warning a minute at most while Redis stays away; each failed call would otherwise log one.
+WARN_EVERY = 60.0
+_last_warning = 0.0
+
+
+def _unreachable(action: str, exc: Exception) -> None:
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY:
+        _last_warning = now
+        log.warning(
+            "the cache (Redis) cannot be reached, %s skipped (%s: %s): sign-in attempts are not counted "
+            "until it is back",
+            action,
+            type(exc).__name__,
+            exc,
+        )
+
+
+class _DegradingClient(RedisCacheClient):
+    def _errors(self) -> tuple[type[Exception], ...]:
+        # redis-py's ConnectionError and TimeoutError both derive from RedisError; OSError covers a
+        # socket refused before redis-py wraps it.
+        return (self._lib.exceptions.RedisError, OSError)
+
+    def get(self, key: Any, default: Any) -> Any:
+        try:
+            return super().get(key, default)
+        except self._errors() as exc:
+            _unreachable("a read", exc)
+            return default
+
+    def get_many(self, keys: Any) -> dict:
+        try:
+            return super().get_many(keys)
+        except self._errors() as exc:
+            _unreachable("a read", exc)
+            return {}
+
+    def has_key(self, key: Any) -> bool:
+        try:
+            return super().has_key(key)
+        except self._errors() as exc:
+            _unreachable("a read", exc)
+            return False
+
+    def add(self, key: Any, value: Any, timeout: Any) -> bool:
+        try:
+            return super().add(key, value, timeout)
+        except self._errors() as exc:
+            _unreachable("a write", exc)
+            # As if added: allauth takes a lock with add() before it counts, and with nothing stored there is
+            # nothing to guard; False would make every sign-in wait a second for the lock and then get a 429.
+            return True
+
+    def set(self, key: Any, value: Any, timeout: Any) -> None:
+        try:
+            super().set(key, value, timeout)
+        except self._errors() as exc:
+            _unreachable("a write", exc)
+
+    def set_many(self, data: Any, timeout: Any) -> None:
+        try:
+            super().set_many(data, timeout)
+        except self._errors() as exc:
+            _unreachable("a write", exc)
+
+    def touch(self, key: Any, timeout: Any) -> bool:
+        try:
+            return super().touch(key, timeout)
+        except self._errors() as exc:
+            _unreachable("a write", exc)
+            return False
+
+    def delete(self, key: Any) -> bool:
+        try:
+            return super().delete(key)
+        except self._errors() as exc:
+            _unreachable("a delete", exc)
+            return False
+
+    def delete_many(self, keys: Any) -> None:
+        try:
+            super().delete_many(keys)
+        except self._errors() as exc:
+            _unreachable("a delete", exc)
+
+
+class DegradingRedisCache(RedisCache):
+    """RedisCache whose reads miss and writes are dropped while Redis is down (see the module's note)."""
+
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self._class = _DegradingClient
