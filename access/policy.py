@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from access import ledger
 from access.models import Grant
-from access.quota import QuotaStatus, applicable_quotas, quota_status, status_of
+from access.quota import QuotaStatus, applicable_quotas, held_by, quota_status, status_of
 from audit.log import record
 from clusters.models import Cluster
 
@@ -51,6 +51,7 @@ __all__ = [
     "Resources",
     "decide",
     "granted_partitions",
+    "may_submit",
     "quota_status",
     "reserve",
 ]
@@ -126,6 +127,19 @@ def decide(
     return decision
 
 
+def may_submit(person: Any, cluster: Cluster, *, http_request: Any = None) -> Decision:
+    """Whether `person` may submit any job at all on `cluster`, before the job is known.
+
+    The checks of job.submit that need no job: signed in and active, the cluster enabled,
+    a grant there that names a partition. A submission asks this before a Linux account
+    is made for the person or their script is read (staff pass "cluster.view" without a
+    grant); the job's own checks (its partition, every quota) come with `reserve`.
+    """
+    decision = _decide(person, "job.submit", cluster, None, None, before_job=True)
+    _audit(person, "job.submit", cluster, decision, http_request)
+    return decision
+
+
 def reserve(
     person: Any,
     cluster: Cluster,
@@ -159,7 +173,7 @@ def granted_partitions(person: Any, cluster: Cluster, known: list[str] | None = 
     """
     if not _is_active(person):
         return []
-    grants = _grants(person, cluster)
+    grants = _grants(cluster, held_by(person))
     if any(g.all_partitions for g in grants):
         return sorted(known) if known is not None else [ALL_PARTITIONS]
     names = sorted({name for g in grants for name in g.partition_names})
@@ -177,10 +191,11 @@ def _decide(
     job_owner: str | None,
     *,
     lock: bool = False,
+    before_job: bool = False,
 ) -> Decision:
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
-    if action == "job.submit" and request is None:
+    if action == "job.submit" and request is None and not before_job:
         raise ValueError("job.submit needs the job's Resources")
     if action == "job.cancel" and job_owner is None:
         raise ValueError("job.cancel needs the job's owner (job_owner)")
@@ -213,7 +228,9 @@ def _decide(
 
     if action == "job.view" and person.is_staff:
         return _allow(f"Staff may view every job on {cluster.name}.", facts | {"as_staff": True})
-    grants = _grants(person, cluster)
+    # The person's groups are read once for both the grants and the quotas.
+    held = held_by(person)
+    grants = _grants(cluster, held)
     if action in ("cluster.view", "job.view"):
         if grants:
             words = "use" if action == "cluster.view" else "view your jobs on"
@@ -235,12 +252,20 @@ def _decide(
             )
         return _allow(f"You may open a terminal on {cluster.name}.", facts)
 
-    assert request is not None  # job.submit, checked above
+    if request is None:  # may_submit: what can be decided before the job is known
+        if not any(g.all_partitions for g in grants) and not _names(grants):
+            return _deny(
+                "partition_not_granted",
+                f"Your access to {cluster.name} includes no partition to submit jobs to; "
+                "ask an administrator to grant one.",
+                facts | {"granted_partitions": []},
+            )
+        return _allow(f"You may submit jobs on {cluster.name}.", facts | {"before_job": True})
     problem = _partition_problem(grants, request, cluster)
     if problem:
         return _deny("partition_not_granted", problem, facts | {"granted_partitions": _names(grants)})
     now = timezone.now()
-    statuses = [status_of(q, now) for q in applicable_quotas(person, cluster, lock=lock)]
+    statuses = [status_of(q, now) for q in applicable_quotas(person, cluster, lock=lock, held=held)]
     return _check_quotas(statuses, request, cluster, facts)
 
 
@@ -419,10 +444,10 @@ def _is_active(person: Any) -> bool:
     return bool(getattr(person, "is_authenticated", False) and person.is_active)
 
 
-def _grants(person: Any, cluster: Cluster) -> list[Grant]:
-    return list(
-        Grant.objects.filter(cluster=cluster).filter(Q(user_id=person.pk) | Q(group__in=person.groups.all()))
-    )
+def _grants(cluster: Cluster, held: Q) -> list[Grant]:
+    # By primary key, not Grant's Meta.ordering (group and person names): sorting by names joins
+    # the group and user tables for every row, and no caller depends on the order anyway.
+    return list(Grant.objects.filter(cluster=cluster).filter(held).order_by("pk"))
 
 
 def _names(grants: list[Grant]) -> list[str]:

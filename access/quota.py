@@ -93,15 +93,31 @@ def _left(limit: float | None, used: float, reserved: float) -> float | None:
     return round(max(0.0, limit - used - reserved), 6)
 
 
-def applicable_quotas(person: Any, cluster: Cluster, *, lock: bool = False) -> list[Quota]:
+def held_by(person: Any) -> Q:
+    """Rows (grants, quotas) held by the person or by one of their groups.
+
+    The group ids are fetched first and passed as a list: given `person.groups.all()` as a
+    subquery, PostgreSQL turns the OR into a filter over every row of the cluster, expects
+    half of them to match and so hash-joins the whole user table for the names (~4 ms at
+    10,000 rows); with literal ids, the (cluster, user) and (cluster, group) unique indexes
+    answer it in a few index probes.
+    """
+    group_ids = list(person.groups.values_list("pk", flat=True))
+    return Q(user_id=person.pk) | Q(group_id__in=group_ids)
+
+
+def applicable_quotas(
+    person: Any, cluster: Cluster, *, lock: bool = False, held: Q | None = None
+) -> list[Quota]:
     """The person's own quota first, then their groups' by group name: the order checks run in.
 
     With `lock`, the rows are locked (SELECT … FOR UPDATE) in primary-key order, so two
     submits touching the same quotas queue behind each other instead of deadlocking.
+    `held` is `held_by(person)` when the caller has it already (one query fewer).
     """
     rows = (
         Quota.objects.filter(cluster=cluster)
-        .filter(Q(user_id=person.pk) | Q(group__in=person.groups.all()))
+        .filter(held if held is not None else held_by(person))
         .select_related("group", "user", "cluster")
         .order_by("pk")
     )

@@ -61,7 +61,8 @@ class Settings:
     def environment(self) -> dict[str, str]:
         """What both this process and daphne run with."""
         return {
-            "DJANGO_SETTINGS_MODULE": "bench.console_settings",
+            # The console's own settings, unchanged: the numbers are those of the console as deployed.
+            "DJANGO_SETTINGS_MODULE": "clusterra_site.settings",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "CLUSTERRA_DATA_DIR": str(self.data_dir),

@@ -32,6 +32,9 @@ def populate(cluster: Any, person: Any, people: int) -> dict[str, int]:
     from access.models import Grant, Quota, Usage
     from accounts.models import User
 
+    if Group.objects.filter(name="bench-group-000").exists():
+        # A second attempt at the row (others' work landed in the first): the population is there.
+        return _counts(cluster, people)
     rng = random.Random(8)
     groups = Group.objects.bulk_create([Group(name=f"bench-group-{i:03d}") for i in range(GROUPS)])
     users = User.objects.bulk_create(
@@ -84,6 +87,12 @@ def populate(cluster: Any, person: Any, people: int) -> dict[str, int]:
     with connection.cursor() as cursor:
         # Fresh statistics, as autovacuum would have them on a database that grew over months.
         cursor.execute("ANALYZE")
+    return _counts(cluster, people)
+
+
+def _counts(cluster: Any, people: int) -> dict[str, int]:
+    from access.models import Grant, Quota, Usage
+
     return {
         "people": people,
         "groups": GROUPS,

@@ -113,6 +113,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="how long to wait for another benchmark run on this machine to finish (default 3600)",
     )
     parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_LIMIT,
+        metavar="SECONDS",
+        help=f"how long a full run waits for a quiet machine before each row (default {QUIET_LIMIT:g}); "
+        "0 measures at once and never again: for A/B runs on a busy machine, where the ratios "
+        "(both sides measured turn by turn) are what count",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -209,9 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     accounting = "SLURM_ACCOUNTING=0" not in raw_slurm.ENV_FILE.read_text()
     cast = stage.cast(site.url, site.api_version, site.key_file, accounting)
     raw = raw_slurm.RawSlurm(site, cast.posix_user)
-    from django.conf import settings as django_settings
-
-    overrides = list(getattr(django_settings, "OVERRIDES", []))
     description = machine.describe(
         slurm=raw_slurm.slurm_release(),
         database=machine.database_description(),
@@ -302,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             name, measure = benchmarks[number]
             waited: dict[str, Any] = {}
-            if mode == "full":
+            patient = mode == "full" and args.quiet_wait > 0
+            if patient:
                 say(f"row {number}: waiting for the machine to be quiet (others' work skews the tails)…")
-                waited = quiet.wait_for_quiet(QUIET_SPELL, QUIET_LIMIT)
+                waited = quiet.wait_for_quiet(QUIET_SPELL, args.quiet_wait)
             discarded: list[dict[str, Any]] = []
             while True:
                 say(f"row {number}: {name}…")
@@ -318,14 +325,14 @@ def main(argv: list[str] | None = None) -> int:
                 row.seconds = time.monotonic() - begun
                 load = watch.load.summary()
                 busy = load["cpu_share"].get("foreign", 0.0) > quiet.QUIET_SHARE
-                if mode != "full" or row.error or not busy or len(discarded) >= RETRIES:
+                if not patient or row.error or not busy or len(discarded) >= RETRIES:
                     break
                 # Someone else's work landed in the middle of the row: measure it again after a quiet spell.
                 discarded.append(load)
                 say(
                     f"row {number}: others used {load['cpu_share']['foreign']:.2f} of a core meanwhile; again"
                 )
-                waited = quiet.wait_for_quiet(QUIET_SPELL, QUIET_LIMIT)
+                waited = quiet.wait_for_quiet(QUIET_SPELL, args.quiet_wait)
             row.info["machine_load"] = load | ({"quiet_before": waited} if waited else {})
             if discarded:
                 row.info["discarded_attempts"] = discarded
@@ -348,8 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: r.number)
     print()
     print(table(rows))
-    for override in overrides:
-        print(f"note: the console ran with one setting changed: {override}")
     for row in rows:
         load = row.info.get("machine_load", {})
         share = load.get("cpu_share", {}).get("foreign", 0.0)
@@ -367,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup_seconds": round(setup_seconds, 1),
         "plan": asdict(plan),
         "machine": description,
-        "console_setting_overrides": overrides,
+        "quiet_wait_s": args.quiet_wait if mode == "full" else 0,
         "rows": [row.as_json() for row in rows],
     }
     path = write_results(result, results_dir, mode, started_at)

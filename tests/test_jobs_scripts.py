@@ -1,18 +1,23 @@
-"""jobs.scripts: which script paths are accepted, and reading one as its owner with runuser on this host.
+"""jobs.scripts: which script paths are accepted, and reading one as its owner on this host (setpriv).
 
-Decision tested here: symbolic links are followed (sbatch follows them too), but the
-resolved file must also be under one of the cluster's roots.
+Decisions tested here: symbolic links are followed (sbatch follows them too), but the
+resolved file must also be under one of the cluster's roots; the kernel decides who may
+read, with every credential the person has (supplementary groups, ACLs); a remote head
+node is still asked through runuser.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from accounts.models import User
+from clusters import headnode
 from clusters.models import Cluster
 from jobs import scripts
 from jobs.scripts import ScriptError
@@ -80,7 +85,7 @@ def test_a_root_of_slash_allows_every_absolute_path(cluster):
 
 @pytest.fixture
 def owner(cluster, uid_block):
-    require(os.geteuid() == 0, "needs root for runuser")
+    require(os.geteuid() == 0, "needs root to read as another user")
     person = make_person(cluster, grant=False)
     yield person
     remove_linux_user(person.name)
@@ -177,9 +182,79 @@ def test_the_working_directory_must_exist_and_be_enterable(cluster, owner):
 
 
 def test_an_unknown_account_is_not_taken_for_a_missing_file(cluster, db):
-    require(os.geteuid() == 0, "needs root for runuser")
+    require(os.geteuid() == 0, "needs root to read as another user")
     User.objects.create(username="nobody-here")
     with pytest.raises(ScriptError) as caught:
         scripts.read_as(cluster, "ctnosuchuser", "/home/ctnosuchuser/x.sh")
     assert caught.value.code == "account_missing"
     assert caught.value.status == 502
+
+
+# --- every credential of the person counts, as it would for sbatch ------------------------------
+
+
+@pytest.fixture
+def team(owner, uid_block):
+    """A Linux group the owner is a supplementary member of (their primary group is their own)."""
+    name = f"ct{secrets.token_hex(3)}"
+    subprocess.run(["groupadd", "-g", str(uid_block + 19), name], check=True, capture_output=True)
+    subprocess.run(["usermod", "-a", "-G", name, owner.name], check=True, capture_output=True)
+    yield uid_block + 19
+    subprocess.run(["groupdel", "-f", name], check=False, capture_output=True)
+
+
+def test_a_file_of_one_of_the_persons_groups_is_read(cluster, owner, team):
+    shared = owner.script("shared.sh", "#!/bin/sh\necho team\n", mode=0o640, owner=0)
+    os.chown(shared, 0, team)
+    assert scripts.read_as(cluster, owner.name, shared).text == "#!/bin/sh\necho team\n"
+    # The same mode with a group they are not in: the group bits no longer apply to them.
+    other = owner.script("other.sh", "#!/bin/sh\n", mode=0o640, owner=0)
+    with pytest.raises(ScriptError) as caught:
+        scripts.read_as(cluster, owner.name, other)
+    assert caught.value.status == 403
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    # The kernel's system.posix_acl_access layout (version 2, then tag/perm/id per entry), so
+    # the test needs no setfacl; entries in tag order, ids only on named users and groups.
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def test_an_acl_that_names_the_person_lets_them_read_a_file_of_someone_else(cluster, owner):
+    path = owner.script("acl.sh", "#!/bin/sh\necho acl\n", mode=0o600, owner=0)
+    with pytest.raises(ScriptError):
+        scripts.read_as(cluster, owner.name, path)
+    anyone = 0xFFFFFFFF
+    user_obj, named_user, group_obj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+    try:
+        os.setxattr(
+            path,
+            "system.posix_acl_access",
+            _acl(
+                (user_obj, 6, anyone),
+                (named_user, 4, owner.uid),
+                (group_obj, 0, anyone),
+                (mask, 4, anyone),
+                (other, 0, anyone),
+            ),
+        )
+    except OSError as e:
+        pytest.skip(f"this file system keeps no POSIX ACLs ({e.strerror})")
+    assert scripts.read_as(cluster, owner.name, path).text == "#!/bin/sh\necho acl\n"
+
+
+def test_an_ssm_head_node_reads_through_runuser(monkeypatch):
+    remote = Cluster(
+        slug="far", name="Far", transport="ssm", allowed_script_roots="/home", ssm_instance_id="i-0"
+    )
+    asked = []
+
+    def head_node(cluster, argv, *, timeout=None, input=None):
+        asked.append(argv)
+        return headnode.Result(0, "/home/ada/job.sh\x00#!/bin/sh\necho far\n", "")
+
+    monkeypatch.setattr(headnode, "run", head_node)
+    script = scripts.read_as(remote, "ada", "/home/ada/job.sh")
+    assert script.text == "#!/bin/sh\necho far\n"
+    assert asked[0][:6] == ["runuser", "-u", "ada", "--", "sh", "-c"]
+    assert asked[0][-2:] == ["/home/ada/job.sh", str(scripts.max_script_bytes() + 1)]
