@@ -308,7 +308,9 @@ ROUTES: tuple[Route, ...] = (
                         "name": "page",
                         "in": "query",
                         "required": False,
-                        "description": "Page number, from 1.",
+                        "description": "Page number, from 1. A page past the last answers with the "
+                        "last page (the answer's `page` says which); anything but a whole number from 1 "
+                        "is a 400.",
                         "schema": {"type": "integer", "minimum": 1, "default": 1},
                     },
                     {
@@ -720,7 +722,7 @@ SCHEMAS: dict[str, Any] = {
     "JobList": _object(
         {
             "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-            "page": _integer("This page."),
+            "page": _integer("This page: the last one when a later page was asked for."),
             "per_page": _integer("Jobs per page."),
             "total": _integer("Jobs matching the filters."),
             "pages": _integer("Pages in all."),

@@ -28,6 +28,7 @@ def list_jobs(request: HttpRequest, id: str) -> JsonResponse:
         raise ApiError(403, decision.code, decision.message)
     try:
         states = present.states_filter(request.GET.get("state"))
+        page_number = present.page_number(request.GET.get("page"))
     except present.FilterError as e:
         raise ApiError(400, "invalid_request", str(e)) from None
     since = request.GET.get("update_time")
@@ -47,7 +48,7 @@ def list_jobs(request: HttpRequest, id: str) -> JsonResponse:
         cluster,
         states=states,
         partition=request.GET.get("partition") or None,
-        page=positive_int(request, "page", 1, maximum=1_000_000),
+        page=page_number,
         per_page=positive_int(request, "per_page", present.DEFAULT_PER_PAGE, maximum=present.MAX_PER_PAGE),
         since=since_value,
     )

@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts import api_tokens
 from clusters.models import Cluster
+from jobs import present
 
 log = logging.getLogger("clusterra.api")
 
@@ -151,6 +152,7 @@ def positive_int(request: HttpRequest, name: str, default: int, *, maximum: int)
     raw = request.GET.get(name)
     if raw in (None, ""):
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ApiError(400, "invalid_request", f"{name} must be a positive whole number, not {raw!r}.")
-    return min(int(raw), maximum)
+    try:
+        return present.whole_number(raw, name, maximum=maximum)
+    except present.FilterError as e:
+        raise ApiError(400, "invalid_request", str(e)) from None

@@ -16,6 +16,9 @@ from jobs.reasons import reason_words, state_words
 
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 200
+# Any page past the last shows the last, so a larger number need not be read: reading it costs nothing
+# below this, while Python refuses past 4,300 digits (a 500, not an answer).
+MAX_PAGE = 1_000_000
 # Filter words beside Slurm's own states: "active" is everything not yet finished.
 STATE_GROUPS = {"ACTIVE", "FINISHED"}
 KNOWN_STATES = (
@@ -166,6 +169,24 @@ def states_filter(value: str | None) -> list[str]:
     return words
 
 
+def whole_number(raw: str, name: str, *, maximum: int) -> int:
+    """A query value that must be a whole number from 1, capped at `maximum`; FilterError names it otherwise.
+
+    Only ASCII digits: str.isdigit() also says yes to "²", which int() refuses. A number with more digits
+    than `maximum` is more than it without being read (int() refuses past 4,300 digits).
+    """
+    digits = raw.lstrip("0")
+    if not (raw.isascii() and raw.isdigit() and digits):
+        shown = raw if len(raw) <= 20 else raw[:20] + "…"  # a message must not echo a megabyte back
+        raise FilterError(f"{name} must be a positive whole number, not {shown!r}.")
+    return maximum if len(digits) > len(str(maximum)) else min(int(digits), maximum)
+
+
+def page_number(raw: str | None) -> int:
+    """`page=` of the list: 1 when absent; past the last page is fine (page_of answers with the last)."""
+    return whole_number(raw, "page", maximum=MAX_PAGE) if raw else 1
+
+
 def jobs_of(person: Any, cluster: Cluster) -> QuerySet[JobRecord]:
     return JobRecord.objects.submitted().filter(person=person, cluster=cluster)
 
@@ -194,7 +215,10 @@ def page_of(
     per_page: int = DEFAULT_PER_PAGE,
     since: float | None = None,
 ) -> JobPage:
-    """One page of the person's jobs, newest first; with `since`, only jobs changed after that time."""
+    """One page of the person's jobs, newest first; with `since`, only jobs changed after that time.
+
+    A page past the last is the last page (its number is in the answer), so OFFSET never passes the rows.
+    """
     now = datetime.now(UTC).timestamp()
     queryset = filtered(jobs_of(person, cluster), states, partition)
     if since is not None:

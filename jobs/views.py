@@ -250,18 +250,19 @@ def _partition_choices(request: HttpRequest, cluster: Cluster) -> tuple[list[tup
 
 
 def _list_args(request: HttpRequest) -> tuple[list[str], str | None, int, str]:
+    """The list's filters and page from the query; a value not understood is left out and named in `error`."""
+    errors = []
     try:
         states = present.states_filter(request.GET.get("state"))
-        error = ""
     except present.FilterError as e:
-        states, error = [], str(e)
-    page = request.GET.get("page", "1")
-    return (
-        states,
-        request.GET.get("partition") or None,
-        int(page) if page.isdigit() and int(page) > 0 else 1,
-        error,
-    )
+        states = []
+        errors.append(str(e))
+    try:
+        page = present.page_number(request.GET.get("page"))
+    except present.FilterError as e:
+        page = 1
+        errors.append(str(e))
+    return states, request.GET.get("partition") or None, page, " ".join(errors)
 
 
 @login_required
@@ -275,8 +276,11 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
         )
     states, partition, page, error = _list_args(request)
     result = present.page_of(request.user, cluster, states=states, partition=partition, page=page)
+    # order_by() first: JobRecord's default ordering would otherwise join the DISTINCT (partition, created,
+    # id), which is every row, not every partition.
     partition_names = sorted(
-        set(present.jobs_of(request.user, cluster).values_list("partition", flat=True).distinct()) - {""}
+        set(present.jobs_of(request.user, cluster).values_list("partition", flat=True).order_by().distinct())
+        - {""}
     )
     query = {k: v for k, v in (("state", request.GET.get("state", "")), ("partition", partition or "")) if v}
     context = {

@@ -9,6 +9,7 @@ import pytest
 
 from access.models import Usage
 from audit.models import AuditEvent
+from clusters.models import Cluster
 from jobs.models import JobRecord
 from tests.jobs_support import HELLO, SlurmWatch, assert_matches, squeue, sync_until
 
@@ -259,3 +260,49 @@ def test_someone_elses_job_answers_like_a_missing_one(client, people):
     assert missing.status_code == 404
     assert str(job_id) in squeue(ada.name)
     assert client.get("/v1/clusters/demo/jobs", **bob.auth).json()["total"] == 0
+
+
+# --- paging ------------------------------------------------------------------------------------------
+
+
+def records_of(person, count: int) -> None:
+    """Finished jobs in the database only, with ids Slurm never hands out (its MaxJobId < 67,108,864)."""
+    cluster = Cluster.objects.get(slug="demo")
+    JobRecord.objects.bulk_create(
+        JobRecord(
+            cluster=cluster,
+            person=person.user,
+            posix_user=person.name,
+            slurm_job_id=90_000_000 + i,
+            name=f"old-{i}",
+            partition="debug",
+            state="COMPLETED",
+        )
+        for i in range(count)
+    )
+
+
+def test_a_page_past_the_last_answers_with_the_last_page(client, ada):
+    records_of(ada, 120)
+    # 4,301 digits and more are past what int() reads at all: still just "past the end".
+    for raw in ("3", "4", "1000000", "9" * 30, "9" * 5000):
+        r = client.get("/v1/clusters/demo/jobs", {"page": raw}, **ada.auth)
+        assert r.status_code == 200, raw[:20]
+        body = r.json()
+        assert (body["page"], body["pages"], body["total"], len(body["jobs"])) == (3, 3, 120, 20)
+        assert body["jobs"][-1]["id"] == 90_000_000
+
+
+def test_a_page_or_size_that_is_not_a_whole_number_from_one_is_a_400_that_says_so(client, ada):
+    # "²" and "\u0661" (an Arabic-Indic one) pass str.isdigit(); "²" then failed int(), a 500.
+    for name in ("page", "per_page"):
+        for raw in ("abc", "0", "-2", "1.5", " 2", "²", "\u0661", "9" * 5000 + "x"):
+            r = client.get("/v1/clusters/demo/jobs", {name: raw}, **ada.auth)
+            assert r.status_code == 400, (name, raw[:20])
+            error = r.json()["error"]
+            assert error["code"] == "invalid_request"
+            assert error["message"].startswith(f"{name} must be a positive whole number, not ")
+            assert len(error["message"]) < 120  # a long value is cut short, not echoed whole
+    huge = client.get("/v1/clusters/demo/jobs", {"per_page": "9" * 5000}, **ada.auth)
+    assert huge.status_code == 200
+    assert huge.json()["per_page"] == 200

@@ -13,20 +13,15 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import SyncToAsync
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection
 
 from clusters.models import Cluster
+from tests import live_daphne
 from tests.conftest import REPO, require
 from tests.demo_support import LINK
 from tests.fake_headnode import ct_email, free_uid_block, remove_linux_user
@@ -54,13 +49,6 @@ STEP_MS = 10_000
 JOB_MS = 20_000
 SYNC_EVERY = 0.5
 UID_BLOCK = 20
-_fork_fix_registered = False
-
-
-def _fresh_single_thread_executor() -> None:
-    # The forked server copies asgiref's one-thread executor but not its thread; calls queued on it
-    # (the WebSocket's session lookup) would wait forever. The child gets an executor of its own.
-    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
 
 
 def _sync_loop() -> None:
@@ -86,33 +74,6 @@ def _sync_loop() -> None:
 
 def _start_sync_loop() -> None:
     threading.Thread(target=_sync_loop, name="sync loop", daemon=True).start()
-
-
-@contextmanager
-def live_server(django_db_blocker: Any) -> Iterator[str]:
-    """daphne serving the real ASGI app, static files and the sync loop, forked onto a free loopback port."""
-    from channels.testing.live import make_application
-    from daphne.testing import DaphneProcess
-
-    global _fork_fix_registered
-    if not _fork_fix_registered:
-        os.register_at_fork(after_in_child=_fresh_single_thread_executor)
-        _fork_fix_registered = True
-    connections.close_all()
-    server = DaphneProcess(
-        "127.0.0.1",
-        partial(make_application, static_wrapper=ASGIStaticFilesHandler),
-        setup=_start_sync_loop,
-    )
-    with django_db_blocker.unblock():
-        server.start()
-    try:
-        if not server.ready.wait(30):
-            raise RuntimeError("daphne did not start within 30 s")
-        yield f"http://127.0.0.1:{server.port.value}"
-    finally:
-        server.terminate()
-        server.join(10)
 
 
 def mailed_link(outbox: Path, to: str) -> str:
@@ -190,7 +151,10 @@ def test_a_newcomer_signs_up_runs_a_job_in_the_terminal_and_reads_its_output(
     ARTIFACTS.mkdir(exist_ok=True)
 
     try:
-        with live_server(django_db_blocker) as base, sync_playwright() as playwright:
+        with (
+            live_daphne.forked(django_db_blocker, setup=_start_sync_loop) as base,
+            sync_playwright() as playwright,
+        ):
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 context = browser.new_context(viewport=VIEWPORT)

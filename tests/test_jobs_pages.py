@@ -7,6 +7,8 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from access.models import Grant, Quota, Usage
@@ -154,6 +156,74 @@ def test_ten_thousand_jobs_list_in_a_few_queries(client, lin, offline, django_as
     body = r.json()
     assert (body["total"], body["page"], body["pages"], len(body["jobs"])) == (10_000, 150, 200, 50)
     assert body["jobs"][0]["id"] == 1000 + 10_000 - 1 - 149 * 50
+
+
+def test_the_partition_filter_offers_each_partition_once_from_one_narrow_query(client, lin, offline):
+    Grant.objects.create(cluster=offline, user=lin, all_partitions=True)
+    make_jobs(lin, offline, 30)
+    other = User.objects.create(username="other")
+    JobRecord.objects.create(
+        cluster=offline, person=other, posix_user="o", slurm_job_id=4000, partition="secret"
+    )
+    JobRecord.objects.create(cluster=offline, person=lin, posix_user="lin", slurm_job_id=5000, partition="")
+    client.force_login(lin)
+    with CaptureQueriesContext(connection) as queries:
+        html = client.get("/clusters/off/jobs/").content.decode()
+    select = html.split('name="partition"')[1].split("</select>")[0]
+    offered = re.findall(r'<option value="([^"]+)">\1</option>', select)
+    assert offered == ["cpu", "gpu"]
+    distinct = [q["sql"] for q in queries.captured_queries if "DISTINCT" in q["sql"]]
+    # Only the partition: JobRecord's default ordering would add created and id to the DISTINCT.
+    assert len(distinct) == 1
+    columns = distinct[0].split(" FROM ")[0]
+    assert '"partition"' in columns
+    assert '"created"' not in columns
+    assert '"id"' not in columns
+    assert "ORDER BY" not in distinct[0]
+
+
+# A page number is a whole number from 1; str.isdigit() also says yes to "²", which int() refuses.
+NOT_A_PAGE = ["abc", "0", "-2", "1.5", " 2", "²", "\u0661", "9" * 5000 + "x"]
+# Past the last page: 4301 digits and more are more than int() will read at all.
+PAST_THE_END = ["4", "1000000", "9" * 30, "9" * 5000]
+
+
+@pytest.mark.parametrize("raw", NOT_A_PAGE)
+def test_a_page_that_is_not_a_number_shows_page_one_with_a_sentence(client, lin, offline, raw):
+    Grant.objects.create(cluster=offline, user=lin, all_partitions=True)
+    make_jobs(lin, offline, 120)
+    client.force_login(lin)
+
+    page = client.get("/clusters/off/jobs/", {"page": raw})
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "page 1 of 3" in html
+    assert re.findall(r'<tr data-job="(\d+)">', html)[0] == "1119"
+    assert "page must be a positive whole number, not " in html
+    # The live list's feed answers like the API: a 400 that says which value it could not read.
+    feed = client.get("/clusters/off/jobs/data", {"page": raw})
+    assert feed.status_code == 400
+    error = feed.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith("page must be a positive whole number, not ")
+    assert len(error["message"]) < 120  # a long value is cut short, not echoed whole
+
+
+@pytest.mark.parametrize("raw", PAST_THE_END)
+def test_a_page_past_the_end_shows_the_last_page(client, lin, offline, raw):
+    Grant.objects.create(cluster=offline, user=lin, all_partitions=True)
+    make_jobs(lin, offline, 120)
+    client.force_login(lin)
+
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get("/clusters/off/jobs/", {"page": raw})
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "page 3 of 3" in html
+    assert re.findall(r'<tr data-job="(\d+)">', html) == [str(1000 + i) for i in reversed(range(20))]
+    assert not any("OFFSET 99" in q["sql"] for q in queries.captured_queries)
+    feed = client.get("/clusters/off/jobs/data", {"page": raw}).json()
+    assert (feed["page"], feed["pages"], len(feed["jobs"])) == (3, 3, 20)
 
 
 def test_someone_elses_job_page_is_404(client, lin, offline):

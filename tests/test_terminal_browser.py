@@ -12,7 +12,6 @@ import json
 import re
 import shlex
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -22,9 +21,6 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
-from asgiref.sync import SyncToAsync
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-from django.db import connections
 from django.test import Client
 
 from accounts.models import User
@@ -33,6 +29,7 @@ from clusters import headnode
 from terminal import live, transports
 from terminal.models import TerminalSession
 from terminal.transports.ssm import SessionManager, login_command
+from tests import live_daphne
 from tests.conftest import REPO, require
 from tests.ssm_agent import REGION, TARGET, TEST_CREDENTIALS, AgentBehaviour, AgentEmulator, StubbedSsm
 from tests.terminal_support import (
@@ -69,74 +66,6 @@ def session_cookie(person: User) -> str:
     client = Client()
     client.force_login(person)
     return client.cookies["sessionid"].value
-
-
-# ---- a live server in this process ------------------------------------------------------------------
-
-
-@contextmanager
-def live_server() -> Iterator[str]:
-    """daphne serving the real ASGI app (and static files) from a thread of this process, on a free port.
-
-    In this process, so the server uses what the test set up here (a Stubber'd SSM client, a shorter
-    minute) and writes its rows where the test reads them (even SQLite's in-memory test database).
-    Twisted runs a reactor only once, so each server gets a fresh asyncio reactor, and the process's
-    own is put back afterwards (a forked DaphneProcess installs its own anyway).
-    """
-    import twisted.internet
-    import txaio.tx
-    from twisted.internet import asyncioreactor
-
-    saved_modules = {
-        name: sys.modules.pop(name, None) for name in ("twisted.internet.reactor", "daphne.server")
-    }
-    saved_reactor = getattr(twisted.internet, "reactor", None)
-    saved_txaio_loop = txaio.tx.config.loop  # autobahn's timers find the reactor through txaio
-    loop = asyncio.new_event_loop()
-    asyncioreactor.install(loop)
-    txaio.tx.config.loop = None
-    try:
-        import daphne.server
-        from channels.testing.live import make_application
-        from daphne.endpoints import build_endpoint_description_strings
-        from twisted.internet import reactor
-
-        daphne.server.twisted_loop.close()  # made at import, unused: the reactor runs `loop`
-        server = daphne.server.Server(
-            application=make_application(static_wrapper=ASGIStaticFilesHandler),
-            endpoints=build_endpoint_description_strings(host="127.0.0.1", port=0),
-            signal_handlers=False,
-        )
-        thread = threading.Thread(target=server.run, name="daphne", daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 10
-            while not server.listening_addresses:
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError("daphne did not start listening within 10 s")
-                time.sleep(0.01)
-            yield f"http://127.0.0.1:{server.listening_addresses[0][1]}"
-        finally:
-            # No shell of the test's Linux user may outlive the server.
-            for terminal in live.running():
-                end = terminal.end("closed", "The test is over.")
-                asyncio.run_coroutine_threadsafe(end, loop).result(STEP * 2)
-            reactor.callFromThread(reactor.stop)
-            thread.join(STEP * 2)
-            # The ORM calls ran on asgiref's one shared thread; PostgreSQL would keep its connection open.
-            SyncToAsync.single_thread_executor.submit(connections.close_all).result(STEP)
-    finally:
-        for name, module in saved_modules.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-        if saved_reactor is None:
-            vars(twisted.internet).pop("reactor", None)
-        else:
-            twisted.internet.reactor = saved_reactor
-        txaio.tx.config.loop = saved_txaio_loop
-        loop.close()
 
 
 class LoopThread:
@@ -264,7 +193,7 @@ def test_a_person_types_in_the_browser_and_the_shell_answers_as_them(settings, m
     ARTIFACTS.mkdir(exist_ok=True)
 
     try:
-        with live_server() as base, terminal_browser(base, cookie) as page:
+        with live_daphne.in_this_process() as base, terminal_browser(base, cookie) as page:
             # Every terminal socket passes through here, so the test can cut one as a network would.
             tap = SocketTap()
             page.route_web_socket(re.compile(r".*/ws/clusters/.*"), tap)
@@ -387,7 +316,7 @@ def test_a_person_gets_a_shell_as_themselves_through_session_manager(settings, m
                     "ssm_manager",
                     lambda _: SessionManager(stub.client, credentials=TEST_CREDENTIALS),
                 )
-                with live_server() as base, terminal_browser(base, cookie) as page:
+                with live_daphne.in_this_process() as base, terminal_browser(base, cookie) as page:
                     tap = SocketTap()
                     page.route_web_socket(re.compile(r".*/ws/clusters/.*"), tap)
                     page.goto(f"{base}/clusters/{cluster.slug}/terminal/")
