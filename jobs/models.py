@@ -26,7 +26,9 @@ class JobRecord(models.Model):
     A row is written *before* slurmrestd is asked (with no `slurm_job_id`) so that a
     retried submit with the same Idempotency-Key finds it and never queues twice; it
     gets its job id when Slurm answers, and is deleted if Slurm refuses, so no row is
-    left half-written. `state` and `reason` are in Slurm's own words.
+    left half-written. When no usable answer comes (a timeout, a dropped connection)
+    the row stays `unconfirmed` with its reservation until the sync loop finds the job
+    by `submit_tag` or gives up. `state` and `reason` are in Slurm's own words.
     """
 
     class Origin(models.TextChoices):
@@ -82,6 +84,11 @@ class JobRecord(models.Model):
     ledger = models.CharField(max_length=8, choices=Ledger.choices, blank=True, default=Ledger.NONE)
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_digest = models.CharField(max_length=64, blank=True)
+    # Sent as the Slurm job's comment, so the job can be found when the submit's answer is lost.
+    submit_tag = models.CharField(max_length=64, blank=True)
+    # Set on a claim whose submit got no usable answer: Slurm may or may not have queued it,
+    # so its reservation is held until the sync loop finds the tagged job or gives up.
+    unconfirmed_since = models.DateTimeField(null=True, blank=True)
     # The job as the console sent it (and the directives it came from), for the detail page.
     submitted = models.JSONField(default=dict, blank=True)
 
@@ -102,7 +109,11 @@ class JobRecord(models.Model):
         ]
         indexes = [
             # The job list: one person's jobs on one cluster, newest first, filtered by state/partition.
-            models.Index(fields=["person", "cluster", "-created"], name="jobs_person_cluster_created"),
+            # With id, so the page's "-created, -id" order is read off the index instead of sorting
+            # all of the person's rows for every page (~17 ms at 10,000 jobs, bench/README.md).
+            models.Index(
+                fields=["person", "cluster", "-created", "-id"], name="jobs_person_cluster_created_id"
+            ),
             # "Has anything of mine changed since update_time?" from the live list.
             models.Index(fields=["person", "cluster", "updated"], name="jobs_person_cluster_updated"),
             models.Index(fields=["cluster", "slurm_job_id"], name="jobs_cluster_job_id"),

@@ -3,28 +3,40 @@
 The flow (DESIGN.md, "How a job submission flows"), the same for the form, the API and the CLI:
 
 1. the request is checked (types, script path under the cluster's roots);
-2. `access.policy` must let the person see the cluster at all, before a Linux account
-   is set up for them or a file is read;
+2. `access.policy.may_submit` must let the person submit there at all (a grant with a
+   partition; staff who may only look are refused here), before a Linux account is set
+   up for them or a file is read;
 3. the script is read as the person on the head node, its `#SBATCH` lines parsed and
    merged with the request (the request wins), and the final job resolved: partition,
    time limit, nodes, CPUs, GPUs, working directory (default: the script's folder);
 4. `access.policy.reserve` decides and reserves the budget in one locked transaction;
-5. a JobRecord claim is written, the job submitted as the person (`slurm_for`), then
-   the record completed, `access.ledger.attach` called and the submit audited.
+5. a JobRecord claim is written, the job submitted as the person (`slurm_for`) with the
+   claim's `submit_tag` as its Slurm comment, then the record completed,
+   `access.ledger.attach` called and the submit audited.
 
-If Slurm refuses or does not answer, the reservation is released, the claim row
-deleted and the audit says why: nothing is half-written. With an Idempotency-Key
-the claim row is unique per person, cluster and key, so a retry (even a concurrent
-one) returns the first job instead of queueing another.
+If Slurm refuses, or the request provably never reached it (connection refused), the
+reservation is released, the claim row deleted and the audit says why: nothing is
+half-written. If the request may have reached Slurm but no usable answer came back
+(a timeout, a dropped connection, a gateway's 5xx), the job may be queued: releasing
+then would let the person overrun their limits and leave a job the console only
+adopts as an outside one. So the claim stays, marked unconfirmed, with its
+reservation, and the sync loop settles it: the job carrying the tag becomes the
+claim's record, and a claim whose job Slurm does not list once the confirmation
+window has passed is released and removed (jobs.sync). With an Idempotency-Key the
+claim row is unique per person, cluster and key, so a retry (even a concurrent one)
+returns the first job instead of queueing another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import posixpath
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +61,7 @@ from clusters.slurm import (
     SlurmUnavailable,
 )
 from jobs import directives as sbatch
-from jobs import output, partitions, scripts
+from jobs import output, partitions, scripts, sync
 from jobs.models import JobRecord
 
 log = logging.getLogger("clusterra.jobs")
@@ -465,7 +477,7 @@ def submit(
         if replay is not None:
             return replay
 
-    gate = policy.decide(person, "cluster.view", cluster, http_request=request)
+    gate = policy.may_submit(person, cluster, http_request=request)
     if not gate.allowed:
         _audit_denied(person, cluster, parsed, gate, request)
         raise SubmitError(gate.message, code=gate.code, status=403, decision=gate)
@@ -478,7 +490,8 @@ def submit(
             raise SubmitError(decision.message, code=decision.code, status=403, decision=decision, plan=plan)
         return Outcome(decision, plan, None, dry_run=True)
 
-    claim = _claim(person, cluster, plan, key, digest)
+    tag = new_submit_tag()
+    claim = _claim(person, cluster, plan, key, digest, tag)
     if claim is None:
         # A concurrent request with the same key got there first.
         replay = _replay(person, cluster, key, digest)
@@ -498,27 +511,40 @@ def submit(
         _audit_denied(person, cluster, parsed, decision, request, plan=plan)
         raise SubmitError(decision.message, code=decision.code, status=403, decision=decision, plan=plan)
     reservation_id = decision.reservation_id
+    if reservation_id is not None:
+        # On the claim from now on, so a claim whose worker dies mid-submit still gives its budget back.
+        claim.reservation_id, claim.ledger = reservation_id, JobRecord.Ledger.RESERVED
+        claim.save(update_fields=["reservation_id", "ledger"])
 
     try:
         client = slurm_for(person, cluster, request=request)
-        result = client.submit(plan.spec)
+        result = client.submit(dataclasses.replace(plan.spec, comment=tag))
     except SlurmAccessRefused as e:
         _abandon(claim, reservation_id, person, cluster, plan, request, "token_refused", e.message)
         raise SubmitError(e.message, code=e.reason, status=403, decision=decision) from None
     except ProvisioningError as e:
         _abandon(claim, reservation_id, person, cluster, plan, request, f"account_{e.code}", e.message)
         raise SubmitError(e.message, code=f"account_{e.code}", status=502, decision=decision) from None
-    except (SlurmRejected, SlurmPermissionDenied, SlurmNotFound) as e:
-        message = f"Slurm refused the job: {e.message}. Nothing was queued and no budget was used."
-        _abandon(claim, reservation_id, person, cluster, plan, request, "slurm_rejected", message)
-        status = 403 if isinstance(e, SlurmPermissionDenied) else 400
-        raise SubmitError(message, code="slurm_rejected", status=status, decision=decision) from None
     except SlurmError as e:
         # For a missing answer Slurm's own summary says nothing the sentence does not; the detail does.
         why = e.message if isinstance(e, SlurmUnavailable) else str(e)
+        if e.outcome_unknown:
+            message = (
+                f"{cluster.name} did not confirm the submit ({why}), so the console cannot tell yet "
+                "whether Slurm queued the job. Your budget stays reserved for it until the console "
+                f"finds out, within {_window_words()}: if it was queued it appears in your job list, "
+                "if not the reservation is released. Check your job list before submitting it again."
+            )
+            _unconfirmed(claim, reservation_id, person, cluster, plan, request, message)
+            raise SubmitError(message, code="submit_unconfirmed", status=502, decision=decision) from None
+        if isinstance(e, (SlurmRejected, SlurmPermissionDenied, SlurmNotFound)):
+            message = f"Slurm refused the job: {e.message}. Nothing was queued and no budget was used."
+            _abandon(claim, reservation_id, person, cluster, plan, request, "slurm_rejected", message)
+            status = 403 if isinstance(e, SlurmPermissionDenied) else 400
+            raise SubmitError(message, code="slurm_rejected", status=status, decision=decision) from None
         message = (
-            f"{cluster.name} did not answer the submit ({why}). Your budget reservation was released; "
-            "if the job was queued after all, it will appear in your job list within a minute."
+            f"{cluster.name} did not answer the submit ({why}). Nothing was queued and your budget "
+            "reservation was released; try again in a few minutes."
         )
         _abandon(claim, reservation_id, person, cluster, plan, request, "cluster_unavailable", message)
         raise SubmitError(message, code="cluster_unavailable", status=502, decision=decision) from None
@@ -527,7 +553,8 @@ def submit(
         _abandon(claim, reservation_id, person, cluster, plan, request, "cluster_unavailable", message)
         raise SubmitError(message, code="cluster_unavailable", status=502, decision=decision) from None
     except BaseException:
-        _abandon(claim, reservation_id, person, cluster, plan, request, "internal_error", "unexpected error")
+        # The request may have gone out before whatever this is: only the sync loop can tell.
+        _unconfirmed(claim, reservation_id, person, cluster, plan, request, "unexpected error")
         raise
 
     _complete(claim, plan, result.job_id, reservation_id)
@@ -560,7 +587,17 @@ def submit(
     return Outcome(decision, plan, claim, warnings=result.warnings)
 
 
-def _claim(person: User, cluster: Cluster, plan: Plan, key: str, digest: str) -> JobRecord | None:
+def new_submit_tag() -> str:
+    """A tag no other submit has, short enough for Slurm's comment and telling whose it is."""
+    return f"clusterra:{uuid.uuid4().hex}"
+
+
+def _window_words() -> str:
+    minutes = max(1, math.ceil(sync.confirm_window().total_seconds() / 60))
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def _claim(person: User, cluster: Cluster, plan: Plan, key: str, digest: str, tag: str) -> JobRecord | None:
     spec = plan.spec
     try:
         with transaction.atomic():
@@ -582,6 +619,7 @@ def _claim(person: User, cluster: Cluster, plan: Plan, key: str, digest: str) ->
                 working_directory=spec.working_directory,
                 idempotency_key=key,
                 request_digest=digest,
+                submit_tag=tag,
                 submitted={
                     "job": plan.job_dict(),
                     "directives": plan.directive_list(),
@@ -634,6 +672,36 @@ def _abandon(
     )
 
 
+def _unconfirmed(
+    claim: JobRecord,
+    reservation_id: int | None,
+    person: User,
+    cluster: Cluster,
+    plan: Plan,
+    request: Any,
+    message: str,
+) -> None:
+    """Keep the claim and its reservation for the sync loop: the job may be queued under its tag."""
+    claim.unconfirmed_since = timezone.now()
+    claim.save(update_fields=["unconfirmed_since", "updated"])
+    audit(
+        "job.submit",
+        actor=person,
+        cluster=cluster,
+        target=plan.script.path,
+        outcome="error",
+        reason="submit_unconfirmed",
+        message=message,
+        request=request,
+        details={
+            "script_path": plan.script.path,
+            "reservation_id": reservation_id,
+            "submit_tag": claim.submit_tag,
+            **plan.cost_dict(),
+        },
+    )
+
+
 def _audit_denied(
     person: User,
     cluster: Cluster,
@@ -664,6 +732,14 @@ def _replay(person: User, cluster: Cluster, key: str, digest: str) -> Outcome | 
         raise SubmitError(
             "This Idempotency-Key was already used for a different request; use a new key for a new job.",
             code="idempotency_key_reused",
+            status=409,
+        )
+    if found.slurm_job_id is None and found.unconfirmed_since is not None:
+        raise SubmitError(
+            f"The submit with this Idempotency-Key got no answer from {cluster.name}; the console is "
+            f"finding out whether Slurm queued it (within {_window_words()}). Ask again then; "
+            "nothing new was queued.",
+            code="submit_unconfirmed",
             status=409,
         )
     if found.slurm_job_id is None:

@@ -9,7 +9,18 @@ Decisions:
   terminal) becomes a JobRecord with origin "outside"; its use goes to
   `ledger.record_outside_use` when it ends. A person with a console submit in flight
   (a claim row without a job id) is not searched for outside jobs in that round: the
-  job Slurm already lists may be the one the claim is about to receive.
+  job Slurm already lists may be the one the claim is about to receive. Such a person's
+  queue is always read in full (no `update_time`), so a job queued while its claim was
+  in flight cannot hide behind an "unchanged" answer.
+- **Unconfirmed submits.** A claim whose submit got no usable answer (jobs.submit) keeps
+  its reservation. The job carrying the claim's tag in its Slurm comment becomes the
+  claim's record (attached, then followed like any other); if the person's full queue
+  still lists no such job once the confirmation window has passed, the reservation is
+  released and the claim removed. The window only has to outlast a request still on its
+  way through slurmrestd: a queued job stays listed until MinJobAge after it ends, and
+  a round that cannot read the queue decides nothing. Claims left by a worker that died
+  mid-submit are resolved the same way after STALE_CLAIM, and any claim still there
+  after it (its owner's queue could not be read) is released by `release_stale_claims`.
 - **Each ledger call exactly once.** The record's `ledger` field moves
   reserved → started → settled (or → released for a job that ended before it started)
   by a compare-and-set update in the same transaction as the ledger call, so the
@@ -35,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -58,6 +70,8 @@ ADVISORY_KEY = 0x636C7573_6A6F6273 & 0x7FFFFFFFFFFFFFFF
 LOCK_ROW_SECONDS = 60
 # A claim (submit in flight) older than this belongs to a worker that died mid-submit.
 STALE_CLAIM = timedelta(minutes=10)
+# How long an unconfirmed submit's job may take to show up in its owner's queue.
+CONFIRM_WINDOW_SECONDS = 120
 # How far back update_time looks, so a change in the same second as the last poll is not missed.
 UPDATE_TIME_MARGIN = 2
 SACCT_TIMEOUT = 20.0
@@ -78,14 +92,22 @@ class Report:
     settled: int = 0
     released: int = 0
     recorded: int = 0
+    confirmed: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"{self.people} people polled ({self.unchanged} unchanged), {self.updated} jobs updated, "
             f"{self.created} seen outside the console, {self.started} started, {self.settled} settled, "
-            f"{self.released} released, {self.recorded} outside uses recorded, {len(self.errors)} errors"
+            f"{self.released} released, {self.recorded} outside uses recorded, "
+            f"{self.confirmed} unanswered submits confirmed, {len(self.errors)} errors"
         )
+
+
+def confirm_window() -> timedelta:
+    """How long an unconfirmed submit waits for its job to appear before its reservation is released."""
+    seconds = getattr(settings, "CLUSTERRA_SUBMIT_CONFIRM_SECONDS", CONFIRM_WINDOW_SECONDS)
+    return timedelta(seconds=float(seconds))
 
 
 # --- applying what Slurm says to a record ------------------------------------------------------
@@ -241,9 +263,10 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
         return
     key = (cluster.pk, name)
     asked = int(time.time()) - UPDATE_TIME_MARGIN
+    claimed = JobRecord.objects.filter(cluster=cluster, person=person, slurm_job_id__isnull=True).exists()
     try:
         client = slurm_for(person, cluster, provision=False)
-        listing = client.jobs(update_time=_last_poll.get(key))
+        listing = client.jobs(update_time=None if claimed else _last_poll.get(key))
     except (SlurmError, SlurmAccessRefused, tokens.TokenRefused, tokens.KeyUnavailable) as e:
         report.errors.append(f"{cluster.slug}/{name}: {e}")
         log.warning("sync: %s on %s: %s", name, cluster.slug, e)
@@ -255,6 +278,8 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
         _last_poll[key] = listing.last_update or asked
         return
     mine = [j for j in listing.jobs if not j.user_name or j.user_name == name]
+    if claimed:
+        _resolve_claims(cluster, person, mine, report)
     # A job older than the account is not theirs to be charged for: it ran before the console
     # knew them (a Linux user made by hand), or under an earlier holder of the UID.
     since = row.user_created_at
@@ -283,6 +308,86 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
     # slurmctld's own clock when it says (v0.0.40+), so a clock difference cannot hide a change.
     _last_poll[key] = listing.last_update or asked
     _forgotten(cluster, name, ids, report, client)
+
+
+def _resolve_claims(cluster: Cluster, person, mine: list[Job], report: Report) -> None:
+    """Unconfirmed (or abandoned) claims against the person's full queue: confirm by tag, or give up."""
+    now = timezone.now()
+    tagged = {j.comment: j for j in mine if j.comment}
+    claims = JobRecord.objects.filter(cluster=cluster, person=person, slurm_job_id__isnull=True).exclude(
+        submit_tag=""
+    )
+    for claim in claims:
+        if claim.unconfirmed_since is None and claim.created > now - STALE_CLAIM:
+            continue  # in flight: its worker records the answer
+        try:
+            job = tagged.get(claim.submit_tag)
+            if job is not None:
+                _confirm(claim, job, report)
+            elif (claim.unconfirmed_since or claim.created) < now - confirm_window():
+                _give_up(claim, report)
+        except Exception as e:  # one bad claim must not stop the round
+            log.exception("sync: claim %s on %s", claim.pk, cluster.slug)
+            report.errors.append(f"{cluster.slug}/claim {claim.pk}: {type(e).__name__}: {e}")
+
+
+def _confirm(claim: JobRecord, job: Job, report: Report) -> None:
+    """The job of an unanswered submit is in the queue: it becomes the claim's record, its budget attached."""
+    with transaction.atomic():
+        taken = JobRecord.objects.filter(pk=claim.pk, slurm_job_id__isnull=True).update(
+            slurm_job_id=job.job_id, unconfirmed_since=None, updated=timezone.now()
+        )
+        if not taken:
+            return
+        if claim.reservation_id is not None:
+            ledger.attach(claim.reservation_id, job.job_id)
+    claim.refresh_from_db()
+    audit(
+        "job.submit",
+        actor=claim.person,
+        cluster=claim.cluster,
+        target=f"job {job.job_id}",
+        message=(
+            f"Job {job.job_id} ({job.name or 'no name'}) was queued on {job.partition} as "
+            f"{claim.posix_user}; its submit got no answer, and the sync loop found it by its tag."
+        ),
+        details={
+            "job_id": job.job_id,
+            "script_path": claim.script_path,
+            "reservation_id": claim.reservation_id,
+            "submit_tag": claim.submit_tag,
+            "confirmed_by": "sync",
+        },
+    )
+    report.confirmed += 1
+    apply(claim, job, report)
+
+
+def _give_up(claim: JobRecord, report: Report) -> None:
+    """The unanswered submit's job is not in the queue after the window: nothing was queued."""
+    rid = claim.reservation_id
+    with transaction.atomic():
+        # Locked and re-read, so a submit that just finished in another worker is not undone.
+        fresh = JobRecord.objects.select_for_update().filter(pk=claim.pk, slurm_job_id__isnull=True).first()
+        if fresh is None:
+            return
+        if rid is not None:
+            ledger.release(rid, "the submit got no answer and Slurm never listed the job")
+        fresh.delete()
+    audit(
+        "job.submit",
+        actor=claim.person,
+        cluster=claim.cluster,
+        target=claim.script_path,
+        outcome="error",
+        reason="not_queued",
+        message=(
+            f"The submit of {claim.script_path} that got no answer was not queued: {claim.cluster.name} "
+            "never listed the job, so its budget reservation was released."
+        ),
+        details={"script_path": claim.script_path, "reservation_id": rid, "submit_tag": claim.submit_tag},
+    )
+    report.released += 1
 
 
 def _before(job: Job, since: datetime | None) -> bool:
@@ -390,9 +495,12 @@ def _sacct_time(value: str) -> datetime | None:
 
 
 def release_stale_claims(report: Report) -> None:
-    """Claims whose worker died between reserving and recording: give their budget back."""
+    """Claims no round could settle within STALE_CLAIM (a dead worker's, or one whose owner's queue
+    could not be read): give their budget back. A job of theirs that shows up later is adopted."""
     cutoff = timezone.now() - STALE_CLAIM
-    for claim in JobRecord.objects.filter(slurm_job_id__isnull=True, created__lt=cutoff):
+    for claim in JobRecord.objects.filter(slurm_job_id__isnull=True, created__lt=cutoff).select_related(
+        "cluster", "person"
+    ):
         rid = claim.reservation_id
         if rid is not None:
             try:
@@ -401,13 +509,25 @@ def release_stale_claims(report: Report) -> None:
                 report.errors.append(f"release reservation {rid}: {e}")
                 continue
         claim.delete()
+        audit(
+            "job.submit",
+            actor=claim.person,
+            cluster=claim.cluster,
+            target=claim.script_path,
+            outcome="error",
+            reason="submit_abandoned",
+            message=(
+                f"The submit of {claim.script_path} never completed; its budget reservation was released "
+                f"after {int(STALE_CLAIM.total_seconds() // 60)} minutes."
+            ),
+            details={"script_path": claim.script_path, "reservation_id": rid, "submit_tag": claim.submit_tag},
+        )
         report.released += 1
 
 
 def sync_once() -> Report:
     """One round over every cluster and every person with a ready account there."""
     report = Report()
-    release_stale_claims(report)
     rows = (
         ClusterAccount.objects.filter(
             state=ClusterAccount.State.READY, cluster__enabled=True, account__user__is_active=True
@@ -417,6 +537,8 @@ def sync_once() -> Report:
     )
     for row in rows:
         sync_account(row, report)
+    # After the queues: a claim whose owner's queue was read has been matched by its tag or given up.
+    release_stale_claims(report)
     return report
 
 

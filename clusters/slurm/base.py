@@ -157,7 +157,10 @@ class Adapter(ABC):
             if response.errors:
                 raise error_for(response.status, response.errors)
             raise SlurmProtocolError(
-                "the submit answer has no job id and no error", response.status, said_by_slurm=False
+                "the submit answer has no job id and no error",
+                response.status,
+                said_by_slurm=False,
+                outcome_unknown=True,
             )
         warnings = list(response.error_sentences()) + list(response.warnings)
         return SubmitResult(job_id=job_id, warnings=tuple(dict.fromkeys(warnings)), user_message=user_message)
@@ -178,6 +181,7 @@ class Adapter(ABC):
         return Job(
             job_id=number(raw.get("job_id")) or 0,
             name=text(raw.get("name")),
+            comment=text(raw.get("comment")),
             user_name=text(raw.get("user_name")),
             user_id=number(raw.get("user_id")),
             account=text(raw.get("account")),

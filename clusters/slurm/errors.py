@@ -24,6 +24,10 @@ ESLURM_AUTH_ERRORS = range(6000, 6100)
 ESLURM_DB_CONNECTION = 7000
 ESLURM_REST_FAIL_PARSING = 9001
 ESLURM_REST_EMPTY_RESULT = 9003  # "Nothing found": an empty answer, not a failure
+# Failures after slurmctld may already have received the request: the receive side of an RPC
+# (1003, 1802), a reply cut short or never read (5000, 5001, 5003) and a socket timeout (5004).
+# A connect or send failure (1001, 1800, 1801) means slurmctld never saw it.
+ANSWER_LOST_ERRORS = frozenset({1003, 1802, 5000, 5001, 5003, 5004})
 
 # Errno -1 with these words is all 22.05 says when a read RPC failed for any reason.
 UNSPECIFIED = "unspecified error"
@@ -121,6 +125,7 @@ class SlurmError(Exception):
         errors: tuple[SlurmErrorItem, ...] = (),
         *,
         said_by_slurm: bool | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -128,6 +133,9 @@ class SlurmError(Exception):
         self.errors = tuple(errors)
         # Words from an answer are Slurm's; words about a missing or garbled answer are ours.
         self.said_by_slurm = (bool(errors) or status is not None) if said_by_slurm is None else said_by_slurm
+        # True when the request may have been carried out although no usable answer came back
+        # (a timeout after sending, a dropped connection, a gateway's 5xx): a submit may be queued.
+        self.outcome_unknown = outcome_unknown
 
     @property
     def codes(self) -> tuple[int, ...]:
@@ -201,8 +209,17 @@ def error_for(
     """The typed error for one failed answer: codes first, then the HTTP status, then the body's shape.
 
     `elapsed` (seconds the answer took) separates a refused token from an unreachable
-    slurmctld where 22.05 gives both the same body.
+    slurmctld where 22.05 gives both the same body. A 5xx is `outcome_unknown` when
+    Slurm's own words do not say the request failed before slurmctld had it: a body that
+    is not slurmrestd's (a proxy or load balancer may have forwarded the request before
+    it gave up) or one of the ANSWER_LOST_ERRORS.
     """
+    error = _classify(status, items, text, elapsed)
+    error.outcome_unknown = status >= 500 and (not items or _has((i.code for i in items), ANSWER_LOST_ERRORS))
+    return error
+
+
+def _classify(status: int, items: tuple[SlurmErrorItem, ...], text: str, elapsed: float | None) -> SlurmError:
     best = most_specific(items)
     message = best.sentence() if best else text.strip()
     codes = [i.code for i in items]

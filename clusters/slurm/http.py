@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 
 from clusters.slurm.errors import (
     ESLURM_REST_EMPTY_RESULT,
@@ -163,17 +165,29 @@ class Transport:
             except requests.Timeout as e:
                 self._log(method, path, "timeout", started)
                 raise SlurmUnavailable(
-                    f"no answer from {self.base_url} within {self._timeout_words(e)}", None
+                    f"no answer from {self.base_url} within {self._timeout_words(e)}",
+                    None,
+                    outcome_unknown=not isinstance(e, requests.ConnectTimeout),
                 ) from e
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
                 self._log(method, path, "connection error", started)
                 if attempt < attempts:
+                    # A pooled keep-alive connection can die with the slurmrestd that held it
+                    # (a restart); the retry goes out on a new one.
                     log.info("retrying %s %s once after a connection error", method, path)
                     continue
+                if _maybe_sent(e):
+                    raise SlurmUnavailable(
+                        f"the connection to {self.base_url} broke before an answer came ({_reason(e)})",
+                        None,
+                        outcome_unknown=True,
+                    ) from e
                 raise SlurmUnavailable(f"cannot reach {self.base_url} ({_reason(e)})", None) from e
             except requests.RequestException as e:
                 self._log(method, path, "failed", started)
-                raise SlurmUnavailable(f"request to {self.base_url} failed ({_reason(e)})", None) from e
+                raise SlurmUnavailable(
+                    f"request to {self.base_url} failed ({_reason(e)})", None, outcome_unknown=_maybe_sent(e)
+                ) from e
             self._log(method, path, response.status_code, started)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -201,7 +215,7 @@ class Transport:
                     data = json.loads(raw)
                 except ValueError:
                     data = None
-        body_text = "" if data is not None else raw.decode("utf-8", "replace").strip()[:MAX_TEXT_IN_ERROR]
+        body_text = "" if data is not None else _plain(raw.decode("utf-8", "replace"))[:MAX_TEXT_IN_ERROR]
         errors: tuple[SlurmErrorItem, ...] = ()
         warnings: tuple[str, ...] = ()
         if isinstance(data, Mapping):
@@ -211,19 +225,45 @@ class Transport:
             warnings = _warnings(data.get("warnings"))
         if status >= 300:
             raise error_for(status, errors, body_text, elapsed=response.elapsed.total_seconds())
+        # A success status with a body the console cannot read: whatever was asked may have been done.
         if data is None:
             if not raw.strip():
                 return SlurmResponse(status, {}, (), ())
             raise SlurmProtocolError(
-                f"{method} {path} answered HTTP {status} with {body_text!r}", status, said_by_slurm=False
+                f"{method} {path} answered HTTP {status} with {body_text!r}",
+                status,
+                said_by_slurm=False,
+                outcome_unknown=True,
             )
         if not isinstance(data, Mapping):
             raise SlurmProtocolError(
                 f"{method} {path} answered HTTP {status} with a JSON {type(data).__name__}",
                 status,
                 said_by_slurm=False,
+                outcome_unknown=True,
             )
         return SlurmResponse(status, data, errors, warnings)
+
+
+def _plain(body: str) -> str:
+    """A proxy's HTML error page as the words a person would read on it."""
+    if body.lstrip()[:1] == "<":
+        body = re.sub(r"<[^>]*>", " ", body)
+    return " ".join(body.split())
+
+
+def _maybe_sent(error: requests.RequestException) -> bool:
+    """Whether the request may have reached slurmrestd: only a failure to connect proves it did not."""
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    if isinstance(error, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
+        return False
+    if isinstance(error, requests.exceptions.MissingSchema):
+        return False
+    inner: BaseException | None = error.args[0] if error.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError):
+        inner = inner.reason
+    return not isinstance(inner, urllib3.exceptions.NewConnectionError)
 
 
 def _reason(error: Exception) -> str:

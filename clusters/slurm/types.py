@@ -36,6 +36,9 @@ class JobSpec:
     qos: str | None = None
     array: str | None = None
     get_user_environment: bool = False
+    # Slurm keeps it with the job and lists it back, so a caller can find a job whose submit
+    # answer was lost; the console puts its own tag here (#SBATCH --comment is refused).
+    comment: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("time_limit", "nodes", "ntasks", "cpus_per_task", "memory_per_node"):
@@ -74,6 +77,7 @@ class Job:
 
     job_id: int
     name: str = ""
+    comment: str = ""
     user_name: str = ""
     user_id: int | None = None
     account: str = ""

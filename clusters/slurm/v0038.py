@@ -50,6 +50,7 @@ class V0038Adapter(Adapter):
             "account": spec.account,
             "qos": spec.qos,
             "array": spec.array,
+            "comment": spec.comment,
         }
         job.update({k: v for k, v in optional.items() if v is not None})
         if spec.nodes or spec.gpus:

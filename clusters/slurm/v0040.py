@@ -67,6 +67,7 @@ class V0040Adapter(Adapter):
             "account": spec.account,
             "qos": spec.qos,
             "array": spec.array,
+            "comment": spec.comment,
         }
         job.update({k: v for k, v in optional.items() if v is not None})
         if spec.time_limit is not None:
