@@ -95,6 +95,12 @@ class Report:
     confirmed: int = 0
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def eventful(self) -> bool:
+        """Whether the round changed anything or met an error (a quiet round is not worth a log line)."""
+        changes = (self.updated, self.created, self.started, self.settled, self.released, self.recorded)
+        return any(changes) or bool(self.confirmed or self.errors)
+
     def summary(self) -> str:
         return (
             f"{self.people} people polled ({self.unchanged} unchanged), {self.updated} jobs updated, "
@@ -630,20 +636,29 @@ def _free_or_mine(holder: str, now: datetime) -> Q:
     return Q(holder="") | Q(holder=holder) | Q(expires__isnull=True) | Q(expires__lt=now)
 
 
+# An idle loop writes one line in this many rounds (10 minutes at the default 10 s interval).
+QUIET_NOTE_ROUNDS = 60
+
+
 def run_forever(interval: float, *, stdout=None, rounds: int | None = None) -> None:
     """Poll every `interval` seconds while holding the lock; wait as a standby while another loop does."""
     lock = SingleInstance(holder_name())
     waiting_said = False
     done = 0
+    quiet = 0
     try:
         while rounds is None or done < rounds:
             started = time.monotonic()
             if lock.refresh():
                 waiting_said = False
                 report = sync_once()
-                if stdout is not None:
-                    stdout.write(f"{timezone.now():%H:%M:%S} {report.summary()}\n")
                 done += 1
+                # A line per round that did something; an idle loop says so once every QUIET_NOTE_ROUNDS
+                # rounds instead of every few seconds, so the demo's console log stays readable.
+                quiet = 0 if report.eventful else quiet + 1
+                if stdout is not None and (quiet == 0 or quiet % QUIET_NOTE_ROUNDS == 1):
+                    note = "" if quiet <= 1 else f" (the last {quiet - 1} rounds changed nothing)"
+                    stdout.write(f"{timezone.now():%H:%M:%S} {report.summary()}{note}\n")
             elif not waiting_said and stdout is not None:
                 stdout.write("Another sync_jobs loop is active; waiting as a standby.\n")
                 waiting_said = True

@@ -175,12 +175,16 @@ def test_a_lock_holder_whose_connection_ends_frees_the_lock_even_through_the_poo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_loop_runs_rounds_while_it_holds_the_lock_and_lets_go_after():
+def test_the_loop_runs_rounds_while_it_holds_the_lock_and_lets_go_after(monkeypatch):
+    monkeypatch.setattr(sync, "QUIET_NOTE_ROUNDS", 3)
     out = io.StringIO()
-    sync.run_forever(0.01, stdout=out, rounds=2)
+    sync.run_forever(0.01, stdout=out, rounds=7)
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2
+    # Nothing to sync: the first quiet round says so, then one line in every QUIET_NOTE_ROUNDS.
+    assert len(lines) == 3, lines
     assert all("people polled" in line for line in lines)
+    assert lines[0].endswith("0 errors")
+    assert lines[1].endswith("(the last 3 rounds changed nothing)")
     assert in_thread(lambda: sync.SingleInstance("after").acquire()) is True
 
 
