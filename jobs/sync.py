@@ -371,26 +371,43 @@ def _confirm(claim: JobRecord, job: Job, report: Report) -> None:
 
 def _give_up(claim: JobRecord, report: Report) -> None:
     """The unanswered submit's job is not in the queue after the window: nothing was queued."""
+    _drop_claim(
+        claim,
+        report,
+        release_note="the submit got no answer and Slurm never listed the job",
+        reason="not_queued",
+        message=(
+            f"The submit of {claim.script_path} that got no answer was not queued: {claim.cluster.name} "
+            "never listed the job, so its budget reservation was released."
+        ),
+    )
+
+
+def _drop_claim(claim: JobRecord, report: Report, *, release_note: str, reason: str, message: str) -> None:
+    """Remove a claim that never became a job, give its budget back and say why in the audit log."""
     rid = claim.reservation_id
-    with transaction.atomic():
-        # Locked and re-read, so a submit that just finished in another worker is not undone.
-        fresh = JobRecord.objects.select_for_update().filter(pk=claim.pk, slurm_job_id__isnull=True).first()
-        if fresh is None:
-            return
-        if rid is not None:
-            ledger.release(rid, "the submit got no answer and Slurm never listed the job")
-        fresh.delete()
+    try:
+        with transaction.atomic():
+            # Locked and re-read, so a submit that just finished in another worker is not undone.
+            fresh = (
+                JobRecord.objects.select_for_update().filter(pk=claim.pk, slurm_job_id__isnull=True).first()
+            )
+            if fresh is None:
+                return
+            if rid is not None:
+                ledger.release(rid, release_note)
+            fresh.delete()
+    except Exception as e:
+        report.errors.append(f"release reservation {rid} of claim {claim.pk}: {e}")
+        return
     audit(
         "job.submit",
         actor=claim.person,
         cluster=claim.cluster,
         target=claim.script_path,
         outcome="error",
-        reason="not_queued",
-        message=(
-            f"The submit of {claim.script_path} that got no answer was not queued: {claim.cluster.name} "
-            "never listed the job, so its budget reservation was released."
-        ),
+        reason=reason,
+        message=message,
         details={"script_path": claim.script_path, "reservation_id": rid, "submit_tag": claim.submit_tag},
     )
     report.released += 1
@@ -507,28 +524,16 @@ def release_stale_claims(report: Report) -> None:
     for claim in JobRecord.objects.filter(slurm_job_id__isnull=True, created__lt=cutoff).select_related(
         "cluster", "person"
     ):
-        rid = claim.reservation_id
-        if rid is not None:
-            try:
-                ledger.release(rid, "the submit never completed")
-            except Exception as e:
-                report.errors.append(f"release reservation {rid}: {e}")
-                continue
-        claim.delete()
-        audit(
-            "job.submit",
-            actor=claim.person,
-            cluster=claim.cluster,
-            target=claim.script_path,
-            outcome="error",
+        _drop_claim(
+            claim,
+            report,
+            release_note="the submit never completed",
             reason="submit_abandoned",
             message=(
                 f"The submit of {claim.script_path} never completed; its budget reservation was released "
                 f"after {int(STALE_CLAIM.total_seconds() // 60)} minutes."
             ),
-            details={"script_path": claim.script_path, "reservation_id": rid, "submit_tag": claim.submit_tag},
         )
-        report.released += 1
 
 
 def sync_once() -> Report:
