@@ -18,21 +18,16 @@ from accounts import posix, provisioning
 from accounts.models import ClusterAccount, User
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.models import AuditEvent
-from clusters import headnode, tokens
+from clusters import tokens
 from clusters.headnode import Result as R
 from clusters.models import Cluster
 from clusters.slurm import JobSpec
 from tests.conftest import require
-from tests.fake_headnode import FakeHeadNode, ct_email, free_uid_block, remove_linux_user
+from tests.fake_headnode import ct_email, free_uid_block, remove_linux_user
+
+pytest_plugins = ["tests.headnode_fixtures"]
 
 State = ClusterAccount.State
-
-
-@pytest.fixture
-def fake(monkeypatch) -> FakeHeadNode:
-    node = FakeHeadNode()
-    monkeypatch.setattr(headnode, "run", node)
-    return node
 
 
 @pytest.fixture

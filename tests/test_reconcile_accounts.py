@@ -11,18 +11,11 @@ from django.utils import timezone
 
 from accounts import offboarding, posix, provisioning
 from accounts.models import ClusterAccount, User
-from clusters import headnode
 from clusters.models import Cluster
-from tests.fake_headnode import FakeHeadNode
+
+pytest_plugins = ["tests.headnode_fixtures"]
 
 State = ClusterAccount.State
-
-
-@pytest.fixture
-def fake(monkeypatch) -> FakeHeadNode:
-    node = FakeHeadNode()
-    monkeypatch.setattr(headnode, "run", node)
-    return node
 
 
 @pytest.fixture

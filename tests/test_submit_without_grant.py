@@ -10,19 +10,12 @@ from access.models import Grant, Usage
 from accounts import api_tokens
 from accounts.models import ClusterAccount, PosixAccount, User
 from audit.models import AuditEvent
-from clusters import headnode
 from clusters.models import Cluster
 from jobs.models import JobRecord
-from tests.fake_headnode import FakeHeadNode
+
+pytest_plugins = ["tests.headnode_fixtures"]
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def fake(monkeypatch) -> FakeHeadNode:
-    node = FakeHeadNode()
-    monkeypatch.setattr(headnode, "run", node)
-    return node
 
 
 @pytest.fixture
