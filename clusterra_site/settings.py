@@ -204,6 +204,14 @@ CLUSTERRA_DEMO_CPU_HOURS_PER_DAY = float(os.environ.get("CLUSTERRA_DEMO_CPU_HOUR
 # How long the console waits for slurmrestd; a slow cluster must not hold a web worker forever.
 SLURM_CONNECT_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_CONNECT_TIMEOUT", "5"))
 SLURM_READ_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_READ_TIMEOUT", "30"))
+# A submit whose answer was lost keeps its budget reservation this long while the sync loop looks for
+# its job by tag (jobs/sync.py); then it is released. Longer than a few sync rounds (10 s each).
+CLUSTERRA_SUBMIT_CONFIRM_SECONDS = env.integer("CLUSTERRA_SUBMIT_CONFIRM_SECONDS", 120)
+if CLUSTERRA_SUBMIT_CONFIRM_SECONDS < 30:
+    raise env.ConfigError(
+        f"CLUSTERRA_SUBMIT_CONFIRM_SECONDS={CLUSTERRA_SUBMIT_CONFIRM_SECONDS} must be at least 30: a shorter "
+        "window would release the budget of a job Slurm queued before a sync round could see it"
+    )
 
 LOGGING = {
     "version": 1,

@@ -347,3 +347,26 @@ def test_the_raw_api_token_is_nowhere_in_the_database(django_db_blocker):
     row = ApiToken.objects.get(user=person)
     assert row.digest == api_tokens.digest(raw)
     assert row.prefix == raw[: api_tokens.VISIBLE_CHARS]
+
+
+@pytest.mark.parametrize(("value", "starts"), [("600", True), ("5", False), ("soon", False)])
+def test_the_submit_confirmation_window_comes_from_the_environment(tmp_path, value, starts):
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.CLUSTERRA_SUBMIT_CONFIRM_SECONDS)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=production_env(tmp_path, CLUSTERRA_SUBMIT_CONFIRM_SECONDS=value),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if starts:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == value
+    else:
+        # The console refuses to start, naming the setting, rather than release budgets of queued jobs.
+        assert done.returncode != 0
+        assert "CLUSTERRA_SUBMIT_CONFIRM_SECONDS" in done.stderr
