@@ -21,7 +21,17 @@ class GrantAdmin(AuditedModelAdmin):
     list_filter = ["cluster", "terminal", "all_partitions"]
     search_fields = ["group__name", "user__username", "user__email", "partitions", "note"]
     autocomplete_fields = ["group", "user"]
-    fields = ["cluster", "group", "user", "all_partitions", "partitions", "terminal", "note"]
+    fields = [
+        "cluster",
+        "group",
+        "user",
+        "all_partitions",
+        "partitions",
+        "accounts",
+        "qos",
+        "terminal",
+        "note",
+    ]
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).select_related("cluster", "group", "user")
@@ -76,7 +86,15 @@ class QuotaAdmin(AuditedModelAdmin):
         ("Jobs at once", {"fields": ["max_running_jobs", "max_queued_jobs"]}),
         (
             "Per job",
-            {"fields": ["max_nodes_per_job", "max_cpus_per_job", "max_gpus_per_job", "max_walltime"]},
+            {
+                "fields": [
+                    "max_nodes_per_job",
+                    "max_cpus_per_job",
+                    "max_gpus_per_job",
+                    "max_memory_per_job",
+                    "max_walltime",
+                ]
+            },
         ),
         ("Now", {"fields": ["current_use", "open_reservations"]}),
     ]

@@ -9,4 +9,5 @@ class AccessConfig(AppConfig):
 
     def ready(self) -> None:
         # The demo's receivers must listen before the first person joins (accounts.demo sends).
-        from access import demo  # noqa: F401
+        # Grants, quotas, groups and people changing publish the policy to enforcing head nodes.
+        from access import demo, receivers  # noqa: F401

@@ -75,6 +75,17 @@ class Grant(HeldByGroupOrPerson):
         blank=True, help_text="Partition names, separated by commas or spaces (ignored with all partitions)."
     )
     terminal = models.BooleanField("browser terminal allowed", default=False)
+    accounts = models.TextField(
+        "Slurm accounts",
+        blank=True,
+        help_text="Accounts jobs may be charged to besides the cluster's default account, "
+        "separated by commas or spaces.",
+    )
+    qos = models.TextField(
+        "QOS",
+        blank=True,
+        help_text="QOS jobs may name, separated by commas or spaces. Empty: only the default QOS.",
+    )
 
     class Meta:
         ordering = ["cluster", "group__name", "user__username"]
@@ -93,13 +104,30 @@ class Grant(HeldByGroupOrPerson):
 
     @property
     def partition_names(self) -> list[str]:
-        return [p for p in re.split(r"[\s,]+", self.partitions) if p]
+        return _words(self.partitions)
+
+    @property
+    def account_names(self) -> list[str]:
+        return _words(self.accounts)
+
+    @property
+    def qos_names(self) -> list[str]:
+        return _words(self.qos)
 
     def clean(self) -> None:
         super().clean()
-        bad = [p for p in self.partition_names if not PARTITION_NAME.match(p)]
-        if bad:
-            raise ValidationError({"partitions": f"Not a partition name: {', '.join(bad)}."})
+        for name, words, kind in (
+            ("partitions", self.partition_names, "partition"),
+            ("accounts", self.account_names, "Slurm account"),
+            ("qos", self.qos_names, "QOS"),
+        ):
+            bad = [p for p in words if not PARTITION_NAME.match(p)]
+            if bad:
+                raise ValidationError({name: f"Not a {kind} name: {', '.join(bad)}."})
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[\s,]+", text) if w]
 
 
 class Quota(HeldByGroupOrPerson):
@@ -128,6 +156,7 @@ class Quota(HeldByGroupOrPerson):
         "max_nodes_per_job",
         "max_cpus_per_job",
         "max_gpus_per_job",
+        "max_memory_per_job",
         "max_walltime",
         "note",
     )
@@ -149,6 +178,12 @@ class Quota(HeldByGroupOrPerson):
     max_nodes_per_job = models.PositiveIntegerField(null=True, blank=True)
     max_cpus_per_job = models.PositiveIntegerField("max CPUs per job", null=True, blank=True)
     max_gpus_per_job = models.PositiveIntegerField("max GPUs per job", null=True, blank=True)
+    max_memory_per_job = models.PositiveIntegerField(
+        "max memory per job (MB)",
+        null=True,
+        blank=True,
+        help_text="The job's whole memory: --mem times its nodes, or --mem-per-cpu times its CPUs.",
+    )
     max_walltime = models.PositiveIntegerField("max walltime (minutes)", null=True, blank=True)
 
     class Meta:
@@ -330,3 +365,28 @@ class Usage(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in self.OPEN
+
+
+class Publication(models.Model):
+    """The policy snapshot last published to a cluster's head node, for its job_submit plugin.
+
+    `version` moves only when the rules or the settled use change; `generated_at` moves with
+    every publish, so the plugin can tell a console that stopped publishing (max age).
+    """
+
+    cluster = models.OneToOneField(Cluster, on_delete=models.CASCADE, related_name="+")
+    version = models.PositiveIntegerField(default=0)
+    digest = models.CharField(max_length=64, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    people = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why the last publish failed; empty when it worked.")
+    # Use settled by the sync loop up to here; jobs that ended later are counted by the plugin.
+    settled_through = models.DateTimeField(null=True, blank=True)
+    # How far the sync loop has read the plugin's refusal log (bytes).
+    refusals_read = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "policy publication"
+
+    def __str__(self) -> str:
+        return f"policy v{self.version} on {self.cluster.slug}"

@@ -10,11 +10,16 @@ Checks run in a stable order and the first failure wins:
    (`cluster_disabled`; staff may still view a disabled cluster and its jobs);
 2. for one job (`job.view`, `job.cancel` with `job_owner`): it is theirs (`not_your_job`);
 3. a grant on the cluster (`no_grant`), then what the action needs from it:
-   the terminal (`terminal_not_granted`) or the job's partition (`partition_not_granted`);
+   the terminal (`terminal_not_granted`) or the job's partition (`partition_not_granted`),
+   then its Slurm account and QOS (`account_not_granted`);
 4. for a submission, every applicable quota (the person's own first, then their
-   groups' by name; see access.quota), limit by limit: nodes, CPUs and GPUs per job,
-   a time limit where one is needed (`walltime_required`), walltime, running jobs,
+   groups' by name; see access.quota), limit by limit: nodes, CPUs, GPUs and memory per
+   job, a time limit where one is needed (`walltime_required`), walltime, running jobs,
    queued jobs, GPU-hour budget, CPU-hour budget.
+
+The grants are read through access.compiled, the form the head node's job_submit plugin
+(access/slurm/job_submit.lua) gets too: the plugin applies these checks, in this order and
+with these sentences, to every job Slurm is asked to queue, whoever asks.
 
 Staff may view every cluster and every job, but cancel only their own jobs, like
 anyone else: the console cancels with a Slurm token minted for the person acting, so
@@ -38,6 +43,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from access import ledger
+from access.compiled import Access, access_of
 from access.models import Grant
 from access.quota import QuotaStatus, applicable_quotas, held_by, quota_status, status_of
 from audit.log import record
@@ -50,6 +56,7 @@ __all__ = [
     "QuotaStatus",
     "Resources",
     "decide",
+    "grant_problem",
     "granted_partitions",
     "may_submit",
     "quota_status",
@@ -72,10 +79,13 @@ class Resources:
     cpus: int = 1  # total CPUs of the job (nodes x ntasks x cpus-per-task)
     gpus: int = 0  # total GPUs of the job
     time_limit: int = 0  # minutes of walltime; 0 = none given
+    memory_mb: int = 0  # the job's whole memory; 0 = not given (Slurm's default applies)
+    account: str = ""  # "" = the person's default account
+    qos: str = ""  # "" = the default QOS
 
     def __post_init__(self) -> None:
         # A negative count would turn into negative hours and hand budget back.
-        for name, least in (("nodes", 1), ("cpus", 1), ("gpus", 0), ("time_limit", 0)):
+        for name, least in (("nodes", 1), ("cpus", 1), ("gpus", 0), ("time_limit", 0), ("memory_mb", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name} must be a whole number of at least {least}, not {value!r}")
@@ -164,6 +174,27 @@ def reserve(
     return decision
 
 
+def grant_problem(person: Any, cluster: Cluster, partition: str, account: str = "", qos: str = "") -> str:
+    """Why a job already in Slurm may no longer be there under the person's grants; "" if it may.
+
+    For the sync loop, which cancels what the policy stopped allowing (a grant withdrawn while the
+    job waited, or a job that got past the plugin some other way). Not audited: the cancel is.
+    Quotas are not re-checked: a job queued within its limits keeps its place when they shrink.
+    """
+    if not _is_active(person):
+        return f"{person.get_username()} is deactivated."
+    grants = _grants(cluster, held_by(person))
+    if not grants:
+        return f"You have no access to {cluster.name}; ask an administrator for a grant."
+    granted = access_of(grants, cluster)
+    for name in [p for p in partition.split(",") if p] or [""]:
+        request = Resources(partition=name, account=account, qos=qos)
+        problem = _partition_problem(granted, request, cluster) or _account_problem(granted, request, cluster)
+        if problem:
+            return problem
+    return ""
+
+
 def granted_partitions(person: Any, cluster: Cluster, known: list[str] | None = None) -> list[str]:
     """The partitions the person may submit to on the cluster, sorted.
 
@@ -173,10 +204,10 @@ def granted_partitions(person: Any, cluster: Cluster, known: list[str] | None = 
     """
     if not _is_active(person):
         return []
-    grants = _grants(cluster, held_by(person))
-    if any(g.all_partitions for g in grants):
+    granted = access_of(_grants(cluster, held_by(person)), cluster)
+    if granted.all_partitions:
         return sorted(known) if known is not None else [ALL_PARTITIONS]
-    names = sorted({name for g in grants for name in g.partition_names})
+    names = list(granted.partitions)
     return names if known is None else [n for n in names if n in set(known)]
 
 
@@ -231,6 +262,7 @@ def _decide(
     # The person's groups are read once for both the grants and the quotas.
     held = held_by(person)
     grants = _grants(cluster, held)
+    granted = access_of(grants, cluster)
     if action in ("cluster.view", "job.view"):
         if grants:
             words = "use" if action == "cluster.view" else "view your jobs on"
@@ -243,7 +275,7 @@ def _decide(
         )
 
     if action == "terminal.open":
-        if not any(g.terminal for g in grants):
+        if not granted.terminal:
             return _deny(
                 "terminal_not_granted",
                 f"Your access to {cluster.name} does not include the browser terminal; "
@@ -253,7 +285,7 @@ def _decide(
         return _allow(f"You may open a terminal on {cluster.name}.", facts)
 
     if request is None:  # may_submit: what can be decided before the job is known
-        if not any(g.all_partitions for g in grants) and not _names(grants):
+        if not granted.all_partitions and not granted.partitions:
             return _deny(
                 "partition_not_granted",
                 f"Your access to {cluster.name} includes no partition to submit jobs to; "
@@ -261,9 +293,18 @@ def _decide(
                 facts | {"granted_partitions": []},
             )
         return _allow(f"You may submit jobs on {cluster.name}.", facts | {"before_job": True})
-    problem = _partition_problem(grants, request, cluster)
+    problem = _partition_problem(granted, request, cluster)
     if problem:
-        return _deny("partition_not_granted", problem, facts | {"granted_partitions": _names(grants)})
+        return _deny(
+            "partition_not_granted", problem, facts | {"granted_partitions": list(granted.partitions)}
+        )
+    problem = _account_problem(granted, request, cluster)
+    if problem:
+        return _deny(
+            "account_not_granted",
+            problem,
+            facts | {"granted_accounts": list(granted.accounts), "granted_qos": list(granted.qos)},
+        )
     now = timezone.now()
     statuses = [status_of(q, now) for q in applicable_quotas(person, cluster, lock=lock, held=held)]
     return _check_quotas(statuses, request, cluster, facts)
@@ -287,10 +328,10 @@ def _one_job(person: Any, action: str, cluster: Cluster, job_owner: str, facts: 
     return _deny("not_your_job", "This job is not yours; you can cancel only your own jobs.", facts)
 
 
-def _partition_problem(grants: list[Grant], request: Resources, cluster: Cluster) -> str:
-    if any(g.all_partitions for g in grants):
+def _partition_problem(granted: Access, request: Resources, cluster: Cluster) -> str:
+    if granted.all_partitions:
         return ""
-    names = _names(grants)
+    names = granted.partitions
     if request.partition in names:
         return ""
     allowed = f"your access allows {', '.join(names)}" if names else "your access allows no partition there"
@@ -298,6 +339,22 @@ def _partition_problem(grants: list[Grant], request: Resources, cluster: Cluster
         # The cluster's default partition is not known here, so it cannot be checked.
         return f"This job names no partition; {allowed}, so name one of them."
     return f"You may not submit to partition {request.partition} on {cluster.name}; {allowed}."
+
+
+def _account_problem(granted: Access, request: Resources, cluster: Cluster) -> str:
+    if request.account and request.account not in granted.accounts:
+        return (
+            f"You may not charge Slurm account {request.account} on {cluster.name}; "
+            f"your access allows {', '.join(granted.accounts)}."
+        )
+    if request.qos and request.qos not in granted.qos:
+        allowed = (
+            f"your access allows {', '.join(granted.qos)}"
+            if granted.qos
+            else "your access allows only the default QOS"
+        )
+        return f"You may not use QOS {request.qos} on {cluster.name}; {allowed}."
+    return ""
 
 
 # (code, quota field, request field, unit) for the limits of one job, in checking order.
@@ -320,6 +377,15 @@ def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Clus
                     f"{_count(limit, unit)} per job {where}.",
                     facts | _quota_facts(s, limit=limit, asked=asked),
                 )
+    for s in statuses:
+        limit = s.max_memory_per_job
+        if limit is not None and request.memory_mb > limit:
+            return _deny(
+                "max_memory",
+                f"This job asks for {request.memory_mb} MB of memory; {_whose(s)} allows at most "
+                f"{limit} MB per job {where}.",
+                facts | _quota_facts(s, limit=limit, asked=request.memory_mb),
+            )
 
     if request.time_limit == 0:
         for s in statuses:
@@ -448,10 +514,6 @@ def _grants(cluster: Cluster, held: Q) -> list[Grant]:
     # By primary key, not Grant's Meta.ordering (group and person names): sorting by names joins
     # the group and user tables for every row, and no caller depends on the order anyway.
     return list(Grant.objects.filter(cluster=cluster).filter(held).order_by("pk"))
-
-
-def _names(grants: list[Grant]) -> list[str]:
-    return sorted({name for g in grants for name in g.partition_names})
 
 
 def _posix_name(person: Any) -> str | None:

@@ -56,6 +56,7 @@ class QuotaStatus:
     max_gpus_per_job: int | None
     max_walltime: int | None
     quota_id: int | None = None
+    max_memory_per_job: int | None = None
 
     @property
     def gpu_hours_left(self) -> float | None:
@@ -204,6 +205,7 @@ def status_of(quota: Quota, now: datetime | None = None) -> QuotaStatus:
         max_gpus_per_job=quota.max_gpus_per_job,
         max_walltime=quota.max_walltime,
         quota_id=quota.pk,
+        max_memory_per_job=quota.max_memory_per_job,
     )
 
 

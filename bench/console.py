@@ -305,8 +305,9 @@ def cast(slurm_url: str, api_version: str, key_file: Path, accounting: bool) -> 
         "jwt_key_ref": str(key_file),
         "has_accounting": accounting,
     }
+    # Slurm enforces the policy here as on the demo: every submit, raw ones too, passes the job_submit plugin.
     local = Cluster.objects.create(
-        slug="demo", name="Demo cluster", transport=Cluster.Transport.LOCAL, **common
+        slug="demo", name="Demo cluster", transport=Cluster.Transport.LOCAL, enforce_policy=True, **common
     )
     # The same head node reached through Session Manager, as an AWS deployment would register it.
     ssm = Cluster.objects.create(
@@ -325,6 +326,9 @@ def cast(slurm_url: str, api_version: str, key_file: Path, accounting: bool) -> 
         cluster=local, user=person, cpu_hours=10_000_000, gpu_hours=1_000_000, max_queued_jobs=1_000_000
     )
     account = ensure_ready(person, local).account
+    from access import snapshot
+
+    snapshot.publish(local, force=True)
     # Provisioning on an SSM head node goes through Run Command, which the stand-in does not emulate;
     # the account is recorded as ready there, as an administrator's reconcile would leave it.
     now = timezone.now()

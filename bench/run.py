@@ -213,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     _log_to_file(settings.data_dir / "driver.log")
     from bench import echo, fanout, job_list, machine, policy, submit
     from bench.ssm_host import SsmHost
+    from tests.slurm_shell import restore_policy, save_policy
 
     site = raw_slurm.SlurmSite.read()
     accounting = "SLURM_ACCOUNTING=0" not in raw_slurm.ENV_FILE.read_text()
+    # The bench publishes its own policy to the machine's Slurm; whatever was there (a demo's) comes back.
+    policy_before = save_policy()
     cast = stage.cast(site.url, site.api_version, site.key_file, accounting)
     raw = raw_slurm.RawSlurm(site, cast.posix_user)
     description = machine.describe(
@@ -339,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             say(f"row {number}: done in {row.seconds:.1f} s")
     finally:
+        restore_policy(policy_before)
         left = raw_slurm.remove_parking(submitted)
         if left:
             say(f"cancelled {left} more jobs left in the parking partition")

@@ -550,6 +550,9 @@ JOB = _object(
         "state_text": _string("The state in plain words."),
         "reason": _string("Slurm's state reason, e.g. Resources (empty when there is none)."),
         "reason_text": _string("The reason in plain words."),
+        "policy_note": _string(
+            "Why the console cancelled the job, when the policy stopped allowing it (empty otherwise)."
+        ),
         "submit_time": _nullable(_string("When it was submitted (ISO 8601, UTC).", format="date-time")),
         "start_time": _nullable(_string("When it started.", format="date-time")),
         "end_time": _nullable(_string("When it ended.", format="date-time")),

@@ -38,6 +38,18 @@ class ClusterAdmin(AuditedModelAdmin):
         ),
         ("Head node", {"fields": ["transport", "ssm_instance_id", "aws_region", "ssm_role_arn"]}),
         (
+            "Slurm enforces the policy",
+            {
+                "fields": [
+                    "enforce_policy",
+                    "policy_path",
+                    "refusal_log",
+                    "policy_max_age",
+                    "policy_when_stale",
+                ]
+            },
+        ),
+        (
             "People, files and terminals",
             {"fields": ["allowed_script_roots", "home_root", "terminal_idle_timeout", "offboard_jobs"]},
         ),

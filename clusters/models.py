@@ -102,6 +102,30 @@ class Cluster(models.Model):
         choices=[("leave", "Leave them running"), ("cancel", "Cancel them")],
         default="leave",
     )
+    enforce_policy = models.BooleanField(
+        "Slurm enforces the policy",
+        default=False,
+        help_text="Publish the policy to the head node for the job_submit plugin (install it first: README, "
+        "'Slurm enforces the policy'). Then sbatch, srun and salloc from any shell obey the same rules.",
+    )
+    policy_path = models.CharField(
+        "policy file on the head node", max_length=255, default="/etc/slurm/clusterra/policy.lua"
+    )
+    refusal_log = models.CharField(
+        "plugin refusal log on the head node", max_length=255, default="/var/log/slurm/clusterra-refusals.log"
+    )
+    policy_max_age = models.PositiveIntegerField(
+        "policy max age (minutes)",
+        default=1440,
+        validators=[MinValueValidator(5)],
+        help_text="A snapshot older than this (the console stopped publishing) is stale.",
+    )
+    policy_when_stale = models.CharField(
+        "when the policy is stale",
+        max_length=6,
+        choices=[("closed", "Refuse console accounts' jobs"), ("open", "Let them through, with a warning")],
+        default="closed",
+    )
     terminal_idle_timeout = models.PositiveIntegerField(
         "terminal idle timeout (minutes)", default=20, validators=[MinValueValidator(1)]
     )

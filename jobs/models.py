@@ -61,6 +61,9 @@ class JobRecord(models.Model):
         max_length=24, blank=True, db_index=True, help_text="Slurm's word, e.g. RUNNING."
     )
     reason = models.CharField(max_length=128, blank=True, help_text="Slurm's state reason, e.g. Resources.")
+    policy_note = models.TextField(
+        blank=True, help_text="Why the console cancelled the job: the policy no longer allows it."
+    )
 
     submit_time = models.DateTimeField(null=True, blank=True)
     start_time = models.DateTimeField(null=True, blank=True)

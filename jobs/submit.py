@@ -390,11 +390,21 @@ def prepare(cluster: Cluster, request: SubmitRequest, posix_user: str) -> Plan:
             qos=found.qos,
             # The person's login environment, as sbatch from their shell would have it.
             get_user_environment=True,
+            # Priced for one run: a job Slurm started over after a node failure would be charged twice.
+            requeue=False,
         )
     except ValueError as e:
         raise SubmitError(str(e), code="invalid_request") from None
     resources = policy.Resources(
-        partition=partition.name, nodes=nodes, cpus=cpus, gpus=gpus, time_limit=time_limit
+        partition=partition.name,
+        nodes=nodes,
+        cpus=cpus,
+        gpus=gpus,
+        time_limit=time_limit,
+        # --mem is per node; the policy (and the job_submit plugin) price the whole job.
+        memory_mb=(found.memory_mb or 0) * nodes,
+        account=found.account or "",
+        qos=found.qos or "",
     )
     return Plan(cluster, posix_user, script, found, spec, resources, sources)
 

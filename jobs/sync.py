@@ -29,6 +29,13 @@ Decisions:
 - **Forgotten jobs.** slurmctld forgets a job `MinJobAge` after it ends; a record still
   active that its owner's queue no longer lists is looked up once with `sacct` as
   that user on the head node.
+- **What the policy no longer allows.** Where Slurm enforces the policy, a queued or running
+  job that the person's grants no longer allow (withdrawn while it waited, or let in some
+  other way) is cancelled, with the sentence on its job page and in the audit log.
+- **The policy on the head nodes.** After each round, every cluster whose Slurm enforces
+  the policy gets its snapshot republished when the settled use changed (access.snapshot),
+  with "settled through" the round's start when every queue there was read, and the
+  plugin's refusals since the last round go to the audit log.
 - **One instance.** `pg_try_advisory_lock` on PostgreSQL (held for the life of the
   loop's connection), a lock row with an expiry elsewhere (SQLite). A second loop
   waits as a standby; web workers never take the lock.
@@ -51,7 +58,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import ledger
+from access import ledger, policy, snapshot
 from accounts.models import ClusterAccount
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.log import record as audit
@@ -93,20 +100,24 @@ class Report:
     released: int = 0
     recorded: int = 0
     confirmed: int = 0
+    refused: int = 0
+    cancelled: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def eventful(self) -> bool:
         """Whether the round changed anything or met an error (a quiet round is not worth a log line)."""
         changes = (self.updated, self.created, self.started, self.settled, self.released, self.recorded)
-        return any(changes) or bool(self.confirmed or self.errors)
+        return any(changes) or bool(self.confirmed or self.refused or self.cancelled or self.errors)
 
     def summary(self) -> str:
         return (
             f"{self.people} people polled ({self.unchanged} unchanged), {self.updated} jobs updated, "
             f"{self.created} seen outside the console, {self.started} started, {self.settled} settled, "
             f"{self.released} released, {self.recorded} outside uses recorded, "
-            f"{self.confirmed} unanswered submits confirmed, {len(self.errors)} errors"
+            f"{self.confirmed} unanswered submits confirmed, {self.refused} refused by Slurm's policy, "
+            f"{self.cancelled} cancelled as no longer allowed, "
+            f"{len(self.errors)} errors"
         )
 
 
@@ -313,7 +324,42 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
             report.errors.append(f"{cluster.slug}/{name}/job {job.job_id}: {type(e).__name__}: {e}")
     # slurmctld's own clock when it says (v0.0.40+), so a clock difference cannot hide a change.
     _last_poll[key] = listing.last_update or asked
+    if cluster.enforce_policy:
+        _cancel_withdrawn(cluster, person, client, mine, report)
     _forgotten(cluster, name, ids, report, client)
+
+
+def _cancel_withdrawn(cluster: Cluster, person, client, mine: list[Job], report: Report) -> None:
+    """Cancel the person's queued and running jobs that their grants no longer allow, and say why."""
+    for job in mine:
+        if job.is_finished:
+            continue
+        # Slurm names every job's QOS (the default too), so only the account is held against the grant here.
+        problem = policy.grant_problem(person, cluster, job.partition, account=job.account)
+        if not problem:
+            continue
+        note = f"Cancelled by the console: {problem}"
+        try:
+            client.cancel(job.job_id)
+        except SlurmNotFound:
+            continue
+        except SlurmError as e:
+            report.errors.append(f"{cluster.slug}/{job.user_name}/job {job.job_id}: cancel: {e}")
+            continue
+        JobRecord.objects.filter(cluster=cluster, slurm_job_id=job.job_id).update(
+            policy_note=note[:2000], updated=timezone.now()
+        )
+        audit(
+            "job.cancelled_by_policy",
+            actor=person,
+            cluster=cluster,
+            target=f"job {job.job_id}",
+            outcome="denied",
+            reason="grant_withdrawn",
+            message=f"Job {job.job_id} ({job.name or 'no name'}) on {job.partition} was cancelled: {problem}",
+            details={"job_id": job.job_id, "partition": job.partition, "state": job.state},
+        )
+        report.cancelled += 1
 
 
 def _resolve_claims(cluster: Cluster, person, mine: list[Job], report: Report) -> None:
@@ -539,6 +585,7 @@ def release_stale_claims(report: Report) -> None:
 def sync_once() -> Report:
     """One round over every cluster and every person with a ready account there."""
     report = Report()
+    started = timezone.now()
     rows = (
         ClusterAccount.objects.filter(
             state=ClusterAccount.State.READY, cluster__enabled=True, account__user__is_active=True
@@ -550,7 +597,20 @@ def sync_once() -> Report:
         sync_account(row, report)
     # After the queues: a claim whose owner's queue was read has been matched by its tag or given up.
     release_stale_claims(report)
+    enforce_policy(report, started)
     return report
+
+
+def enforce_policy(report: Report, started: datetime) -> None:
+    """Republish the policy where Slurm enforces it, and audit what its plugin refused."""
+    unread = {error.split("/", 1)[0] for error in report.errors}
+    for cluster in Cluster.objects.filter(enforce_policy=True):
+        try:
+            snapshot.publish(cluster, settled_through=None if cluster.slug in unread else started)
+            report.refused += snapshot.collect_refusals(cluster)
+        except Exception as e:  # one cluster's head node must not stop the loop
+            log.exception("sync: policy of %s", cluster.slug)
+            report.errors.append(f"{cluster.slug}/policy: {type(e).__name__}: {e}")
 
 
 # --- only one loop at a time --------------------------------------------------------------------

@@ -66,7 +66,8 @@ $BIN/python manage.py collectstatic --no-input --verbosity 0
 accounting=()
 [ "${SLURM_ACCOUNTING:-1}" = 1 ] || accounting=(--no-accounting)
 $BIN/python manage.py register_cluster "$CLUSTERRA_DEMO_CLUSTER" --name "Demo cluster" --url "$SLURMRESTD_URL" \
-  --api-version "$SLURM_API_VERSION" --key-file "$SLURM_JWT_KEY_FILE" --transport local "${accounting[@]}"
+  --api-version "$SLURM_API_VERSION" --key-file "$SLURM_JWT_KEY_FILE" --transport local --enforce-policy \
+  "${accounting[@]}"
 $BIN/python manage.py seed_demo --cluster "$CLUSTERRA_DEMO_CLUSTER"
 admin_login=$($BIN/python manage.py ensure_admin)
 

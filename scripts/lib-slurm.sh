@@ -9,6 +9,11 @@ readonly CTLD_STATE=/var/lib/slurm/slurmctld
 readonly SLURMD_SPOOL=/var/lib/slurm/slurmd
 readonly JWT_KEY=$CTLD_STATE/jwt_hs256.key
 readonly DB_PASS_FILE=$SLURM_ETC/slurmdbd-db.password
+# The console's policy, and the job_submit plugin that enforces it (see the README, "Slurm enforces the policy").
+readonly POLICY_DIR=$SLURM_ETC/clusterra
+readonly REFUSAL_LOG=$SLURM_LOGS/clusterra-refusals.log
+PLUGIN_SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/access/slurm/job_submit.lua
+readonly PLUGIN_SOURCE
 readonly CLUSTER=demo
 # NodeName is fixed so the config does not depend on the machine's hostname.
 readonly NODE=localhost

@@ -146,6 +146,8 @@ ensure_users() {
 
 ensure_dirs() {
     install -d -m 0755 "$DEMO_RUN" "$SLURM_ETC"
+    # The console writes the policy snapshot here; slurmctld (as slurm) only reads it.
+    install -d -o root -g slurm -m 0750 "$POLICY_DIR"
     install -d -o munge -g munge -m 0755 /run/munge
     install -d -o slurm -g slurm -m 0755 /run/slurm "$SLURM_LOGS"
     install -d -o slurm -g slurm -m 0755 "$CTLD_STATE" "$SLURMD_SPOOL"
@@ -253,6 +255,8 @@ InactiveLimit=0
 KillWait=5
 # Users see only their own jobs; root and SlurmUser still see all.
 PrivateData=jobs
+# The console's policy, enforced for every client (access/slurm/job_submit.lua, beside this file).
+JobSubmitPlugins=lua
 AccountingStorageType=$storage
 ${dbd_lines}
 JobAcctGatherType=$gather
@@ -274,6 +278,12 @@ EOF
     done
 
     if write_if_changed "$SLURM_ETC/slurm.conf" 0644 root:root "$slurm_conf"; then SLURM_CHANGED=1; fi
+    # slurmctld reloads the plugin by itself when the file's mtime moves: no restart for a new copy.
+    write_if_changed "$SLURM_ETC/job_submit.lua" 0640 root:slurm "$(<"$PLUGIN_SOURCE")" || true
+    # Refusals name people and their jobs: readable by slurm (which writes) and root (the console) only.
+    if [[ ! -e $REFUSAL_LOG ]]; then
+        install -o slurm -g slurm -m 0640 /dev/null "$REFUSAL_LOG"
+    fi
     if write_if_changed "$SLURM_ETC/gres.conf" 0644 root:root "$gres_conf"; then SLURM_CHANGED=1; fi
 
     ((ACCOUNTING)) || return 0

@@ -12,6 +12,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
   fi
+  # The job_submit plugin's own tests run it in the Lua that Debian's slurmctld links (5.1).
+  if [ ! -x /usr/bin/lua5.1 ]; then
+    echo "test-prepare: installing lua5.1 for the job_submit plugin's tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends lua5.1 >/dev/null ||
+      { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends lua5.1 >/dev/null; }
+  fi
   bash scripts/slurm-up.sh
 else
   echo "test-prepare: not root on Debian/Ubuntu: the real-Slurm tests will skip (run scripts/slurm-up.sh as root)"

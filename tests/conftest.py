@@ -131,6 +131,10 @@ FIGURES = (
     "faults survived:",
     "terminals closed at once:",
     "load held:",
+    "policy enforced by Slurm:",
+    "racing sbatch:",
+    "console stopped:",
+    "grant change reached Slurm",
 )
 _figures: list[tuple[str, str]] = []
 

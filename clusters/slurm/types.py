@@ -36,6 +36,9 @@ class JobSpec:
     qos: str | None = None
     array: str | None = None
     get_user_environment: bool = False
+    # None: Slurm's default (JobRequeue, 1 on most sites). False: a node failure ends the job instead of
+    # starting it over, so it runs (and is charged) once.
+    requeue: bool | None = None
     # Slurm keeps it with the job and lists it back, so a caller can find a job whose submit
     # answer was lost; the console puts its own tag here (#SBATCH --comment is refused).
     comment: str | None = None

@@ -61,6 +61,12 @@ class V0038Adapter(Adapter):
         if spec.get_user_environment:
             # The document says boolean; the 22.05 parser only takes a string ("1", or a timeout like "10L").
             job["get_user_environment"] = "1"
+        # 22.05 sets requeue on for a `requeue` key whatever its value, and off for `no_requeue`, a key the
+        # document does not list (docs/slurm-enforcement.md §6).
+        if spec.requeue is True:
+            job["requeue"] = True
+        elif spec.requeue is False:
+            job["no_requeue"] = True
         return {"script": spec.script, "job": job}
 
     def decode_exit(self, raw: Any) -> tuple[int | None, int | None]:

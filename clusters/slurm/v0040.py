@@ -78,6 +78,8 @@ class V0040Adapter(Adapter):
             job["nodes"] = str(spec.nodes or 1)
         if spec.gpus:
             job["tres_per_node"] = f"gres/gpu:{spec.gpus_per_node}"
+        if spec.requeue is not None:
+            job["requeue"] = spec.requeue
         return {"job": job}
 
     def parse_submit(self, response: SlurmResponse) -> SubmitResult:

@@ -24,6 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--account", default="demo", help="Slurm account for new associations.")
         parser.add_argument("--script-roots", default="/home", help="Comma-separated allowed script roots.")
         parser.add_argument("--no-check", action="store_true", help="Do not contact slurmrestd.")
+        parser.add_argument(
+            "--enforce-policy",
+            action="store_true",
+            help="Slurm enforces the console's policy: the head node has the job_submit plugin (README).",
+        )
 
     def handle(self, *args, **opts):
         if bool(opts["key_file"]) == bool(opts["key_env"]):
@@ -37,6 +42,8 @@ class Command(BaseCommand):
         cluster.transport = opts["transport"]
         cluster.has_accounting = not opts["no_accounting"]
         cluster.slurm_account = opts["account"]
+        if opts["enforce_policy"]:
+            cluster.enforce_policy = True
         cluster.allowed_script_roots = "\n".join(
             r.strip() for r in opts["script_roots"].split(",") if r.strip()
         )
@@ -50,6 +57,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{'Registered' if created else 'Updated'} cluster {cluster.slug} at {cluster.slurmrestd_url}."
         )
+        if cluster.enforce_policy:
+            self.stdout.write(
+                f"Slurm enforces the console's policy there; it is published to {cluster.policy_path}."
+            )
         if not opts["no_check"]:
             result = probe.check(cluster)
             if not result.ok:
