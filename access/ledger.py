@@ -18,6 +18,7 @@ See access.quota for which budgets an entry is charged to.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from access.policy import Resources
 
 logger = logging.getLogger("clusterra.access")
+
+# (elapsed seconds, CPUs, GPUs) of one run of a job.
+Run = tuple[int, int, int]
 
 __all__ = ["UnknownReservation", "attach", "record_outside_use", "release", "settle", "started"]
 
@@ -108,17 +112,21 @@ def settle(
     cpus: int,
     gpus: int,
     ended: datetime | None = None,
+    earlier_runs: Sequence[Run] = (),
 ) -> None:
     """The job ended: replace its reservation by real use, elapsed x allocated CPUs and GPUs.
 
     `ended` is when Slurm says the job ended (default: now); the use counts in that period.
+    `earlier_runs` are (elapsed seconds, CPUs, GPUs) of the runs before a requeue: each is charged too.
     """
     _check_use(elapsed_seconds, cpus, gpus)
+    for run in earlier_runs:
+        _check_use(*run)
     with transaction.atomic():
         entry = _locked(reservation_id)
         if entry.state == Usage.State.SETTLED:
             return
-        _set_use(entry, elapsed_seconds, cpus, gpus, ended or timezone.now())
+        _set_use(entry, elapsed_seconds, cpus, gpus, ended or timezone.now(), earlier_runs)
         entry.save(update_fields=["state", "elapsed_seconds", "used_gpu_hours", "used_cpu_hours", "ended_at"])
 
 
@@ -131,6 +139,7 @@ def record_outside_use(
     cpus: int,
     gpus: int,
     ended: datetime,
+    earlier_runs: Sequence[Run] = (),
 ) -> None:
     """A job submitted outside the console (sbatch in the browser terminal) ended: charge its use.
 
@@ -151,7 +160,7 @@ def record_outside_use(
             cpus=cpus,
             gpus=gpus,
         )
-        _set_use(entry, elapsed_seconds, cpus, gpus, ended)
+        _set_use(entry, elapsed_seconds, cpus, gpus, ended, earlier_runs)
         entry.save()
         entry.groups.add(*person.groups.all())
 
@@ -168,9 +177,17 @@ def _check_use(elapsed_seconds: int, cpus: int, gpus: int) -> None:
         raise ValueError(f"use cannot be negative: {elapsed_seconds=} {cpus=} {gpus=}")
 
 
-def _set_use(entry: Usage, elapsed_seconds: int, cpus: int, gpus: int, ended: datetime) -> None:
+def _set_use(
+    entry: Usage,
+    elapsed_seconds: int,
+    cpus: int,
+    gpus: int,
+    ended: datetime,
+    earlier_runs: Sequence[Run] = (),
+) -> None:
+    runs = [(elapsed_seconds, cpus, gpus), *earlier_runs]
     entry.state = Usage.State.SETTLED
-    entry.elapsed_seconds = elapsed_seconds
-    entry.used_gpu_hours = elapsed_seconds / 3600 * gpus
-    entry.used_cpu_hours = elapsed_seconds / 3600 * cpus
+    entry.elapsed_seconds = sum(run[0] for run in runs)
+    entry.used_gpu_hours = sum(seconds / 3600 * n for seconds, _, n in runs)
+    entry.used_cpu_hours = sum(seconds / 3600 * n for seconds, n, _ in runs)
     entry.ended_at = ended

@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -62,11 +62,10 @@ from access import ledger, policy, snapshot
 from accounts.models import ClusterAccount
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.log import record as audit
-from clusters import headnode, tokens
+from clusters import tokens
 from clusters.models import Cluster
 from clusters.slurm import FINISHED_JOB_STATES, Job, SlurmError, SlurmNotFound
-from clusters.slurm.parsing import gpus_in_tres
-from jobs import output
+from jobs import accounting, output
 from jobs.models import JobRecord, SyncLock
 
 log = logging.getLogger("clusterra.jobs.sync")
@@ -81,7 +80,6 @@ STALE_CLAIM = timedelta(minutes=10)
 CONFIRM_WINDOW_SECONDS = 120
 # How far back update_time looks, so a change in the same second as the last poll is not missed.
 UPDATE_TIME_MARGIN = 2
-SACCT_TIMEOUT = 20.0
 Ledger = JobRecord.Ledger
 RUNNING_STATES = frozenset({"RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING"})
 
@@ -217,6 +215,17 @@ def _settle(record: JobRecord, job: Job, report: Report) -> None:
     elapsed = _elapsed(job)
     cpus = job.cpus or record.cpus
     gpus = job.gpus if started else record.gpus
+    earlier: list[tuple[int, int, int]] = []
+    if (
+        finished
+        and started
+        and job.restarts
+        and record.ledger in (Ledger.RESERVED, Ledger.STARTED, Ledger.NONE)
+    ):
+        found = _earlier_runs(record, job, cpus)
+        if found is None:
+            return  # accounting has not listed every run yet: settle next round, all of them
+        earlier = found
     if record.reservation_id is not None:
         rid = record.reservation_id
         if (
@@ -231,7 +240,9 @@ def _settle(record: JobRecord, job: Job, report: Report) -> None:
                     record,
                     record.ledger,
                     Ledger.SETTLED,
-                    lambda: ledger.settle(rid, elapsed_seconds=elapsed, cpus=cpus, gpus=gpus),
+                    lambda: ledger.settle(
+                        rid, elapsed_seconds=elapsed, cpus=cpus, gpus=gpus, earlier_runs=earlier
+                    ),
                 ):
                     report.settled += 1
             elif _advance(
@@ -258,9 +269,40 @@ def _settle(record: JobRecord, job: Job, report: Report) -> None:
                 cpus=cpus,
                 gpus=gpus,
                 ended=job.end_time or timezone.now(),
+                earlier_runs=earlier,
             ),
         ):
             report.recorded += 1
+
+
+# How long after a requeued job ended the loop waits for accounting to list all its runs.
+RUNS_PATIENCE = timedelta(minutes=10)
+
+
+def _earlier_runs(record: JobRecord, job: Job, cpus: int) -> list[tuple[int, int, int]] | None:
+    """(elapsed, CPUs, GPUs) of each run of a requeued job before its last; None to ask again later.
+
+    Slurm lists only the last run; accounting has them all. Until it lists as many earlier runs
+    as Slurm says the job restarted (slurmdbd may lag), the job is not settled, for at most
+    RUNS_PATIENCE: after that what accounting has is charged.
+    """
+    if not record.cluster.has_accounting:
+        return []
+    listed = accounting.runs(record.cluster, record.posix_user, job.job_id)
+    patient = job.end_time is not None and timezone.now() - job.end_time < RUNS_PATIENCE
+    if listed is None:
+        return None if patient else []
+    last_start = job.start_time
+    earlier = [
+        (r.elapsed_seconds, r.cpus or cpus, r.gpus)
+        for r in listed
+        if r.start_time is not None
+        and r.end_time is not None
+        and (last_start is None or r.end_time <= last_start)
+    ]
+    if len(earlier) < job.restarts and patient:
+        return None
+    return earlier
 
 
 def _elapsed(job: Job) -> int:
@@ -510,54 +552,33 @@ def _forgotten(cluster: Cluster, name: str, listed: set[int], report: Report, cl
 
 
 def from_sacct(cluster: Cluster, name: str, job_id: int) -> Job | None:
-    """A finished job from accounting, read with sacct as its owner on the head node; None if unknown."""
-    fields_ = "JobID,JobName,Partition,State,ExitCode,Submit,Start,End,AllocCPUS,AllocTRES,NodeList,WorkDir"
-    try:
-        result = headnode.run(
-            cluster,
-            ["runuser", "-u", name, "--", "sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", fields_],
-            timeout=SACCT_TIMEOUT,
-        )
-    except headnode.HeadNodeError as e:
-        log.warning("sync: sacct for job %s on %s: %s", job_id, cluster.slug, e)
-        return None
-    if not result.ok:
-        return None
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) < 12 or parts[0] != str(job_id):
-            continue
-        state = parts[3].split()[0] if parts[3] else ""
-        code, _, signal = parts[4].partition(":")
+    """A finished job from accounting, read with sacct as its owner on the head node; None if unknown.
 
-        return Job(
-            job_id=job_id,
-            name=parts[1],
-            user_name=name,
-            partition=parts[2],
-            state=state,
-            exit_code=int(code) if code.isdigit() and not (signal and signal != "0") else None,
-            exit_signal=int(signal) if signal.isdigit() and signal != "0" else None,
-            submit_time=_sacct_time(parts[5]),
-            start_time=_sacct_time(parts[6]),
-            end_time=_sacct_time(parts[7]),
-            cpus=int(parts[8]) if parts[8].isdigit() else None,
-            gpus=gpus_in_tres(parts[9]) or 0,
-            nodes="" if parts[10] in ("", "None assigned") else parts[10],
-            working_directory=parts[11],
-        )
-    return None
-
-
-def _sacct_time(value: str) -> datetime | None:
-    if not value or value in ("Unknown", "None"):
+    Its last run is the job; the runs before it (a requeued job) are counted in `restarts`.
+    """
+    listed = accounting.runs(cluster, name, job_id)
+    if not listed:
         return None
-    try:
-        naive = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    # sacct prints the head node's local time; the console host is assumed to share its zone.
-    return naive.astimezone(UTC) if naive.tzinfo is None else naive
+    last = listed[-1]
+    status = accounting.exit_status(cluster, name, job_id)
+    exit_code, exit_signal = status or (last.exit_code, last.exit_signal)
+    return Job(
+        job_id=job_id,
+        name=last.name,
+        user_name=name,
+        partition=last.partition,
+        state=last.state,
+        exit_code=exit_code,
+        exit_signal=exit_signal,
+        submit_time=last.submit_time,
+        start_time=last.start_time,
+        end_time=last.end_time,
+        cpus=last.cpus,
+        gpus=last.gpus,
+        nodes=last.nodes,
+        working_directory=last.working_directory,
+        restarts=len(listed) - 1,
+    )
 
 
 # --- one round ----------------------------------------------------------------------------------

@@ -209,6 +209,7 @@ class Adapter(ABC):
             batch_host=text(raw.get("batch_host")),
             tres_requested=text(raw.get("tres_req_str")),
             tres_allocated=text(raw.get("tres_alloc_str")),
+            restarts=number(raw.get("restart_cnt")) or 0,
         )
 
     def _cancel_failed(self, error: SlurmError) -> None:

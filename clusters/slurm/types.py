@@ -108,6 +108,8 @@ class Job:
     batch_host: str = ""
     tres_requested: str = ""
     tres_allocated: str = ""
+    # How often Slurm started the job over (requeued it); each earlier run used the cluster too.
+    restarts: int = 0
 
     @property
     def is_finished(self) -> bool:
