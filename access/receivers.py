@@ -76,5 +76,12 @@ def person_saving(sender: Any, instance: Any, **kwargs: Any) -> None:
     if instance.pk is None:
         return
     was = User.objects.filter(pk=instance.pk).values_list("is_active", flat=True).first()
-    if was is not None and was != instance.is_active:
+    instance._policy_changed = was is not None and was != instance.is_active
+
+
+@receiver(post_save, sender=User, dispatch_uid="access.publish.person_saved")
+def person_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # After the save, so the snapshot compiles what was saved (outside a transaction on_commit runs at once).
+    if getattr(instance, "_policy_changed", False):
+        instance._policy_changed = False
         publish_soon()

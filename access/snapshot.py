@@ -30,7 +30,7 @@ from access.compiled import compile_cluster
 from access.models import Publication
 from audit.log import record
 from clusters.models import Cluster
-from clusters.policy_file import PolicyFileError, read_refusals, write_policy
+from clusters.policy_file import PolicyFileError, read_refusals, read_tail, write_policy
 
 log = logging.getLogger("clusterra.access.snapshot")
 
@@ -127,18 +127,37 @@ def collect_refusals(cluster: Cluster) -> int:
     except PolicyFileError as e:
         log.warning("refusals of %s not read: %s", cluster.slug, e)
         return 0
-    count = 0
+    entries = _entries(data)
+    for entry in entries:
+        _audit_refusal(cluster, entry)
+    Publication.objects.filter(pk=row.pk).update(refusals_read=offset)
+    return len(entries)
+
+
+def refusal_for(cluster: Cluster, uid: int, since: float) -> dict[str, Any] | None:
+    """The plugin's latest refusal of `uid`'s job at or after `since` (epoch seconds), if it logged one.
+
+    slurmrestd answers a refused submit with an error code only; the plugin's sentence is in its log.
+    """
+    for entry in reversed(_entries(read_tail(cluster, cluster.refusal_log))):
+        if (entry.get("time") or 0) < int(since):
+            return None
+        if entry.get("uid") == uid and isinstance(entry.get("message"), str):
+            return entry
+    return None
+
+
+def _entries(data: bytes) -> list[dict[str, Any]]:
+    """The refusal log's lines, one JSON object each; a line that is not one is passed over."""
+    found = []
     for line in data.decode("ascii", "replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(entry, dict):
-            continue
-        _audit_refusal(cluster, entry)
-        count += 1
-    Publication.objects.filter(pk=row.pk).update(refusals_read=offset)
-    return count
+        if isinstance(entry, dict):
+            found.append(entry)
+    return found
 
 
 def _audit_refusal(cluster: Cluster, entry: dict[str, Any]) -> None:

@@ -409,12 +409,24 @@ def _ensure_association(ctx: _Context) -> None:
 
 
 def _slurm_cluster_name(ctx: _Context) -> str:
-    """ClusterName from the head node's own slurm.conf, as `scontrol show config` prints it."""
-    shown = _run(ctx, ["scontrol", "show", "config"])
+    try:
+        return slurm_cluster_name(ctx.cluster)
+    except ProvisioningError as e:
+        raise _StepFailed(e.code, e.message) from None
+
+
+def slurm_cluster_name(cluster: Cluster) -> str:
+    """ClusterName from the head node's own slurm.conf, as `scontrol show config` prints it.
+
+    sacctmgr needs it with every association it adds: without cluster= the user is added on every
+    cluster of a shared slurmdbd. Raises ProvisioningError (code scontrol_failed) if it cannot be read.
+    """
+    shown = headnode.run(cluster, ["scontrol", "show", "config"], timeout=STEP_TIMEOUT)
     found = _CLUSTER_NAME.search(shown.stdout) if shown.ok else None
     if found is None or not _SLURM_ACCOUNT.match(found.group(1)):
-        raise _StepFailed(
-            "scontrol_failed",
+        raise ProvisioningError(
             f"could not read the Slurm cluster's name with scontrol: {shown.output() or shown.exit_code}",
+            code="scontrol_failed",
+            cluster=cluster,
         )
     return found.group(1)

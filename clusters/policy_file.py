@@ -78,6 +78,19 @@ def read_refusals(cluster: HeadNode, path: str, offset: int) -> tuple[bytes, int
     return data[:end], offset + end
 
 
+def read_tail(cluster: HeadNode, path: str, size: int = 65536) -> bytes:
+    """The last `size` bytes of the refusal log (whole lines only); empty if it cannot be read."""
+    try:
+        result = headnode.run(cluster, ["tail", "-c", str(size), path], timeout=15)
+    except HeadNodeError:
+        return b""
+    if not result.ok:
+        return b""
+    data = result.stdout.encode()
+    start = data.find(b"\n") + 1 if len(data) >= size else 0
+    return data[start:]
+
+
 def _run_quietly(cluster: HeadNode, argv: list[str]) -> None:
     with contextlib.suppress(HeadNodeError):
         headnode.run(cluster, argv, timeout=15)

@@ -36,15 +36,17 @@ import logging
 import math
 import posixpath
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from access import ledger, policy
+from access import ledger, policy, snapshot
 from accounts.models import User
 from accounts.provisioning import ProvisioningError, ensure_ready
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
@@ -526,6 +528,7 @@ def submit(
         claim.reservation_id, claim.ledger = reservation_id, JobRecord.Ledger.RESERVED
         claim.save(update_fields=["reservation_id", "ledger"])
 
+    sent_at = time.time()
     try:
         client = slurm_for(person, cluster, request=request)
         result = client.submit(dataclasses.replace(plan.spec, comment=tag))
@@ -547,6 +550,14 @@ def submit(
             )
             _unconfirmed(claim, reservation_id, person, cluster, plan, request, message)
             raise SubmitError(message, code="submit_unconfirmed", status=502, decision=decision) from None
+        refusal = _plugin_refusal(cluster, person, sent_at) if isinstance(e, SlurmRejected) else None
+        if refusal is not None:
+            # The head node's policy saw what the console's did not yet (a job queued from a shell a
+            # moment ago): its sentence, as sbatch would have printed it.
+            message = f"{refusal['message']} Nothing was queued and no budget was used."
+            code = str(refusal.get("code") or "slurm_rejected")
+            _abandon(claim, reservation_id, person, cluster, plan, request, code, message)
+            raise SubmitError(message, code=code, status=403, decision=decision) from None
         if isinstance(e, (SlurmRejected, SlurmPermissionDenied, SlurmNotFound)):
             message = f"Slurm refused the job: {e.message}. Nothing was queued and no budget was used."
             _abandon(claim, reservation_id, person, cluster, plan, request, "slurm_rejected", message)
@@ -595,6 +606,17 @@ def submit(
         },
     )
     return Outcome(decision, plan, claim, warnings=result.warnings)
+
+
+def _plugin_refusal(cluster: Cluster, person: User, since: float) -> dict | None:
+    """The job_submit plugin's own words for a refusal slurmrestd passed on as a bare error code."""
+    if not cluster.enforce_policy:
+        return None
+    try:
+        uid = person.posix_account.uid
+    except ObjectDoesNotExist:
+        return None
+    return snapshot.refusal_for(cluster, uid, since)
 
 
 def new_submit_tag() -> str:

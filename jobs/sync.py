@@ -34,8 +34,9 @@ Decisions:
   other way) is cancelled, with the sentence on its job page and in the audit log.
 - **The policy on the head nodes.** After each round, every cluster whose Slurm enforces
   the policy gets its snapshot republished when the settled use changed (access.snapshot),
-  with "settled through" the round's start when every queue there was read, and the
-  plugin's refusals since the last round go to the audit log.
+  with "settled through" the round's start when every queue there was read, the plugin's
+  refusals since the last round go to the audit log, and Slurm's own association limits
+  follow the grants and quotas (access.limits, the second lock).
 - **One instance.** `pg_try_advisory_lock` on PostgreSQL (held for the life of the
   loop's connection), a lock row with an expiry elsewhere (SQLite). A second loop
   waits as a standby; web workers never take the lock.
@@ -58,7 +59,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import ledger, policy, snapshot
+from access import ledger, limits, policy, snapshot
 from accounts.models import ClusterAccount
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.log import record as audit
@@ -100,13 +101,15 @@ class Report:
     confirmed: int = 0
     refused: int = 0
     cancelled: int = 0
+    limited: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def eventful(self) -> bool:
         """Whether the round changed anything or met an error (a quiet round is not worth a log line)."""
         changes = (self.updated, self.created, self.started, self.settled, self.released, self.recorded)
-        return any(changes) or bool(self.confirmed or self.refused or self.cancelled or self.errors)
+        later = (self.confirmed, self.refused, self.cancelled, self.limited)
+        return any(changes) or any(later) or bool(self.errors)
 
     def summary(self) -> str:
         return (
@@ -114,7 +117,7 @@ class Report:
             f"{self.created} seen outside the console, {self.started} started, {self.settled} settled, "
             f"{self.released} released, {self.recorded} outside uses recorded, "
             f"{self.confirmed} unanswered submits confirmed, {self.refused} refused by Slurm's policy, "
-            f"{self.cancelled} cancelled as no longer allowed, "
+            f"{self.cancelled} cancelled as no longer allowed, {self.limited} people's Slurm limits set, "
             f"{len(self.errors)} errors"
         )
 
@@ -629,6 +632,9 @@ def enforce_policy(report: Report, started: datetime) -> None:
         try:
             snapshot.publish(cluster, settled_through=None if cluster.slug in unread else started)
             report.refused += snapshot.collect_refusals(cluster)
+            changed, errors = limits.reconcile_cluster(cluster)
+            report.limited += changed
+            report.errors += errors
         except Exception as e:  # one cluster's head node must not stop the loop
             log.exception("sync: policy of %s", cluster.slug)
             report.errors.append(f"{cluster.slug}/policy: {type(e).__name__}: {e}")

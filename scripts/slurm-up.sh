@@ -211,6 +211,9 @@ write_configs() {
     if ((ACCOUNTING)); then
         storage=accounting_storage/slurmdbd gather=jobacct_gather/linux
         dbd_lines=$'AccountingStorageHost=localhost\nAccountingStoragePort=6819'
+        # Slurm's own limits as a second lock behind the plugin (access/limits.py sets them per person):
+        # no association, no job; association limits apply; GPUs are a TRES they can name.
+        dbd_lines+=$'\nAccountingStorageEnforce=associations,limits,qos,safe\nAccountingStorageTRES=gres/gpu'
     fi
     local node_def slurm_conf
     node_def=$(node_line)

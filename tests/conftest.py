@@ -135,6 +135,8 @@ FIGURES = (
     "racing sbatch:",
     "console stopped:",
     "grant change reached Slurm",
+    "second lock:",
+    "requeue charged:",
 )
 _figures: list[tuple[str, str]] = []
 

@@ -9,7 +9,9 @@ published, refuses each with the console's sentence and nothing reaches the queu
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,9 +20,9 @@ import pytest
 from django.utils import timezone
 
 from access import policy, snapshot
-from access.models import Grant, Publication, Quota
+from access.models import Grant, Publication, Quota, Usage
 from access.policy import Resources
-from accounts import posix, provisioning
+from accounts import api_tokens, posix, provisioning
 from accounts.models import User
 from accounts.slurm_access import slurm_for
 from audit.models import AuditEvent
@@ -33,6 +35,7 @@ from tests.fake_headnode import ct_email, free_uid_block, remove_linux_user
 from tests.slurm_shell import (
     POLICY_FILE,
     cancel_all,
+    plugin_removed,
     queue,
     restore_policy,
     save_policy,
@@ -291,3 +294,89 @@ def test_a_job_queued_before_its_grant_was_withdrawn_is_cancelled_with_the_reaso
     assert sentence in page.content.decode()
     # The next round has nothing more to do.
     assert sync.sync_once().cancelled == 0
+
+
+def sacctmgr_assocs(name: str) -> dict[str, tuple[str, str, str]]:
+    shown = subprocess.run(
+        [
+            "sacctmgr",
+            "-n",
+            "-P",
+            "show",
+            "assoc",
+            f"user={name}",
+            "format=partition,maxwall,maxjobs,maxtresperjob",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = {}
+    for line in shown.splitlines():
+        partition, wall, jobs, tres = line.split("|")
+        found[partition] = (wall, jobs, tres)
+    return found
+
+
+def test_slurms_own_limits_hold_with_the_plugin_gone(cluster, people, slurm_env):
+    require(slurm_env.accounting, "association limits need slurmdbd (SLURM_DEMO_ACCOUNTING=1)")
+    person, name = researcher(
+        cluster, partitions="debug gpu", max_walltime=20, max_cpus_per_job=2, max_running_jobs=1
+    )
+    people.append(name)
+    assert set(sacctmgr_assocs(name)) == {""}  # provisioning's association: every partition
+
+    sync.sync_once()
+
+    assert sacctmgr_assocs(name) == {
+        "debug": ("00:20:00", "1", "cpu=2"),
+        "gpu": ("00:20:00", "1", "cpu=2"),
+    }
+    with plugin_removed():
+        refused = shell(name, "sbatch -H -p cpu -t 5 --wrap true")
+        assert refused.code != 0
+        assert "Invalid account or account/partition combination" in refused.err
+        held = shell(name, "sbatch -H -p debug -t 25 --wrap true")
+        assert held.job_id, held
+        reason = subprocess.run(
+            ["squeue", "-h", "-j", str(held.job_id), "-o", "%r"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert reason in ("AssocMaxWallDurationPerJobLimit", "JobHeldUser"), reason
+
+    # The grant withdrawn altogether: the associations stay, and take no new job.
+    Grant.objects.filter(cluster=cluster, user=person).delete()
+    sync.sync_once()
+    with plugin_removed():
+        blocked = shell(name, "sbatch -H -p debug -t 5 --wrap true")
+    assert blocked.code != 0
+    assert "Job violates accounting/QOS policy" in blocked.err
+    print("second lock: partitions, MaxWall, MaxJobs and MaxTRESPerJob held by slurmdbd with the plugin gone")
+
+
+def test_the_console_passes_on_what_slurm_saw_first(cluster, people, client):
+    """A job started from the shell that the console has not synced yet: the console allows, Slurm refuses,
+    and the person reads the plugin's sentence through /v1, not a bare error code."""
+    person, name = researcher(cluster, partitions="debug", max_running_jobs=1)
+    people.append(name)
+    snapshot.publish(cluster)
+    running = shell(name, "sbatch -p debug -t 5 -o /dev/null --wrap 'sleep 300'")
+    assert running.job_id, running
+    wait_for_state(running.job_id, "RUNNING")
+    shell(name, "printf '#!/bin/bash\\n#SBATCH -p debug\\n#SBATCH -t 5\\ntrue\\n' > job.sh")
+    _, token = api_tokens.issue(person, name="test")
+
+    answer = client.post(
+        f"/v1/clusters/{cluster.slug}/jobs",
+        data=json.dumps({"script_path": f"/home/{name}/job.sh"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+
+    assert answer.status_code == 403, answer.content
+    error = answer.json()["error"]
+    assert error["code"] == "max_running_jobs"
+    assert error["message"].startswith(
+        "You already have 1 of 1 allowed jobs running on Demo cluster; wait for one to finish."
+    )
+    assert queue(name) == [(running.job_id, "debug", "RUNNING")]
+    assert not Usage.objects.filter(cluster=cluster, state__in=Usage.OPEN).exists()
