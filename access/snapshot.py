@@ -10,6 +10,7 @@ When it is published:
   or reactivated, a Linux account made (access.receivers, after the transaction commits);
 - by the sync loop every round in which the settled use changed, and at least every
   HEARTBEAT, so a running console never lets the plugin's max age run out.
+A new version (and an audit event) comes only with a change of rules or settled use.
 A failed publish is kept on the Publication row (and logged); the next round tries again.
 """
 
@@ -34,8 +35,9 @@ from clusters.policy_file import PolicyFileError, read_refusals, read_tail, writ
 
 log = logging.getLogger("clusterra.access.snapshot")
 
-# A running console republishes at least this often, whatever changed.
-HEARTBEAT = timedelta(minutes=5)
+# A running console rewrites the file at least this often, whatever changed: it keeps the snapshot
+# young (max age) and moves "settled through" on, so the plugin counts ended jobs at most once.
+HEARTBEAT = timedelta(minutes=1)
 
 
 def build(cluster: Cluster, *, now: datetime | None = None, settled_through: datetime | None = None) -> dict:
@@ -55,7 +57,9 @@ def build(cluster: Cluster, *, now: datetime | None = None, settled_through: dat
 
 
 def digest(snapshot: dict) -> str:
-    return hashlib.sha256(json.dumps(snapshot, sort_keys=True, default=str).encode()).hexdigest()
+    """What makes a new version: the rules and the settled use, not the moment use was settled up to."""
+    rules = {k: v for k, v in snapshot.items() if k != "settled_through"}
+    return hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def render(snapshot: dict, *, version: int, generated_at: datetime) -> str:
