@@ -380,3 +380,22 @@ def test_the_console_passes_on_what_slurm_saw_first(cluster, people, client):
     )
     assert queue(name) == [(running.job_id, "debug", "RUNNING")]
     assert not Usage.objects.filter(cluster=cluster, state__in=Usage.OPEN).exists()
+
+
+def test_a_queued_job_cannot_be_stretched_past_what_it_was_priced_at(cluster, people):
+    _, name = researcher(cluster, partitions="debug gpu", max_walltime=20)
+    people.append(name)
+    snapshot.publish(cluster)
+    queued = shell(name, "sbatch -H -p debug -t 5 --wrap true")
+    assert queued.job_id, queued
+    for change in ("timelimit=25", "partition=gpu"):
+        stretched = shell(name, f"scontrol update jobid={queued.job_id} {change}")
+        assert stretched.code != 0, (change, stretched)
+    shorter = shell(name, f"scontrol update jobid={queued.job_id} timelimit=3")
+    assert shorter.code == 0, shorter
+    show = ["scontrol", "show", "job", str(queued.job_id)]
+    shown = subprocess.run(show, capture_output=True, text=True, check=True).stdout
+    assert "TimeLimit=00:03:00" in shown
+    assert "Partition=debug" in shown
+    # An operator (root) is not the console's to govern.
+    subprocess.run(["scontrol", "update", f"jobid={queued.job_id}", "timelimit=25"], check=True)
