@@ -138,7 +138,7 @@ def _round(value: float) -> float | None:
 
 @dataclass
 class Row:
-    """One of the five benchmarks: its measurements, what else it learnt, and whether it failed."""
+    """One of the benchmarks: its measurements, what else it learnt, and whether it failed."""
 
     number: int
     name: str
@@ -146,6 +146,8 @@ class Row:
     info: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0
+    # Lines printed under the table, for what its columns leave out (the JSON has the numbers already).
+    remarks: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -162,7 +164,7 @@ HEADER = ("row", "what", "n", "median", "p99", "baseline", "median", "p99", "rat
 
 
 def table(rows: Sequence[Row]) -> str:
-    """The printed table: one line per measurement, rows numbered 1 to 5, failures said in words."""
+    """The printed table: one line per measurement, in row order, failures said in words."""
     lines: list[tuple[str, ...]] = [HEADER]
     for row in rows:
         if row.error:

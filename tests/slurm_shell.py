@@ -7,6 +7,7 @@ node; nothing here goes through the console.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import time
@@ -101,22 +102,26 @@ return slurm.SUCCESS
 def plugin_removed() -> Iterator[None]:
     """The job_submit plugin replaced by a pass-through for the block, then put back as it was.
 
-    slurmctld loads a copy whose mtime is newer than the one it has (whole seconds), so each
-    swap is dated a few seconds past the file it replaces.
+    slurmctld loads a copy whose mtime is newer than the one it has, in whole seconds; each swap is
+    dated the next whole second after the file it replaces, never ahead of the clock (a file dated
+    in the future would hide every later copy until the clock caught up).
     """
     original = PLUGIN_FILE.read_bytes()
     stat = PLUGIN_FILE.stat()
-    _install(PASS_THROUGH.encode(), stat.st_gid, stat.st_mtime + 2)
+    swapped = _install(PASS_THROUGH.encode(), stat.st_gid, after=stat.st_mtime)
     try:
         yield
     finally:
-        _install(original, stat.st_gid, stat.st_mtime + 4)
+        _install(original, stat.st_gid, after=swapped)
 
 
-def _install(content: bytes, gid: int, mtime: float) -> None:
+def _install(content: bytes, gid: int, *, after: float) -> float:
+    when = max(math.floor(after) + 1, math.floor(time.time()))
+    time.sleep(max(0.0, when - time.time()))
     partial = PLUGIN_FILE.with_name(PLUGIN_FILE.name + ".swap")
     partial.write_bytes(content)
     partial.chmod(0o640)
     os.chown(partial, 0, gid)
-    os.utime(partial, (mtime, mtime))
+    os.utime(partial, (when, when))
     partial.replace(PLUGIN_FILE)
+    return when

@@ -16,7 +16,14 @@ from tests.conftest import REPO, SLURM_ENV_FILE, require
 
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.root]
 
-ROWS = {1: "submit", 2: "queue", 3: "terminal echo", 4: "terminal fan-out", 5: "policy"}
+ROWS = {
+    1: "submit",
+    2: "queue",
+    3: "terminal echo",
+    4: "terminal fan-out",
+    5: "policy",
+    6: "job_submit plugin",
+}
 
 
 def _postgres_answers() -> bool:
