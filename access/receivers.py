@@ -8,9 +8,12 @@ compares what it compiled with what the head node has, so a change that alters n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
@@ -18,6 +21,7 @@ from django.dispatch import receiver
 
 from access.models import Grant, Quota
 from accounts.models import ClusterAccount
+from accounts.offboarding import NOTICE_TIMEOUT, WITHDRAWN_MESSAGE_TYPE, person_group
 from clusters.models import Cluster
 
 log = logging.getLogger("clusterra.access.snapshot")
@@ -32,6 +36,45 @@ def publish_soon(cluster_ids: list[int] | None = None) -> None:
     ids = list(clusters.values_list("pk", flat=True))
     if ids:
         transaction.on_commit(lambda: _publish(ids))
+
+
+def withdraw_terminals_soon(user_ids: set[int], cluster_ids: list[int] | None = None) -> None:
+    """Once committed: close live terminals of these people on these clusters (None: all) where the
+    terminal is no longer granted to them."""
+    if user_ids:
+        transaction.on_commit(lambda: _withdraw_terminals(set(user_ids), cluster_ids))
+
+
+def _withdraw_terminals(user_ids: set[int], cluster_ids: list[int] | None) -> None:
+    from access import policy
+
+    clusters = Cluster.objects.all() if cluster_ids is None else Cluster.objects.filter(pk__in=cluster_ids)
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for person in User.objects.filter(pk__in=user_ids, is_active=True):
+        for cluster in clusters:
+            decision = policy.decide(person, "terminal.open", cluster)
+            if decision.allowed:
+                continue
+            message = {"type": WITHDRAWN_MESSAGE_TYPE, "cluster": cluster.slug, "reason": decision.message}
+            try:
+                async_to_sync(_tell)(layer, person_group(person.pk), message)
+            except (
+                Exception
+            ):  # the grant is withdrawn either way; a shell open elsewhere ends at its next check
+                log.exception("live terminals of %s on %s not told", person.pk, cluster.slug)
+
+
+async def _tell(layer: Any, group: str, message: dict[str, Any]) -> None:
+    async with asyncio.timeout(NOTICE_TIMEOUT):
+        await layer.group_send(group, message)
+
+
+def _holders(grant: Grant) -> set[int]:
+    if grant.user_id:
+        return {grant.user_id}
+    return set(User.groups.through.objects.filter(group_id=grant.group_id).values_list("user_id", flat=True))
 
 
 def _publish(ids: list[int]) -> None:
@@ -50,6 +93,8 @@ def _publish(ids: list[int]) -> None:
 @receiver(post_delete, sender=Quota, dispatch_uid="access.publish.quota_deleted")
 def rules_changed(sender: Any, instance: Grant | Quota, **kwargs: Any) -> None:
     publish_soon([instance.cluster_id])
+    if isinstance(instance, Grant):
+        withdraw_terminals_soon(_holders(instance), [instance.cluster_id])
 
 
 @receiver(post_save, sender=Cluster, dispatch_uid="access.publish.cluster_saved")
@@ -65,9 +110,14 @@ def account_changed(sender: Any, instance: ClusterAccount, **kwargs: Any) -> Non
 
 
 @receiver(m2m_changed, sender=User.groups.through, dispatch_uid="access.publish.groups_changed")
-def groups_changed(sender: Any, action: str, **kwargs: Any) -> None:
+def groups_changed(
+    sender: Any, action: str, instance: Any, reverse: bool, pk_set: Any, **kwargs: Any
+) -> None:
     if action in ("post_add", "post_remove", "post_clear"):
         publish_soon()
+    if action in ("post_remove", "post_clear"):
+        # person.groups.remove(group), or group.user_set.remove(person): who left is on one side or the other.
+        withdraw_terminals_soon(set(pk_set or ()) if reverse else {instance.pk})
 
 
 @receiver(pre_save, sender=User, dispatch_uid="access.publish.person_saving")

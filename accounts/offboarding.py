@@ -8,8 +8,8 @@ user on the next request. Everything after that is clean-up that may partly fail
 `manage.py reconcile_accounts` locks what is still unlocked later. Calling
 `offboard` again is safe and finishes what was left.
 
-Jobs: a cluster's `offboard_jobs` ("leave" by default, or "cancel") decides whether
-queued and running jobs are left to finish or cancelled. Cancelling is done with a
+Jobs: a cluster's `offboard_jobs` ("cancel" by default, or "leave") decides whether
+queued and running jobs are cancelled or left to finish. Cancelling is done with a
 token minted directly for the person's POSIX name through `cluster.slurm()`: the
 only place above `clusters` that bypasses accounts.slurm_access, because that gate
 (rightly) refuses a deactivated person, and with PrivateData=jobs only the owner's
@@ -23,6 +23,7 @@ the close message with `async_to_sync`, which cannot run inside an event loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,16 +34,24 @@ from django.utils import timezone
 
 from accounts import api_tokens
 from accounts.models import ClusterAccount, User
+from accounts.provisioning import ProvisioningError, slurm_cluster_name
 from audit.log import record
 from clusters import headnode, tokens
 from clusters.slurm import SlurmError
 
 State = ClusterAccount.State
 CLOSE_MESSAGE_TYPE = "offboard.close"
+# What a person's live terminals on one cluster hear when their terminal grant there is gone
+# (a grant withdrawn, a group left): {"type", "cluster": slug, "reason": the policy's sentence}.
+WITHDRAWN_MESSAGE_TYPE = "access.withdrawn"
 LOCK_TIMEOUT = 60.0
 # Seconds the close notice to live terminals may take to reach the channel layer.
 NOTICE_TIMEOUT = 5.0
 JOB_POLICIES = ("leave", "cancel")
+# Rounds of pkill then pgrep before processes still there are reported as a problem.
+PROCESS_ROUNDS = 10
+# Every state `pgrep -r` knows but Z and X: a process that still runs, sleeps or is stopped.
+LIVE_STATES = "D,R,S,T,t,W,P,I"
 
 
 def person_group(user_pk: int) -> str:
@@ -165,6 +174,11 @@ async def _tell(layer: Any, group: str, message: dict[str, Any]) -> None:
 
 
 def _lock_and_jobs(row: ClusterAccount, by: Any, result: OffboardResult) -> None:
+    # Slurm first: a token minted before now (by the console, or by the person while token creation was
+    # open) still authenticates until it expires, so the association must take no new job before anything
+    # else; then the jobs, the account, and last whatever still runs as them.
+    if row.user_created_at is not None and row.cluster.has_accounting:
+        _block_in_slurm(row, by, result)
     if row.state != State.LOCKED:
         try:
             result.done.append(lock_on_cluster(row, by=by))
@@ -181,14 +195,71 @@ def _lock_and_jobs(row: ClusterAccount, by: Any, result: OffboardResult) -> None
             )
     if row.user_created_at is not None:
         _handle_jobs(row, by, result)
+        _end_processes(row, by, result)
+
+
+def _block_in_slurm(row: ClusterAccount, by: Any, result: OffboardResult) -> None:
+    """MaxSubmitJobs=0 on every association of theirs on that Slurm cluster: no token queues anything."""
+    name, cluster = row.account.username, row.cluster
+    try:
+        slurm_cluster = slurm_cluster_name(cluster)
+        where = ["where", f"name={name}", f"cluster={slurm_cluster}"]
+        done = headnode.run(
+            cluster,
+            ["sacctmgr", "-i", "modify", "user", *where, "set", "MaxSubmitJobs=0"],
+            timeout=LOCK_TIMEOUT,
+        )
+        # "Nothing modified": already blocked (a second offboard), or no association at all.
+        if not done.ok and "Nothing modified" not in done.output():
+            raise RuntimeError(f"sacctmgr: {done.output() or done.exit_code}")
+    except (headnode.HeadNodeError, ProvisioningError, RuntimeError) as e:
+        message = f"{name}'s Slurm association on {cluster.slug} not blocked: {e}"
+        result.problems.append(message)
+        record("offboard.slurm", actor=by, cluster=cluster, target=name, outcome="error", message=message)
+        return
+    outcome = f"{name} takes no new Slurm job on {cluster.slug} (MaxSubmitJobs=0)"
+    result.done.append(outcome)
+    record("offboard.slurm", actor=by, cluster=cluster, target=name, message=outcome + ".")
+
+
+def _end_processes(row: ClusterAccount, by: Any, result: OffboardResult) -> None:
+    """Every process of their UID on the head node ended: a shell left behind with setsid, a nohup."""
+    account, cluster = row.account, row.cluster
+    uid = str(account.uid)
+    problem = ""
+    try:
+        for _ in range(PROCESS_ROUNDS):
+            headnode.run(cluster, ["pkill", "-KILL", "-U", uid], timeout=LOCK_TIMEOUT)
+            # A process forked while pkill walked /proc is caught by the next round. Zombies (Z) are
+            # ended already: they wait only for a parent (slurmstepd, or PID 1) to collect them.
+            found = headnode.run(cluster, ["pgrep", "-U", uid, "-r", LIVE_STATES], timeout=LOCK_TIMEOUT)
+            left = found.stdout.split() if found.ok else []
+            problem = f"still running: {' '.join(left)}" if left else ""
+            if not left:
+                break
+            time.sleep(0.2)
+    except headnode.HeadNodeError as e:
+        problem = f"not ended: {e}"
+    if problem:
+        message = f"processes of {account.username} on {cluster.slug} {problem}"
+        result.problems.append(message)
+        record(
+            "offboard.processes",
+            actor=by,
+            cluster=cluster,
+            target=account.username,
+            outcome="error",
+            message=message,
+        )
+        return
+    outcome = f"no process of {account.username} (UID {uid}) left on {cluster.slug}"
+    result.done.append(outcome)
+    record("offboard.processes", actor=by, cluster=cluster, target=account.username, message=outcome + ".")
 
 
 def _handle_jobs(row: ClusterAccount, by: Any, result: OffboardResult) -> None:
     cluster, account = row.cluster, row.account
-    # Until the registry has the field, a cluster leaves jobs alone: the safe default.
-    policy = cluster.offboard_jobs
-    if policy not in JOB_POLICIES:
-        policy = "leave"
+    policy = cluster.offboard_jobs if cluster.offboard_jobs in JOB_POLICIES else "cancel"
     if policy == "leave":
         record(
             "offboard.jobs",

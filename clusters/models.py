@@ -100,7 +100,8 @@ class Cluster(models.Model):
         "jobs of an offboarded person",
         max_length=8,
         choices=[("leave", "Leave them running"), ("cancel", "Cancel them")],
-        default="leave",
+        # Someone who left should not go on using the cluster through jobs queued the day before.
+        default="cancel",
     )
     enforce_policy = models.BooleanField(
         "Slurm enforces the policy",

@@ -228,7 +228,9 @@ SlurmctldPort=6817
 SlurmdPort=6818
 AuthType=auth/munge
 AuthAltTypes=auth/jwt
-AuthAltParameters=jwt_key=$JWT_KEY
+# Only the console mints tokens (with the key, for minutes): nobody can ask slurmctld for a token of
+# their own, nor renew one they hold (root and SlurmUser still can).
+AuthAltParameters=jwt_key=$JWT_KEY,disable_token_creation
 StateSaveLocation=$CTLD_STATE
 SlurmdSpoolDir=$SLURMD_SPOOL
 SlurmctldPidFile=/run/slurm/slurmctld.pid

@@ -31,7 +31,7 @@ from accounts.provisioning import ProvisioningError, ensure_ready
 from clusters.models import Cluster
 from terminal import live as live_terminals
 from terminal import notices
-from terminal.live import LiveTerminal, off_loop, offboarded_message, open_terminal
+from terminal.live import LiveTerminal, off_loop, offboarded_message, open_terminal, withdrawn_message
 from terminal.models import TerminalSession
 from terminal.transports.base import TransportError
 from terminal.transports.local import normalise_cwd
@@ -200,6 +200,20 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.live.end(Ended.OFFBOARDED, message)
         else:
             await self._finish(Ended.OFFBOARDED, message)
+
+    async def access_withdrawn(self, event: dict[str, Any]) -> None:
+        """The terminal grant on some cluster was withdrawn: the shell there ends (one on another stays).
+
+        A shell whose browser has gone hears the same message itself (terminal.live).
+        """
+        if event.get("cluster") != self.slug:
+            return
+        message = withdrawn_message(event)
+        await self._stop_setup(message)
+        if self.live is not None:
+            await self.live.end(Ended.WITHDRAWN, message)
+        else:
+            await self._finish(Ended.WITHDRAWN, message)
 
     # ---- Viewer: how a LiveTerminal reaches this browser ----------------------------------------
 

@@ -23,7 +23,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from accounts.offboarding import CLOSE_MESSAGE_TYPE, person_group
+from accounts.offboarding import CLOSE_MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE, person_group
 from audit.log import record
 from clusters.models import Cluster
 from terminal import conf, notices, transports
@@ -248,7 +248,25 @@ class LiveTerminal:
             log.exception("terminal %s: reading the shell's output failed", self.row.pk)
             self.end_soon(Ended.ERROR, "The terminal connection failed unexpectedly; open a new one.")
             return
+        gone = None if self.ending else await database_sync_to_async(self._offboarded_because)()
+        if gone is not None:
+            # Offboarding ends every process of theirs on the head node, this shell too, often before its
+            # close notice arrives here: the shell ended because they were offboarded, and the row says so.
+            self.end_soon(Ended.OFFBOARDED, offboarded_message({"reason": gone}))
+            return
         self.end_soon(Ended.SHELL_EXITED, self.transport.ended_reason or "The shell ended.")
+
+    def _offboarded_because(self) -> str | None:
+        """The reason the person was deactivated with, or None while they are active."""
+        found = (
+            get_user_model()
+            .objects.filter(pk=self.person_id)
+            .values("is_active", "deactivated_reason")
+            .first()
+        )
+        if found is None or found["is_active"]:
+            return None
+        return found["deactivated_reason"] or ""
 
     async def _watch_clock(self) -> None:
         """Warn a minute before the idle cut and before the maximum length, then cut."""
@@ -302,6 +320,12 @@ class LiveTerminal:
                 message = await notices.next_message(layer, channel, self)
                 if message.get("type") == CLOSE_MESSAGE_TYPE:
                     self.end_soon(Ended.OFFBOARDED, offboarded_message(message))
+                    return
+                if (
+                    message.get("type") == WITHDRAWN_MESSAGE_TYPE
+                    and message.get("cluster") == self.cluster_slug
+                ):
+                    self.end_soon(Ended.WITHDRAWN, withdrawn_message(message))
                     return
         finally:
             await notices.leave(layer, group, channel, self)
@@ -358,6 +382,11 @@ def offboarded_message(event: dict[str, Any]) -> str:
     why = str(event.get("reason") or "").strip()
     detail = f" ({why})" if why else ""
     return f"Your access to the console was removed{detail}, so this terminal was closed."
+
+
+def withdrawn_message(event: dict[str, Any]) -> str:
+    why = str(event.get("reason") or "").strip()
+    return f"{why} This terminal was closed." if why else "Your terminal access was withdrawn."
 
 
 # ---- offboarding while the channel layer is away (see terminal.notices) ----------------------------

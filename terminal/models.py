@@ -57,6 +57,7 @@ class TerminalSession(models.Model):
         IDLE = "idle_timeout", "Idle timeout"
         MAX_LENGTH = "max_length", "Maximum session length"
         OFFBOARDED = "offboarded", "Offboarded"
+        WITHDRAWN = "withdrawn", "Terminal access withdrawn"
         DISCONNECTED = "disconnected", "The browser did not come back"
         FAILED = "failed", "Could not be opened"
         ERROR = "error", "Internal error"

@@ -137,6 +137,7 @@ FIGURES = (
     "grant change reached Slurm",
     "second lock:",
     "requeue charged:",
+    "offboarded in",
 )
 _figures: list[tuple[str, str]] = []
 

@@ -31,6 +31,9 @@ class FakeHeadNode:
     accounts: set[str] = field(default_factory=lambda: {"demo"})
     associations: set[tuple[str, str]] = field(default_factory=set)
     locked: set[str] = field(default_factory=set)
+    # Users whose associations take no new job (MaxSubmitJobs=0), and processes running per UID.
+    blocked: set[str] = field(default_factory=set)
+    processes: dict[int, int] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
     broken: dict[str, Result] = field(default_factory=dict)
     down: bool = False
@@ -119,7 +122,25 @@ class FakeHeadNode:
                 return Result(1, " Nothing new added.\n", "")
             self.associations.add((name, account))
             return Result(0, " Adding User(s)\n", "")
+        if args[:4] == ["-i", "modify", "user", "where"] and args[-2:] == ["set", "MaxSubmitJobs=0"]:
+            where = dict(a.split("=", 1) for a in args[4:-2])
+            assert where["cluster"] == self.slurm_cluster, f"blocked on cluster {where['cluster']}"
+            if not any(u == where["name"] for u, _ in self.associations) or where["name"] in self.blocked:
+                return Result(1, " Nothing modified\n", "")
+            self.blocked.add(where["name"])
+            return Result(0, " Modified user associations...\n", "")
         raise AssertionError(f"unexpected sacctmgr call {args}")
+
+    def _pkill(self, args):
+        assert args[:2] == ["-KILL", "-U"], args
+        killed = self.processes.pop(int(args[2]), 0)
+        return Result(0 if killed else 1, "", "")
+
+    def _pgrep(self, args):
+        assert args[0] == "-U", args
+        assert args[2:4] == ["-r", "D,R,S,T,t,W,P,I"], args
+        count = self.processes.get(int(args[1]), 0)
+        return Result(0 if count else 1, "".join(f"{4000 + n}\n" for n in range(count)), "")
 
     def _usermod(self, args):
         name = args[-1]

@@ -37,6 +37,8 @@ def local_cluster(slug: str = "here", **fields: Any) -> Cluster:
         "slurmrestd_url": "http://127.0.0.1:9",
         "has_accounting": False,
         "transport": Cluster.Transport.LOCAL,
+        # Nothing answers on port 9: offboarding there leaves jobs alone rather than fail to cancel them.
+        "offboard_jobs": "leave",
     } | fields
     return Cluster.objects.create(slug=slug, **values)
 
@@ -50,6 +52,8 @@ def ssm_cluster(slug: str = "aws", *, instance_id: str, region: str, **fields: A
         "transport": Cluster.Transport.SSM,
         "ssm_instance_id": instance_id,
         "aws_region": region,
+        # Nothing answers on port 9: offboarding there leaves jobs alone rather than fail to cancel them.
+        "offboard_jobs": "leave",
     } | fields
     return Cluster.objects.create(slug=slug, **values)
 

@@ -20,7 +20,7 @@ from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.models import AuditEvent
 from clusterra_site import env
 from clusters.models import Cluster
-from clusters.slurm import Job, JobList, JobSpec
+from clusters.slurm import Job, JobList, JobSpec, SlurmError
 from tests.conftest import require
 from tests.fake_headnode import ct_email, free_uid_block, remove_linux_user
 
@@ -34,12 +34,14 @@ def cluster(db, tmp_path, settings):
     settings.CLUSTERRA_UID_MIN, settings.CLUSTERRA_UID_MAX = 60100, 60199
     key = tmp_path / "jwt.key"
     key.write_bytes(b"k" * 32)
+    # Jobs are left alone here (nothing answers on port 9); the tests of cancelling say "cancel".
     return Cluster.objects.create(
         slug="c1",
         name="Cluster One",
         slurmrestd_url="http://127.0.0.1:9",
         api_version="v0.0.38",
         jwt_key_ref=str(key),
+        offboard_jobs="leave",
     )
 
 
@@ -99,7 +101,11 @@ def test_it_takes_every_way_in_away_at_once(jane, cluster, fake, listener):
     assert api_tokens.authenticate(raw) is None
     assert jane.api_tokens.filter(revoked__isnull=True).count() == 0
     assert listener() == {"type": "offboard.close", "reason": "left the company"}
-    assert fake.calls[-1] == ["usermod", "-L", "-e", "1", "jane"]
+    assert ["usermod", "-L", "-e", "1", "jane"] in fake.calls
+    assert fake.calls[-2:] == [
+        ["pkill", "-KILL", "-U", "60100"],
+        ["pgrep", "-U", "60100", "-r", "D,R,S,T,t,W,P,I"],
+    ]
     assert "jane" in fake.locked
     assert ClusterAccount.objects.get(account__user=jane).state == State.LOCKED
     with pytest.raises(SlurmAccessRefused):
@@ -108,8 +114,10 @@ def test_it_takes_every_way_in_away_at_once(jane, cluster, fake, listener):
     assert [e.action for e in events] == [
         "offboard.deactivated",
         "offboard.terminals",
+        "offboard.slurm",
         "offboard.locked",
         "offboard.jobs",
+        "offboard.processes",
         "offboard.finished",
     ]
     assert {e.actor_name for e in events} == {"boss"}
@@ -126,7 +134,8 @@ def test_an_unreachable_head_node_is_reported_and_the_person_is_still_deactivate
     fake.down = True
     result = offboarding.offboard(jane, reason="left")
     assert not result.ok
-    assert "not locked on c1" in result.problems[0]
+    assert "association on c1 not blocked" in result.problems[0]
+    assert "not locked on c1" in result.problems[1]
     jane.refresh_from_db()
     assert not jane.is_active
     assert ClusterAccount.objects.get(account__user=jane).state == State.READY
@@ -147,13 +156,37 @@ def test_offboarding_again_finishes_the_job_and_keeps_the_first_date(jane, clust
     assert ClusterAccount.objects.get(account__user=jane).state == State.LOCKED
 
 
-def test_jobs_are_left_alone_by_default(jane, cluster, fake, monkeypatch):
+def test_jobs_are_left_alone_when_the_cluster_says_so(jane, cluster, fake, monkeypatch):
     provisioning.ensure_ready(jane, cluster)
+    Cluster.objects.update(offboard_jobs="leave")
     slurm = FakeSlurm((Job(job_id=1, user_name="jane", state="RUNNING"),))
     monkeypatch.setattr(Cluster, "slurm", lambda self, *a, **k: slurm(*a, **k))
     offboarding.offboard(jane, reason="left")
     assert slurm.minted_for == []
     assert AuditEvent.objects.get(action="offboard.jobs").reason == "leave"
+
+
+def test_slurm_takes_no_new_job_of_theirs_and_nothing_of_theirs_runs(jane, cluster, fake, monkeypatch):
+    provisioning.ensure_ready(jane, cluster)
+    uid = posix.ensure_account(jane).uid
+    fake.processes[uid] = 3  # a login shell, and what it left behind with setsid
+    fake.processes[uid + 1] = 1  # someone else's
+    slurm = FakeSlurm(())
+    monkeypatch.setattr(Cluster, "slurm", lambda self, *a, **k: slurm(*a, **k))
+
+    result = offboarding.offboard(jane, reason="left")
+
+    assert result.ok, result.problems
+    assert fake.blocked == {"jane"}
+    assert fake.processes == {uid + 1: 1}
+    order = [c[0] if c[0] != "sacctmgr" else f"sacctmgr {c[2]}" for c in fake.calls[-6:]]
+    # Slurm blocked before anything else, the account locked before its processes are ended.
+    assert order.index("sacctmgr modify") < order.index("usermod") < order.index("pkill")
+    assert AuditEvent.objects.get(action="offboard.processes").message == (
+        f"no process of jane (UID {uid}) left on c1."
+    )
+    # A second offboarding finds it all done and says so.
+    assert offboarding.offboard(jane, reason="again").ok
 
 
 def test_a_cluster_set_to_cancel_cancels_the_persons_unfinished_jobs_as_them(
@@ -324,3 +357,58 @@ def test_offboarding_a_real_person_locks_them_out_everywhere(real_person, demo_c
     while job_state(job_id) != "CANCELLED" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert job_state(job_id) == "CANCELLED"
+
+
+@pytest.mark.root
+@pytest.mark.slurm
+def test_offboarding_leaves_nothing_of_theirs_running_and_nothing_they_hold_working(
+    real_person, demo_cluster
+):
+    name = posix.ensure_account(real_person).username
+    uid = posix.ensure_account(real_person).uid
+    slurm_for(real_person, demo_cluster)  # their account, made just in time
+    # What someone about to leave might set up from their shell: processes that outlive the shell,
+    # and a token of their own (refused: only the console mints tokens).
+    for line in ("setsid -f sleep 4000", "nohup sleep 4001 >/dev/null 2>&1 &"):
+        subprocess.run(["runuser", "-l", name, "-c", line], check=True, timeout=30)
+    minted = subprocess.run(
+        ["runuser", "-l", name, "-c", "scontrol token lifespan=31536000"], capture_output=True, text=True
+    )
+    assert minted.returncode != 0
+    assert "SLURM_JWT" not in minted.stdout
+    # A token the console minted for them a moment before (as for a job list), still valid for minutes.
+    earlier = demo_cluster.slurm(name)
+    spec = JobSpec(script="#!/bin/sh\nsleep 300\n", working_directory=f"/home/{name}", time_limit=5)
+    queued = earlier.submit(spec).job_id
+    assert subprocess.run(["pgrep", "-U", str(uid)], capture_output=True).returncode == 0
+
+    started = time.monotonic()
+    result = offboarding.offboard(real_person, by="test", reason="left the company")
+    took = time.monotonic() - started
+
+    assert result.ok, result.problems
+    assert subprocess.run(["pgrep", "-U", str(uid), "-r", offboarding.LIVE_STATES]).returncode == 1
+    deadline = time.monotonic() + 15
+    while job_state(queued) != "CANCELLED" and time.monotonic() < deadline:
+        time.sleep(0.2)  # COMPLETING while slurmd cleans up
+    assert job_state(queued) == "CANCELLED"
+    with pytest.raises(SlurmError):
+        earlier.submit(spec)
+    assert not [line for line in squeue_of(name) if line.strip()]
+    blocked = subprocess.run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={name}", "format=maxsubmit"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert blocked
+    assert set(blocked) == {"0"}
+    assert took <= 5
+    print(
+        f"offboarded in {took:.2f} s: 0 processes of UID {uid} left, 1 job cancelled, "
+        "a token minted before queues nothing, the association takes no job"
+    )
+
+
+def squeue_of(name: str) -> list[str]:
+    return subprocess.run(["squeue", "-h", "-u", name], capture_output=True, text=True).stdout.splitlines()

@@ -8,7 +8,9 @@ import channels.consumer
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import Group
 
+from access.models import Grant
 from accounts import offboarding
 from accounts.models import User
 from audit.models import AuditEvent
@@ -357,3 +359,50 @@ async def test_exiting_the_shell_ends_the_terminal_with_its_status(real_person, 
         closed = await page.until_control("closed")
 
     assert closed == {"type": "closed", "code": "shell_exited", "reason": "The shell ended (exit status 3)."}
+
+
+@pytest.mark.root
+async def test_a_withdrawn_terminal_grant_closes_the_live_shell_on_that_cluster(real_person, cluster):
+    name = await sync_to_async(lambda: real_person.posix_account.username)()
+    cookie = await session_cookie(real_person)
+    async with open_page(application, cluster.slug, cookie=cookie) as (_, _, page):
+        await page.connected()
+        await page.run("sleep 300 & echo started", "started")
+
+        def withdraw() -> None:
+            grant = Grant.objects.get(cluster=cluster, user=real_person)
+            grant.terminal = False
+            grant.save()
+
+        await sync_to_async(withdraw)()
+        closed = await page.until_control("closed", timeout=3)
+        await page.until_closed(timeout=3)
+
+    assert closed["code"] == "withdrawn"
+    assert closed["reason"] == (
+        "Your access to This host does not include the browser terminal; ask an administrator "
+        "to allow it. This terminal was closed."
+    )
+    row = await sync_to_async(row_of)(real_person)
+    assert row.end_reason == "withdrawn"
+    assert processes_of(name) == []
+
+
+@pytest.mark.root
+async def test_leaving_the_group_that_granted_the_terminal_closes_it(real_person, cluster):
+    def through_a_group() -> None:
+        team = Group.objects.create(name="hpc-users")
+        Grant.objects.filter(cluster=cluster, user=real_person).delete()
+        Grant.objects.create(cluster=cluster, group=team, terminal=True)
+        real_person.groups.add(team)
+
+    await sync_to_async(through_a_group)()
+    cookie = await session_cookie(real_person)
+    async with open_page(application, cluster.slug, cookie=cookie) as (_, _, page):
+        await page.connected()
+        await sync_to_async(lambda: real_person.groups.remove(Group.objects.get(name="hpc-users")))()
+        closed = await page.until_control("closed", timeout=3)
+        await page.until_closed(timeout=3)
+
+    assert closed["code"] == "withdrawn"
+    assert closed["reason"].startswith("You have no access to This host; ask an administrator for a grant.")
