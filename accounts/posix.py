@@ -108,6 +108,9 @@ def make_name(
 ) -> str:
     """A valid, free Linux user name for `value`: its base, else the base with 2, 3, … appended."""
     base = name_base(value)
+    if base.startswith(RESERVED_PREFIXES):
+        # No suffix frees a reserved prefix ("systemd-x2" is still a system name): start the name anew.
+        base = ("u" + base)[:MAX_LENGTH].rstrip("_-")
     reserved = frozenset(extra_reserved)
     for n in itertools.count(1):
         if n > 100_000:

@@ -329,6 +329,17 @@ def _ensure_user(ctx: _Context) -> None:
     if look() == "ours":
         ctx.audit("user", f"Linux user {name} (UID {uid}) was already there.", created=False, uid=uid)
         return
+    if ctx.cluster.has_accounting:
+        # Before the Linux user exists: a Slurm user of this name is someone else's, with their
+        # associations (on every cluster of the slurmdbd), job history and perhaps rights.
+        known = _slurm_user(ctx, name)
+        if known is not None:
+            raise _StepFailed(
+                "slurm_user_taken",
+                f"Slurm already has a user named {name} that the console did not make; this account would "
+                "inherit its associations and history. An administrator has to rename this account or "
+                "remove that Slurm user.",
+            )
     # --no-log-init: high UIDs would otherwise grow lastlog/faillog into huge sparse files.
     argv = [
         "useradd",
@@ -359,6 +370,17 @@ def _ensure_association(ctx: _Context) -> None:
             "bad_slurm_account",
             f"the cluster's Slurm account {slurm_account!r} is not a valid account name; "
             "fix it in the cluster registry.",
+        )
+
+    # A name Slurm knows as an administrator or coordinator is never a person's, even their own Linux user's.
+    known = _slurm_user(ctx, name)
+    if known is not None and known != ("None", ""):
+        admin, coordinated = known
+        rights = f"AdminLevel {admin}" if admin != "None" else f"coordinator rights over {coordinated}"
+        raise _StepFailed(
+            "slurm_admin_name",
+            f"the Slurm user {name} has {rights}; the console never gives such a name to a person. "
+            "An administrator has to rename this account.",
         )
 
     # Without cluster= sacctmgr adds the user on every cluster of the account in a shared slurmdbd:
@@ -406,6 +428,30 @@ def _ensure_association(ctx: _Context) -> None:
         account=slurm_account,
         slurm_cluster=slurm_cluster,
     )
+
+
+def _slurm_user(ctx: _Context, name: str) -> tuple[str, str] | None:
+    """(AdminLevel, accounts coordinated) of the Slurm user `name`, or None if Slurm has no such user."""
+    shown = _run(
+        ctx,
+        [
+            "sacctmgr",
+            "-n",
+            "-P",
+            "show",
+            "user",
+            f"name={name}",
+            "withcoord",
+            "format=user,adminlevel,coordinators",
+        ],
+    )
+    if not shown.ok:
+        raise _StepFailed("sacctmgr_failed", f"sacctmgr could not list Slurm users: {shown.output()}")
+    for line in shown.stdout.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) >= 3 and fields[0] == name:
+            return fields[1] or "None", fields[2]
+    return None
 
 
 def _slurm_cluster_name(ctx: _Context) -> str:

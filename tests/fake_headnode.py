@@ -33,6 +33,8 @@ class FakeHeadNode:
     locked: set[str] = field(default_factory=set)
     # Users whose associations take no new job (MaxSubmitJobs=0), and processes running per UID.
     blocked: set[str] = field(default_factory=set)
+    # Slurm users made outside the console: name → (AdminLevel, accounts they coordinate).
+    slurm_users: dict[str, tuple[str, str]] = field(default_factory=dict)
     processes: dict[int, int] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
     broken: dict[str, Result] = field(default_factory=dict)
@@ -104,6 +106,13 @@ class FakeHeadNode:
         raise AssertionError(f"unexpected scontrol call {args}")
 
     def _sacctmgr(self, args):
+        if args[:4] == ["-n", "-P", "show", "user"]:
+            name = args[4].split("=", 1)[1]
+            if name in self.slurm_users:
+                admin, coordinated = self.slurm_users[name]
+                return Result(0, f"{name}|{admin}|{coordinated}\n", "")
+            known = any(u == name for u, _ in self.associations)
+            return Result(0, f"{name}|None|\n" if known else "", "")
         if args[:4] == ["-n", "-P", "show", "assoc"]:
             wanted = dict(a.split("=", 1) for a in args[4:7])
             assert wanted["cluster"] == self.slurm_cluster, (

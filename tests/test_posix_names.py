@@ -285,3 +285,8 @@ def inline_management() -> dict[str, str]:
         f"{prefix}-MIN_NUM_FORMS": "0",
         f"{prefix}-MAX_NUM_FORMS": "1000",
     }
+
+
+def test_a_local_part_with_a_reserved_prefix_still_gets_a_usable_name():
+    assert posix.make_name("systemd-x@corp.example") == "usystemd-x"
+    assert not posix.is_reserved(posix.make_name("systemd-network@corp.example"))

@@ -63,6 +63,18 @@ def row_of(user: User, cluster: Cluster) -> ClusterAccount:
 # --- the steps, against a pretend head node ------------------------------------------------------
 
 
+SHOW_USER = [
+    "sacctmgr",
+    "-n",
+    "-P",
+    "show",
+    "user",
+    "name=jane",
+    "withcoord",
+    "format=user,adminlevel,coordinators",
+]
+
+
 def test_it_runs_the_steps_in_order_and_ends_ready(jane, cluster, fake):
     row = provisioning.ensure_ready(jane, cluster)
     assert row.state == State.READY
@@ -70,6 +82,7 @@ def test_it_runs_the_steps_in_order_and_ends_ready(jane, cluster, fake):
         ["getent", "group", "jane", "60100"],
         ["groupadd", "-g", "60100", "jane"],
         ["getent", "passwd", "jane", "60100"],
+        SHOW_USER,
         [
             "useradd",
             "--no-log-init",
@@ -84,6 +97,7 @@ def test_it_runs_the_steps_in_order_and_ends_ready(jane, cluster, fake):
             "/bin/bash",
             "jane",
         ],
+        SHOW_USER,
         ["scontrol", "show", "config"],
         ["sacctmgr", "-n", "-P", "show", "assoc", "cluster=demo", "user=jane", "account=demo", "format=user"],
         ["sacctmgr", "-i", "add", "user", "jane", "account=demo", "cluster=demo"],
@@ -126,8 +140,40 @@ def test_a_user_already_there_with_the_right_uid_counts_as_done(jane, cluster, f
     fake.passwd["jane"] = 60100
     fake.associations.add(("jane", "demo"))
     assert provisioning.ensure_ready(jane, cluster).state == State.READY
-    assert [c[0] for c in fake.calls] == ["getent", "getent", "scontrol", "sacctmgr"]
+    assert [c[0] for c in fake.calls] == ["getent", "getent", "sacctmgr", "scontrol", "sacctmgr"]
     assert AuditEvent.objects.get(action="provisioning.user").details["created"] is False
+
+
+def test_a_name_slurm_already_knows_is_not_handed_someone_elses_rights(jane, cluster, fake):
+    fake.slurm_users["jane"] = ("None", "")  # a Slurm user from before the console, with a history
+    with pytest.raises(provisioning.ProvisioningError) as refused:
+        provisioning.ensure_ready(jane, cluster)
+    assert refused.value.code == "slurm_user_taken"
+    assert "Slurm already has a user named jane that the console did not make" in refused.value.message
+    assert "jane" not in fake.passwd
+    # Asked again, the same answer: nothing was made that a retry could take for the console's own.
+    with pytest.raises(provisioning.ProvisioningError):
+        provisioning.ensure_ready(jane, cluster)
+
+
+def test_a_slurm_administrators_name_is_never_a_persons(jane, cluster, fake):
+    fake.passwd["jane"] = 60100  # even their own Linux user (made earlier, or by hand)
+    fake.groups["jane"] = 60100
+    fake.slurm_users["jane"] = ("Operator", "")
+    with pytest.raises(provisioning.ProvisioningError) as refused:
+        provisioning.ensure_ready(jane, cluster)
+    assert refused.value.code == "slurm_admin_name"
+    assert "has AdminLevel Operator" in refused.value.message
+    assert not fake.associations
+
+
+def test_a_coordinators_name_is_never_a_persons(jane, cluster, fake):
+    fake.passwd["jane"] = 60100
+    fake.groups["jane"] = 60100
+    fake.slurm_users["jane"] = ("None", "physics")
+    with pytest.raises(provisioning.ProvisioningError) as refused:
+        provisioning.ensure_ready(jane, cluster)
+    assert "coordinator rights over physics" in refused.value.message
 
 
 def test_a_user_already_there_with_another_uid_stops_with_a_clear_sentence(jane, cluster, fake):
@@ -180,7 +226,7 @@ def test_a_failed_association_resumes_without_recreating_the_user(jane, cluster,
     fake.calls.clear()
     row = provisioning.ensure_ready(jane, cluster)
     assert (row.state, row.attempts, row.last_error) == (State.READY, 2, "")
-    assert fake.programs() == ["scontrol show", "sacctmgr -n", "sacctmgr -i"]
+    assert fake.programs() == ["sacctmgr -n", "scontrol show", "sacctmgr -n", "sacctmgr -i"]
 
 
 def test_an_unreachable_head_node_says_try_again_and_the_next_call_resumes(jane, cluster, fake):
@@ -464,3 +510,23 @@ def test_a_real_name_clash_on_this_host_is_reported_not_overwritten(real_person,
         )
     finally:
         remove_linux_user("ctdaemon")
+
+
+@pytest.mark.root
+@pytest.mark.slurm
+def test_a_name_the_real_slurm_already_knows_is_refused_before_a_linux_user_is_made(
+    real_person, demo_cluster, slurm_env
+):
+    require(slurm_env.accounting, "needs slurmdbd")
+    name = posix.ensure_account(real_person).username
+    # Someone's Slurm identity from before the console: an operator, with the demo account.
+    sacctmgr(
+        "-i", "add", "user", name, "account=demo", f"cluster={slurm_env.cluster_name}", "adminlevel=Operator"
+    )
+    try:
+        with pytest.raises(provisioning.ProvisioningError) as refused:
+            provisioning.ensure_ready(real_person, demo_cluster)
+        assert refused.value.code == "slurm_user_taken"
+        assert subprocess.run(["getent", "passwd", name], capture_output=True).returncode == 2
+    finally:
+        sacctmgr("-i", "delete", "user", f"name={name}")
