@@ -432,19 +432,8 @@ def _ensure_association(ctx: _Context) -> None:
 
 def _slurm_user(ctx: _Context, name: str) -> tuple[str, str] | None:
     """(AdminLevel, accounts coordinated) of the Slurm user `name`, or None if Slurm has no such user."""
-    shown = _run(
-        ctx,
-        [
-            "sacctmgr",
-            "-n",
-            "-P",
-            "show",
-            "user",
-            f"name={name}",
-            "withcoord",
-            "format=user,adminlevel,coordinators",
-        ],
-    )
+    fields = "format=user,adminlevel,coordinators"
+    shown = _run(ctx, ["sacctmgr", "-n", "-P", "show", "user", f"name={name}", "withcoord", fields])
     if not shown.ok:
         raise _StepFailed("sacctmgr_failed", f"sacctmgr could not list Slurm users: {shown.output()}")
     for line in shown.stdout.splitlines():
