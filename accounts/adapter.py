@@ -27,6 +27,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from accounts import groups, oidc
+from accounts.models import OidcSession
 from audit.log import record
 
 logger = logging.getLogger("clusterra.accounts")
@@ -278,6 +279,7 @@ def on_console_login(sender: Any, request: HttpRequest, user: Any, **kwargs: Any
     if id_token:
         request.session[SESSION_LOGOUT_HINT] = id_token
         request.session[SESSION_PROVIDER] = provider_id
+    _remember_idp_session(request, user, provider_id, sociallogin.account.extra_data)
 
     details = {**_identity(sociallogin), "method": "idp"}
     claim = _app_settings(sociallogin).get(oidc.GROUPS_CLAIM_KEY, "groups")
@@ -289,6 +291,25 @@ def on_console_login(sender: Any, request: HttpRequest, user: Any, **kwargs: Any
     hook = _posix_on_login()
     if hook is not None:
         hook(user, claims)
+
+
+def _remember_idp_session(request: HttpRequest, user: Any, provider_id: str, extra_data: Any) -> None:
+    """Which IdP session (iss, sid, sub) opened this console session: for that IdP's back-channel logout."""
+    id_token = extra_data.get("id_token") if isinstance(extra_data, dict) else None
+    if not isinstance(id_token, dict) or not id_token.get("iss") or not id_token.get("sub"):
+        return
+    if request.session.session_key is None:
+        request.session.save()
+    OidcSession.objects.update_or_create(
+        session_key=request.session.session_key,
+        defaults={
+            "provider_id": provider_id,
+            "issuer": str(id_token["iss"])[:255],
+            "sid": str(id_token.get("sid") or "")[:255],
+            "sub": str(id_token["sub"])[:255],
+            "user": user,
+        },
+    )
 
 
 @receiver(auth_signals.user_logged_in, dispatch_uid="clusterra.accounts.admin_login")

@@ -196,3 +196,28 @@ class DemoSignup(models.Model):
 
     def __str__(self) -> str:
         return f"link for {self.email} ({self.created:%Y-%m-%d %H:%M})"
+
+
+class OidcSession(models.Model):
+    """One console session opened through an IdP, as that IdP names it: for its back-channel logout.
+
+    The IdP's logout token names the session by `sid` (per client) or the person by `sub`; the
+    console finds the Django session it opened from that, since the IdP's request carries no cookie.
+    """
+
+    provider_id = models.CharField(max_length=64)
+    issuer = models.CharField(max_length=255)
+    sid = models.CharField(max_length=255, blank=True)
+    sub = models.CharField(max_length=255)
+    session_key = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="oidc_sessions")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["issuer", "sid"], name="oidc_session_by_sid"),
+            models.Index(fields=["issuer", "sub"], name="oidc_session_by_sub"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} via {self.provider_id}"

@@ -206,7 +206,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
         A shell whose browser has gone hears the same message itself (terminal.live).
         """
-        if event.get("cluster") != self.slug:
+        if event.get("cluster") not in (None, self.slug):  # None: every cluster (a logout at the IdP)
             return
         message = withdrawn_message(event)
         await self._stop_setup(message)

@@ -321,9 +321,9 @@ class LiveTerminal:
                 if message.get("type") == CLOSE_MESSAGE_TYPE:
                     self.end_soon(Ended.OFFBOARDED, offboarded_message(message))
                     return
-                if (
-                    message.get("type") == WITHDRAWN_MESSAGE_TYPE
-                    and message.get("cluster") == self.cluster_slug
+                if message.get("type") == WITHDRAWN_MESSAGE_TYPE and message.get("cluster") in (
+                    None,
+                    self.cluster_slug,
                 ):
                     self.end_soon(Ended.WITHDRAWN, withdrawn_message(message))
                     return

@@ -138,6 +138,7 @@ FIGURES = (
     "second lock:",
     "requeue charged:",
     "offboarded in",
+    "back-channel logout ended",
 )
 _figures: list[tuple[str, str]] = []
 

@@ -13,13 +13,15 @@ import re
 import selectors
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
@@ -63,10 +65,22 @@ class LoopbackIdp:
     issuer: str
     users_file: Path
     users: dict[str, Any] = field(default_factory=default_users)
+    # Logout tokens the IdP sent to the console's back-channel logout URI, oldest first.
+    logout_tokens: list[str] = field(default_factory=list)
+
+    def next_logout_token(self, timeout: float = 5.0) -> str:
+        """The next logout token the IdP posts (it sends them before it answers the logout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.logout_tokens:
+                return self.logout_tokens.pop(0)
+            time.sleep(0.05)
+        raise AssertionError(f"the IdP sent no logout token within {timeout:g} s")
 
     def reset(self) -> None:
         self.users = default_users()
         self._write()
+        self.logout_tokens.clear()
 
     def set_user(self, login: str, **changes: Any) -> None:
         """Change a person at the IdP: password=, refuse=, or claims such as groups=."""
@@ -98,6 +112,33 @@ class LoopbackIdp:
         os.replace(scratch, self.users_file)
 
 
+class LogoutCatcher:
+    """An HTTP receiver on loopback standing in for the console's back-channel logout URI."""
+
+    def __init__(self) -> None:
+        tokens: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                tokens.extend(parse_qs(body).get("logout_token", []))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.tokens = tokens
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/backchannel-logout"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="session")
 def idp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackIdp]:
     """One IdP process for the session; `idp` resets its people for each test."""
@@ -111,12 +152,17 @@ def idp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackIdp
     folder = tmp_path_factory.mktemp("idp")
     idp = LoopbackIdp(issuer="", users_file=folder / "users.json")
     idp.reset()
+    catcher = LogoutCatcher()
     clients = [
         {
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "redirect_uris": [CALLBACK],
             "post_logout_redirect_uris": [AFTER_LOGOUT],
+            # The console under test is Django's test client, which the IdP cannot reach: its logout
+            # tokens go to a catcher, and the tests hand them to the console.
+            "backchannel_logout_uri": catcher.url,
+            "backchannel_logout_session_required": True,
         }
     ]
     env = {
@@ -131,8 +177,10 @@ def idp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackIdp
     )
     try:
         idp.issuer = _wait_until_ready(process, log, timeout=15)
+        idp.logout_tokens = catcher.tokens
         yield idp
     finally:
+        catcher.close()
         process.terminate()
         try:
             process.wait(timeout=5)

@@ -174,6 +174,11 @@ MATRIX: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {
     "accounts/oidc/<str:provider_id>/login/callback/": [
         ("get", "/accounts/oidc/nosuch/login/callback/", (404, 404, 404, 404, 404, 404))
     ],
+    # The IdP's server-to-server logout: no session needed or used, only a signed token (none here).
+    "accounts/oidc/<str:provider_id>/backchannel-logout/": [
+        ("get", "/accounts/oidc/nosuch/backchannel-logout/", (405, 405, 405, 405, 405, 405)),
+        ("post", "/accounts/oidc/nosuch/backchannel-logout/", (400, 400, 400, 400, 400, 400)),
+    ],
     "accounts/oidc/^(?P<provider_id>[^/]+)/login/": [
         ("get", "/accounts/oidc/nosuch/login/", (404, 404, 404, 404, 404, 404))
     ],

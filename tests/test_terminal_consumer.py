@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 
 from access.models import Grant
-from accounts import offboarding
+from accounts import backchannel, offboarding
 from accounts.models import User
 from audit.models import AuditEvent
 from clusterra_site.asgi import application
@@ -406,3 +406,16 @@ async def test_leaving_the_group_that_granted_the_terminal_closes_it(real_person
 
     assert closed["code"] == "withdrawn"
     assert closed["reason"].startswith("You have no access to This host; ask an administrator for a grant.")
+
+
+@pytest.mark.root
+async def test_a_logout_at_the_idp_closes_live_shells_on_every_cluster(real_person, cluster):
+    cookie = await session_cookie(real_person)
+    async with open_page(application, cluster.slug, cookie=cookie) as (_, _, page):
+        await page.connected()
+        # What accounts.backchannel does once a valid logout token ended the person's sessions.
+        await sync_to_async(backchannel._close_terminals)(real_person.pk)
+        closed = await page.until_control("closed", timeout=3)
+        await page.until_closed(timeout=3)
+    assert closed["code"] == "withdrawn"
+    assert closed["reason"] == "You signed out at your identity provider. This terminal was closed."

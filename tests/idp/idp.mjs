@@ -115,6 +115,8 @@ function configuration() {
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
+      // Logout tokens to the clients' backchannel_logout_uri (a catcher on loopback in the tests).
+      backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         logoutSource: async (ctx, form) => {
@@ -127,6 +129,9 @@ function configuration() {
       },
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    // Test only: oidc-provider's SSRF guard refuses loopback addresses, where the tests' receiver listens.
+    // A real IdP posts to the console's public address and keeps the guard.
+    fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
     findAccount: async (ctx, sub) => {
       const user = findUser(sub);
       if (!user) return undefined;
