@@ -26,7 +26,7 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from access.policy import decide
-from accounts.offboarding import person_group
+from accounts.offboarding import CLOSE_MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE, person_group
 from accounts.provisioning import ProvisioningError, ensure_ready
 from clusters.models import Cluster
 from terminal import live as live_terminals
@@ -37,6 +37,8 @@ from terminal.transports.base import TransportError
 from terminal.transports.local import normalise_cwd
 
 log = logging.getLogger(__name__)
+# The channel-layer messages a terminal acts on; every other type is dropped unread.
+LAYER_MESSAGES = frozenset({CLOSE_MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE})
 Ended = TerminalSession.Ended
 
 # Close codes (4000-4999 are the application's): refused before accept, or ended after a "closed" message.
@@ -115,7 +117,14 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             notices.forget(self)
 
     async def _next_layer_message(self) -> dict[str, Any]:
-        return await notices.next_message(self.channel_layer, self.channel_name, self)
+        # Only the console's own notices come this way. The layer is shared (Redis, perhaps reachable from
+        # a shell), and Channels dispatches by the message's type: a "websocket.receive" written into
+        # someone's person group would otherwise be typed into their shell, as them.
+        while True:
+            message = await notices.next_message(self.channel_layer, self.channel_name, self)
+            if isinstance(message, dict) and message.get("type") in LAYER_MESSAGES:
+                return message
+            log.warning("terminal: a channel-layer message that is not a console notice was dropped")
 
     async def connect(self) -> None:
         user = self.scope.get("user")

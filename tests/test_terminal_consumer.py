@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import channels.consumer
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group
 
 from access.models import Grant
@@ -419,3 +421,21 @@ async def test_a_logout_at_the_idp_closes_live_shells_on_every_cluster(real_pers
         await page.until_closed(timeout=3)
     assert closed["code"] == "withdrawn"
     assert closed["reason"] == "You signed out at your identity provider. This terminal was closed."
+
+
+@pytest.mark.root
+async def test_keystrokes_written_into_the_channel_layer_never_reach_a_shell(real_person, cluster):
+    """The layer is shared (Redis on loopback); a message shaped like the browser's typing is dropped."""
+    name = await sync_to_async(lambda: real_person.posix_account.username)()
+    marker = Path(f"/home/{name}/pwned")  # somewhere their shell could write
+    cookie = await session_cookie(real_person)
+    async with open_page(application, cluster.slug, cookie=cookie) as (_, _, page):
+        await page.connected()
+        layer = get_channel_layer()
+        forged = {"type": "websocket.receive", "bytes": f"touch {marker}\r".encode(), "text": None}
+        await layer.group_send(offboarding.person_group(real_person.pk), forged)
+        await layer.group_send(
+            offboarding.person_group(real_person.pk), {"type": "websocket.disconnect", "code": 1000}
+        )
+        await page.run("echo still-here", "still-here")
+    assert not marker.exists()
