@@ -198,36 +198,50 @@ def test_forty_racing_sbatch_against_a_budget_for_ten_queue_exactly_ten(cluster,
     print(f"racing sbatch: 40 at once from one shell, 10 queued, 30 refused, budget for 10 ({took:.1f} s)")
 
 
+# One of each refusal.
+REFUSED_WHEN_DOWN = (
+    "sbatch -p cpu -t 5 --wrap true",  # partition
+    "sbatch -p debug -t 25 --wrap true",  # walltime
+    "sbatch -p gpu -t 5 --gres=gpu:2 --wrap true",  # GPUs
+    "sbatch -p debug -t 5 --mem=2048 --wrap true",  # memory
+    "sbatch -p debug -t 20 -c 2 --wrap true",  # budget: 0.7 CPU-hours of 0.5
+    "srun -p cpu true",
+)
+
+
 def test_the_console_stopped_changes_nothing(cluster, people):
-    _, name = researcher(cluster, partitions="debug", max_walltime=20)
+    limits = {"max_walltime": 20, "max_gpus_per_job": 1, "max_memory_per_job": 1024, "cpu_hours": 0.5}
+    _, name = researcher(cluster, partitions="debug gpu", **limits)
     people.append(name)
     published = snapshot.publish(cluster)
     rules = snapshot.build(cluster)
-    before = [
-        shell(name, command)
-        for command in (
-            "sbatch -p cpu -t 5 --wrap true",
-            "sbatch -p debug -t 25 --wrap true",
-            "srun -p cpu true",
-        )
-    ]
+    shell(name, "printf '#!/bin/bash\\nsbatch -p cpu -t 1 --wrap true 2>> inside.err\\n' > outer.sh")
+    before = [shell(name, command) for command in REFUSED_WHEN_DOWN]
+    assert all(t.code != 0 for t in before)
     # The console goes away: nothing of it answers, its rules are gone from its database, nothing publishes.
     Cluster = type(cluster)
     Cluster.objects.filter(pk=cluster.pk).update(enforce_policy=False)
     Grant.objects.filter(cluster=cluster).delete()
     Quota.objects.filter(cluster=cluster).delete()
-    after = [
-        shell(name, command)
-        for command in (
-            "sbatch -p cpu -t 5 --wrap true",
-            "sbatch -p debug -t 25 --wrap true",
-            "srun -p cpu true",
-        )
-    ]
-    assert [(t.code != 0, t.err) for t in after] == [(True, t.err) for t in before]
+    after = [shell(name, command) for command in REFUSED_WHEN_DOWN]
+    assert [(t.code, t.err) for t in after] == [(t.code, t.err) for t in before]
+    # And a job that submits a job: it runs, and its own sbatch is refused.
+    assert shell(name, "sbatch -p debug -t 1 -o /dev/null outer.sh").job_id
+    inside = Path(f"/home/{name}/inside.err")
+    deadline = time.monotonic() + 30
+
+    def said_inside() -> str:
+        return inside.read_text() if inside.exists() else ""
+
+    while "sbatch: error: You may not submit to partition cpu" not in said_inside():
+        assert time.monotonic() < deadline, said_inside()
+        time.sleep(0.3)
     allowed = shell(name, "sbatch -H -p debug -t 5 --wrap true")
     assert allowed.job_id, allowed
-    print(f"console stopped: 3 refusals and 1 acceptance, as with it running (snapshot v{published.version})")
+    print(
+        f"console stopped: 7 refusals (partition, walltime, GPUs, memory, budget, srun, inside a job) "
+        f"and 1 acceptance, as with it running (snapshot v{published.version})"
+    )
 
     # The last snapshot grows old: past its max age it is refused (the default) or let through (open).
     three_hours_ago = timezone.now() - timedelta(hours=3)
