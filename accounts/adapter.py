@@ -27,7 +27,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from accounts import groups, oidc
-from accounts.models import OidcSession
+from accounts.models import OidcSession, ScimResource
 from audit.log import record
 
 logger = logging.getLogger("clusterra.accounts")
@@ -114,6 +114,13 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                     request, "wrong_domain", sociallogin=sociallogin, details={**details, "domain": domain}
                 )
             )
+        if not sociallogin.is_existing:
+            provisioned = _provisioned_by_scim(claims)
+            if provisioned is not None:
+                # The IdP pushed this person over SCIM before their first sign-in: the same IdP's stable
+                # id for them (Okta's user id, Entra's object id) in the signed ID token links the two.
+                sociallogin.connect(request, provisioned)
+                user = provisioned
         if sociallogin.is_existing:
             if not user.is_active:
                 raise ImmediateHttpResponse(
@@ -222,6 +229,18 @@ def refuse(
         details=details,
     )
     return refusal_page(request, reason, idp=idp, idp_message=idp_message)
+
+
+def _provisioned_by_scim(claims: dict[str, Any]) -> Any:
+    """The person a SCIM push made for these claims (externalId = the ID token's oid or sub), if any."""
+    keys = [str(claims[k]) for k in ("oid", "sub") if claims.get(k)]
+    if not keys:
+        return None
+    found = ScimResource.objects.filter(kind="User", external_id__in=keys, user__isnull=False).select_related(
+        "user"
+    )
+    rows = list(found[:2])
+    return rows[0].user if len(rows) == 1 else None
 
 
 def refusal_page(request: HttpRequest, reason: str, *, idp: str = "", idp_message: str = "") -> HttpResponse:

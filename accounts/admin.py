@@ -7,9 +7,10 @@ from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Group
 from django.db.models import Count
+from django.utils import timezone
 
-from accounts import api_tokens, offboarding, provisioning
-from accounts.models import ApiToken, ClusterAccount, IdpGroup, PosixAccount, User
+from accounts import api_tokens, offboarding, provisioning, scim
+from accounts.models import ApiToken, ClusterAccount, IdpGroup, PosixAccount, ScimToken, User
 from audit.admin import AuditedModelAdmin
 from audit.log import record
 
@@ -267,3 +268,37 @@ class ApiTokenAdmin(AuditedModelAdmin):
     def revoke_selected(self, request, queryset) -> None:
         count = sum(api_tokens.revoke(t, by=request.user, reason="admin") for t in queryset)
         self.message_user(request, f"{count} token(s) revoked.")
+
+
+@admin.register(ScimToken)
+class ScimTokenAdmin(AuditedModelAdmin):
+    """Tokens IdPs use to provision people over SCIM. A new one is shown once, when it is made."""
+
+    list_display = ["name", "prefix", "created", "last_used", "revoked"]
+    fields = ["name"]
+    actions = ["revoke"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        raw = scim.issue_token(obj.name)
+        made = ScimToken.objects.get(prefix=raw[:12], name=obj.name)
+        obj.pk, obj.prefix, obj.digest = made.pk, made.prefix, made.digest
+        self.message_user(
+            request,
+            f"SCIM token for {obj.name}: {raw} — copy it now into the IdP's provisioning setup "
+            "(base URL https://<console>/scim/v2/); the console keeps only its hash.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected SCIM tokens")
+    def revoke(self, request, queryset) -> None:
+        count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
+        record(
+            "scim.token_revoked",
+            actor=request.user,
+            message=f"{count} SCIM token(s) revoked.",
+            request=request,
+        )
+        self.message_user(request, f"{count} SCIM token(s) revoked.", messages.SUCCESS)

@@ -221,3 +221,43 @@ class OidcSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} via {self.provider_id}"
+
+
+class ScimToken(models.Model):
+    """A bearer token an IdP's SCIM client (Okta, Entra ID) uses on /scim/v2/; only its hash is kept."""
+
+    name = models.CharField(max_length=100, help_text="Which IdP connection uses it, e.g. 'Okta production'.")
+    prefix = models.CharField(max_length=12, db_index=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "SCIM token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class ScimResource(models.Model):
+    """A User or Group as the IdP pushed it over SCIM: its id, its externalId, and the attributes it sent."""
+
+    class Kind(models.TextChoices):
+        USER = "User", "User"
+        GROUP = "Group", "Group"
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    user = models.OneToOneField(User, null=True, blank=True, on_delete=models.CASCADE, related_name="scim")
+    group = models.OneToOneField(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="scim")
+    external_id = models.CharField(max_length=255, blank=True, db_index=True)
+    attributes = models.JSONField(default=dict)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "SCIM resource"
+
+    def __str__(self) -> str:
+        return f"SCIM {self.kind} {self.id}"

@@ -19,6 +19,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("demo/", include("accounts.demo.urls")),
+    # IdPs push people and groups here (Okta, Entra ID); bearer tokens from the admin, no session.
+    path("scim/v2/", include("accounts.scim_urls")),
     path("", include("terminal.urls")),
     path("", include("jobs.urls")),
     path("v1/", include("clusterra_site.api")),

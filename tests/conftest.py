@@ -139,6 +139,8 @@ FIGURES = (
     "requeue charged:",
     "offboarded in",
     "back-channel logout ended",
+    "SCIM compliance",
+    "SCIM active:false",
 )
 _figures: list[tuple[str, str]] = []
 

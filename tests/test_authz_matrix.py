@@ -174,6 +174,30 @@ MATRIX: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {
     "accounts/oidc/<str:provider_id>/login/callback/": [
         ("get", "/accounts/oidc/nosuch/login/callback/", (404, 404, 404, 404, 404, 404))
     ],
+    # SCIM answers IdPs with a bearer token only: no session, staff's included, gets anything.
+    "scim/v2/ServiceProviderConfig": [
+        ("get", "/scim/v2/ServiceProviderConfig", (401, 401, 401, 401, 401, 401))
+    ],
+    "scim/v2/ResourceTypes": [("get", "/scim/v2/ResourceTypes", (401, 401, 401, 401, 401, 401))],
+    "scim/v2/ResourceTypes/<str:name>": [
+        ("get", "/scim/v2/ResourceTypes/User", (401, 401, 401, 401, 401, 401))
+    ],
+    "scim/v2/Schemas": [("get", "/scim/v2/Schemas", (401, 401, 401, 401, 401, 401))],
+    "scim/v2/Schemas/<str:urn>": [
+        ("get", "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", (401, 401, 401, 401, 401, 401))
+    ],
+    "scim/v2/.search": [("post", "/scim/v2/.search", (401, 401, 401, 401, 401, 401))],
+    "scim/v2/Users/.search": [("post", "/scim/v2/Users/.search", (401, 401, 401, 401, 401, 401))],
+    "scim/v2/Groups/.search": [("post", "/scim/v2/Groups/.search", (401, 401, 401, 401, 401, 401))],
+    "scim/v2/Users": [("get", "/scim/v2/Users", (401, 401, 401, 401, 401, 401))],
+    "scim/v2/Users/<str:resource_id>": [
+        ("get", "/scim/v2/Users/00000000-0000-0000-0000-000000000000", (401, 401, 401, 401, 401, 401))
+    ],
+    "scim/v2/Groups": [("get", "/scim/v2/Groups", (401, 401, 401, 401, 401, 401))],
+    "scim/v2/Groups/<str:resource_id>": [
+        ("delete", "/scim/v2/Groups/00000000-0000-0000-0000-000000000000", (401, 401, 401, 401, 401, 401))
+    ],
+    "scim/v2/^(?P<rest>.*)$": [("get", "/scim/v2/Anything", (401, 401, 401, 401, 401, 401))],
     # The IdP's server-to-server logout: no session needed or used, only a signed token (none here).
     "accounts/oidc/<str:provider_id>/backchannel-logout/": [
         ("get", "/accounts/oidc/nosuch/backchannel-logout/", (405, 405, 405, 405, 405, 405)),
