@@ -161,38 +161,32 @@ def service_provider_config(request: HttpRequest) -> tuple[int, Any]:
 
 @scim_view
 def resource_types(request: HttpRequest, name: str | None = None) -> tuple[int, Any]:
-    _method(request, ("GET",))
-    items = {k: _resource_type(request, v) for k, v in RESOURCE_TYPES.items()}
-    if name is not None:
-        if name not in items:
-            raise ScimError(404, f"No resource type {name}.")
-        return 200, items[name]
-    return 200, _list(list(items.values()), 1, len(items))
+    return _catalogue(request, RESOURCE_TYPES, name, "ResourceType", RESOURCE_TYPE_SCHEMA, "ResourceTypes")
 
 
 @scim_view
 def schemas(request: HttpRequest, urn: str | None = None) -> tuple[int, Any]:
+    return _catalogue(request, SCHEMAS, urn, "Schema", SCHEMA_SCHEMA, "Schemas")
+
+
+def _catalogue(
+    request: HttpRequest, entries: dict[str, Any], key: str | None, kind: str, schema: str, folder: str
+) -> tuple[int, Any]:
+    """One of the discovery lists, or one entry of it by its id."""
     _method(request, ("GET",))
-    items = {k: _schema(request, v) for k, v in SCHEMAS.items()}
-    if urn is not None:
-        if urn not in items:
-            raise ScimError(404, f"No schema {urn}.")
-        return 200, items[urn]
-    return 200, _list(list(items.values()), 1, len(items))
-
-
-def _resource_type(request: HttpRequest, item: dict[str, Any]) -> dict[str, Any]:
-    location = f"{_base(request)}/ResourceTypes/{item['id']}"
-    return {
-        "schemas": [RESOURCE_TYPE_SCHEMA],
-        **item,
-        "meta": {"resourceType": "ResourceType", "location": location},
+    items = {
+        k: {
+            "schemas": [schema],
+            **v,
+            "meta": {"resourceType": kind, "location": f"{_base(request)}/{folder}/{k}"},
+        }
+        for k, v in entries.items()
     }
-
-
-def _schema(request: HttpRequest, item: dict[str, Any]) -> dict[str, Any]:
-    location = f"{_base(request)}/Schemas/{item['id']}"
-    return {"schemas": [SCHEMA_SCHEMA], **item, "meta": {"resourceType": "Schema", "location": location}}
+    if key is not None:
+        if key not in items:
+            raise ScimError(404, f"No {kind} {key}.")
+        return 200, items[key]
+    return 200, _list(list(items.values()), 1, len(items))
 
 
 def _list(resources: list[dict[str, Any]], start: int, total: int) -> dict[str, Any]:
