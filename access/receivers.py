@@ -71,6 +71,32 @@ async def _tell(layer: Any, group: str, message: dict[str, Any]) -> None:
         await layer.group_send(group, message)
 
 
+def unsuspend_soon(user_ids: set[int], cluster_ids: list[int] | None = None) -> None:
+    """Once committed: unlock the accounts of these people that were locked for want of a grant, where
+    they hold one again."""
+    if user_ids:
+        transaction.on_commit(lambda: _unsuspend(set(user_ids), cluster_ids))
+
+
+def _unsuspend(user_ids: set[int], cluster_ids: list[int] | None) -> None:
+    from access.quota import held_by
+    from accounts import provisioning
+
+    rows = ClusterAccount.objects.filter(state=ClusterAccount.State.SUSPENDED, account__user_id__in=user_ids)
+    if cluster_ids is not None:
+        rows = rows.filter(cluster_id__in=cluster_ids)
+    for row in rows.select_related("account__user", "cluster"):
+        person = row.account.user
+        if person is None or not person.is_active:
+            continue
+        if not Grant.objects.filter(cluster=row.cluster).filter(held_by(person)).exists():
+            continue
+        try:
+            provisioning.unsuspend(row)
+        except Exception:  # the grant is saved; the next use says what is wrong with the head node
+            log.exception("%s not unlocked on %s", row.account.username, row.cluster.slug)
+
+
 def _holders(grant: Grant) -> set[int]:
     if grant.user_id:
         return {grant.user_id}
@@ -94,7 +120,9 @@ def _publish(ids: list[int]) -> None:
 def rules_changed(sender: Any, instance: Grant | Quota, **kwargs: Any) -> None:
     publish_soon([instance.cluster_id])
     if isinstance(instance, Grant):
-        withdraw_terminals_soon(_holders(instance), [instance.cluster_id])
+        holders = _holders(instance)
+        withdraw_terminals_soon(holders, [instance.cluster_id])
+        unsuspend_soon(holders, [instance.cluster_id])
 
 
 @receiver(post_save, sender=Cluster, dispatch_uid="access.publish.cluster_saved")
@@ -115,6 +143,8 @@ def groups_changed(
 ) -> None:
     if action in ("post_add", "post_remove", "post_clear"):
         publish_soon()
+    if action == "post_add":
+        unsuspend_soon(set(pk_set or ()) if reverse else {instance.pk})
     if action in ("post_remove", "post_clear"):
         # person.groups.remove(group), or group.user_set.remove(person): who left is on one side or the other.
         withdraw_terminals_soon(set(pk_set or ()) if reverse else {instance.pk})

@@ -104,6 +104,8 @@ class ClusterAccount(models.Model):
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
         LOCKED = "locked", "Locked (offboarded)"
+        # No grant on that cluster any more: locked until one comes back (then unlocked on first use).
+        SUSPENDED = "suspended", "Locked (no grant)"
 
     account = models.ForeignKey(PosixAccount, on_delete=models.PROTECT, related_name="clusters")
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="accounts")

@@ -100,11 +100,19 @@ def on_idp_refusal(user: User, detail: str = "") -> OffboardResult:
     return offboard(user, by="identity provider", reason=reason[:200])
 
 
-def lock_on_cluster(row: ClusterAccount, *, by: Any = None) -> str:
+def suspend_on_cluster(row: ClusterAccount, *, by: Any = None) -> str:
+    """Lock the account of an active person who has no grant on that cluster any more (SUSPENDED).
+
+    Unlike an offboarding it is undone by itself: provisioning unlocks it when a grant is back.
+    """
+    return lock_on_cluster(row, by=by, state=State.SUSPENDED)
+
+
+def lock_on_cluster(row: ClusterAccount, *, by: Any = None, state: str = State.LOCKED) -> str:
     """Lock one POSIX account on its cluster (`usermod -L -e 1`); returns what happened.
 
     Raises HeadNodeError when the head node cannot be reached, and RuntimeError
-    when usermod itself fails; the row is LOCKED only once that worked.
+    when usermod itself fails; the row is LOCKED (or `state`) only once that worked.
     """
     name, cluster = row.account.username, row.cluster
     result = headnode.run(cluster, ["usermod", "-L", "-e", "1", name], timeout=LOCK_TIMEOUT)
@@ -118,10 +126,11 @@ def lock_on_cluster(row: ClusterAccount, *, by: Any = None) -> str:
             f"usermod could not lock {name} on {cluster.slug}: {result.output() or result.exit_code}"
         )
     with transaction.atomic():
-        row.state = State.LOCKED
+        row.state = state
         row.busy_until = None
         row.save(update_fields=["state", "busy_until", "updated"])
-    record("offboard.locked", actor=by, cluster=cluster, target=name, message=outcome + ".")
+    action = "offboard.locked" if state == State.LOCKED else "access.suspended"
+    record(action, actor=by, cluster=cluster, target=name, message=outcome + ".")
     return outcome
 
 

@@ -172,6 +172,14 @@ def _provision(row: ClusterAccount, user: User, actor: Any, wait: float) -> Clus
             code="locked",
             cluster=claimed.cluster,
         )
+    if claimed.state == State.SUSPENDED:
+        _release(claimed)
+        raise ProvisioningError(
+            f"The account {claimed.account.username} on {claimed.cluster.name} is locked: your access there "
+            "ended. It is unlocked when an administrator grants it again.",
+            code="suspended",
+            cluster=claimed.cluster,
+        )
     ctx = _Context(claimed, user, actor)
     ctx.audit(
         "started",
@@ -233,6 +241,39 @@ def _claim(pk: int, wait: float) -> ClusterAccount:
                 cluster=row.cluster,
             )
         _sleep(0.2)
+
+
+def unsuspend(row: ClusterAccount, *, actor: Any = None) -> ClusterAccount:
+    """A grant is back for someone locked for having none: unlock the account (password and expiry).
+
+    Only access (which knows the grants) calls this; a SUSPENDED row is otherwise refused like a locked one.
+    """
+    claimed = _claim(row.pk, DEFAULT_WAIT)
+    if claimed.state != State.SUSPENDED:
+        _release(claimed)
+        return claimed
+    return _unsuspend(_Context(claimed, claimed.account.user, actor))
+
+
+def _unsuspend(ctx: _Context) -> ClusterAccount:
+    row, name = ctx.row, ctx.account.username
+    try:
+        result = _run(ctx, ["usermod", "-U", "-e", "", name])
+    except headnode.HeadNodeError as e:
+        _release(row)
+        raise ProvisioningError(
+            f"{name} on {ctx.cluster.name} could not be unlocked: {e}", code="head_node", cluster=ctx.cluster
+        ) from None
+    if not result.ok:
+        _release(row)
+        raise ProvisioningError(
+            f"{name} on {ctx.cluster.name} could not be unlocked: {result.output()}",
+            code="usermod_failed",
+            cluster=ctx.cluster,
+        )
+    _advance(row, State.READY, busy_until=None)
+    ctx.audit("ready", f"{name} unlocked on {ctx.cluster.slug}: a grant there is back.", unsuspended=True)
+    return row
 
 
 def _release(row: ClusterAccount) -> None:

@@ -55,6 +55,15 @@ def slurm_for(user: User, cluster: Cluster, *, request: Any = None, provision: b
             "locked",
             f"The account {row.account.username} on {cluster.name} is locked; ask an administrator.",
         )
+    if row is not None and row.state == ClusterAccount.State.SUSPENDED:
+        _refuse(
+            user,
+            cluster,
+            request,
+            "suspended",
+            f"Your access to {cluster.name} ended, so the account {row.account.username} there is locked "
+            "until an administrator grants it again.",
+        )
     if row is None or row.state != ClusterAccount.State.READY:
         if not provision:
             _refuse(

@@ -24,7 +24,7 @@ from access.models import Grant, Publication, Quota, Usage
 from access.policy import Resources
 from accounts import api_tokens, posix, provisioning
 from accounts.models import User
-from accounts.slurm_access import slurm_for
+from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.models import AuditEvent
 from clusters.policy_file import write_policy
 from clusters.slurm import JobSpec, SlurmError
@@ -418,3 +418,37 @@ def test_a_queued_job_cannot_be_stretched_past_what_it_was_priced_at(cluster, pe
     assert "Partition=debug" in shown
     # An operator (root) is not the console's to govern.
     subprocess.run(["scontrol", "update", f"jobid={queued.job_id}", "timelimit=25"], check=True)
+
+
+def shadow_expiry(name: str) -> str:
+    entry = subprocess.run(["getent", "shadow", name], capture_output=True, text=True, check=True).stdout
+    return entry.split(":")[7]
+
+
+def test_no_grant_left_locks_the_account_until_a_grant_is_back(
+    cluster, people, django_capture_on_commit_callbacks
+):
+    person, name = researcher(cluster, partitions="debug")
+    people.append(name)
+    assert shadow_expiry(name) == ""
+    Grant.objects.filter(cluster=cluster, user=person).delete()
+
+    report = sync.sync_once()
+
+    assert report.suspended == 1, report.summary()
+    row = person.posix_account.clusters.get(cluster=cluster)
+    assert row.state == "suspended"
+    assert shadow_expiry(name) == "1"  # expired in 1970: no login by any means that checks the account
+    assert AuditEvent.objects.filter(action="access.suspended", target=name).exists()
+
+    # Until a grant is back, nothing acts as them there.
+    with pytest.raises(SlurmAccessRefused, match="is locked until an administrator grants it again"):
+        slurm_for(person, cluster)
+    # A grant again unlocks it (after the commit; this test's transaction stands in for it).
+    with django_capture_on_commit_callbacks(execute=True):
+        Grant.objects.create(cluster=cluster, user=person, partitions="debug")
+    slurm_for(person, cluster)
+    row.refresh_from_db()
+    assert row.state == "ready"
+    assert shadow_expiry(name) == ""
+    assert sync.sync_once().suspended == 0
