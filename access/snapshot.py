@@ -31,7 +31,7 @@ from access.compiled import compile_cluster
 from access.models import Publication
 from audit.log import record
 from clusters.models import Cluster
-from clusters.policy_file import PolicyFileError, read_refusals, read_tail, write_policy
+from clusters.policy_file import PolicyFileError, log_size, read_refusals, read_tail, write_policy
 
 log = logging.getLogger("clusterra.access.snapshot")
 
@@ -74,7 +74,10 @@ def render(snapshot: dict, *, version: int, generated_at: datetime) -> str:
 def publish(cluster: Cluster, *, force: bool = False, settled_through: datetime | None = None) -> Publication:
     """Compile and write the cluster's snapshot if it changed (or `force`, or the heartbeat is due)."""
     with transaction.atomic():
-        row, _ = Publication.objects.select_for_update().get_or_create(cluster=cluster)
+        row, created = Publication.objects.select_for_update().get_or_create(cluster=cluster)
+        if created:
+            # Refusals logged before this console governed the cluster are not its people's to audit.
+            row.refusals_read = log_size(cluster, cluster.refusal_log)
         if settled_through is not None:
             row.settled_through = settled_through
         now = timezone.now()
@@ -83,7 +86,7 @@ def publish(cluster: Cluster, *, force: bool = False, settled_through: datetime 
         due = row.published_at is None or now - row.published_at >= HEARTBEAT
         if fingerprint == row.digest and not force and not due and not row.error:
             if settled_through is not None:
-                row.save(update_fields=["settled_through"])
+                row.save(update_fields=["settled_through", "refusals_read"])
             return row
         changed = fingerprint != row.digest
         version = row.version + 1 if changed else row.version
@@ -92,7 +95,7 @@ def publish(cluster: Cluster, *, force: bool = False, settled_through: datetime 
             write_policy(cluster, cluster.policy_path, text, group=cluster.slurm_user)
         except PolicyFileError as e:
             row.error = str(e)[:2000]
-            row.save(update_fields=["error", "settled_through"])
+            row.save(update_fields=["error", "settled_through", "refusals_read"])
             log.warning("policy for %s not published: %s", cluster.slug, e)
             record(
                 "policy.publish",

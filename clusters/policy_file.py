@@ -42,6 +42,16 @@ def write_policy(cluster: HeadNode, path: str, text: str, *, group: str) -> None
             raise PolicyFileError(f"{argv[0]} on the head node failed: {result.output()}")
 
 
+def log_size(cluster: HeadNode, path: str) -> int:
+    """How long the refusal log is now (0 if it is not there yet or cannot be read)."""
+    try:
+        size = headnode.run(cluster, ["stat", "-c", "%s", path], timeout=15)
+    except HeadNodeError:
+        return 0
+    text = size.stdout.strip()
+    return int(text) if size.ok and text.isdigit() else 0
+
+
 def read_refusals(cluster: HeadNode, path: str, offset: int) -> tuple[bytes, int]:
     """New bytes of the plugin's refusal log since `offset`, and the offset to start from next time.
 

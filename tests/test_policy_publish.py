@@ -32,6 +32,7 @@ def cluster(tmp_path):
         enforce_policy=True,
         slurm_user=grp.getgrgid(0).gr_name,
         policy_path=str(tmp_path / "clusterra" / "policy.lua"),
+        refusal_log=str(tmp_path / "refusals.log"),
     )
 
 
@@ -98,3 +99,17 @@ def test_a_running_console_writes_again_before_the_snapshot_could_grow_old(clust
     row = Publication.objects.get(cluster=cluster)
     assert row.version == version  # the same rules, written again with a new "generated" moment
     assert row.published_at > long_ago + timedelta(seconds=1)
+
+
+def test_refusals_from_before_the_console_governed_the_cluster_are_not_audited(cluster, jane):
+    log = cluster.refusal_log
+    line = '{"time": 1, "uid": 200001, "user": "jane", "code": "no_grant", "message": "old", "version": 0}\n'
+    with open(log, "w") as f:
+        f.write(line)
+    Publication.objects.all().delete()  # as if the console had never published to this head node
+    Grant.objects.create(cluster=cluster, user=jane, partitions="debug")  # its first publish
+    assert snapshot.collect_refusals(cluster) == 0
+    with open(log, "a") as f:
+        f.write(line.replace('"old"', '"new"'))
+    assert snapshot.collect_refusals(cluster) == 1
+    assert AuditEvent.objects.get(action="job.refused_by_slurm").message.endswith("new")
