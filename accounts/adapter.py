@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from accounts import groups, oidc
+from accounts import groups, idp_check, oidc
 from accounts.models import OidcSession, ScimResource
 from audit.log import record
 
@@ -299,6 +299,9 @@ def on_console_login(sender: Any, request: HttpRequest, user: Any, **kwargs: Any
         request.session[SESSION_LOGOUT_HINT] = id_token
         request.session[SESSION_PROVIDER] = provider_id
     _remember_idp_session(request, user, provider_id, sociallogin.account.extra_data)
+    refresh = getattr(sociallogin.token, "token_secret", "") if sociallogin.token else ""
+    if refresh:
+        idp_check.remember(user, provider_id, refresh)
 
     details = {**_identity(sociallogin), "method": "idp"}
     claim = _app_settings(sociallogin).get(oidc.GROUPS_CLAIM_KEY, "groups")

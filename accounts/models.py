@@ -263,3 +263,21 @@ class ScimResource(models.Model):
 
     def __str__(self) -> str:
         return f"SCIM {self.kind} {self.id}"
+
+
+class IdpRefresh(models.Model):
+    """The refresh token an IdP gave at a person's last sign-in, encrypted: to ask it later whether it
+    still accepts them (accounts.idp_check), for IdPs that push nothing (Google, or no SCIM set up)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="idp_refresh")
+    provider_id = models.CharField(max_length=64)
+    sealed = models.TextField(
+        help_text="The refresh token, encrypted with a key derived from the secret key."
+    )
+    checked = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "provider_id"], name="one_refresh_per_idp")]
+
+    def __str__(self) -> str:
+        return f"{self.user} at {self.provider_id}"

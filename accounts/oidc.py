@@ -27,6 +27,9 @@ PRESET_KEY = "preset"
 GROUPS_CLAIM_KEY = "groups_claim"
 EMAIL_CLAIMS_KEY = "email_claims"
 HOSTED_DOMAIN_KEY = "hosted_domain"
+# Minutes between two asks of the IdP whether it still accepts a person (accounts.idp_check); 0: never.
+CHECK_MINUTES_KEY = "check_minutes"
+DEFAULT_CHECK_MINUTES = 15
 ANY_DOMAIN = "*"
 
 
@@ -103,6 +106,7 @@ def complete_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     done.setdefault("oauth_pkce_enabled", True)
     done.setdefault(GROUPS_CLAIM_KEY, preset.groups_claim)
     done.setdefault(EMAIL_CLAIMS_KEY, list(preset.email_claims))
+    done.setdefault(CHECK_MINUTES_KEY, DEFAULT_CHECK_MINUTES)
     domain = done.get(HOSTED_DOMAIN_KEY)
     if domain and domain != ANY_DOMAIN:
         # Google's account chooser then offers only accounts of that domain; the adapter still
@@ -154,6 +158,13 @@ def app_from_environment(provider_id: str, environ: Mapping[str, str]) -> dict[s
     groups_claim = get("GROUPS_CLAIM")
     if groups_claim is not None:
         settings[GROUPS_CLAIM_KEY] = groups_claim
+    minutes = get("CHECK_MINUTES")
+    if minutes is not None:
+        if not minutes.isdigit():
+            raise ConfigError(
+                f"{prefix}CHECK_MINUTES must be a whole number of minutes (0: never), not {minutes!r}"
+            )
+        settings[CHECK_MINUTES_KEY] = int(minutes)
     domain = (get("HOSTED_DOMAIN") or "").lower()
     if domain:
         settings[HOSTED_DOMAIN_KEY] = domain

@@ -60,6 +60,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from access import ledger, limits, policy, snapshot, suspensions
+from accounts import idp_check
 from accounts.models import ClusterAccount
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.log import record as audit
@@ -103,13 +104,14 @@ class Report:
     cancelled: int = 0
     limited: int = 0
     suspended: int = 0
+    offboarded: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def eventful(self) -> bool:
         """Whether the round changed anything or met an error (a quiet round is not worth a log line)."""
         changes = (self.updated, self.created, self.started, self.settled, self.released, self.recorded)
-        later = (self.confirmed, self.refused, self.cancelled, self.limited, self.suspended)
+        later = (self.confirmed, self.refused, self.cancelled, self.limited, self.suspended, self.offboarded)
         return any(changes) or any(later) or bool(self.errors)
 
     def summary(self) -> str:
@@ -120,6 +122,7 @@ class Report:
             f"{self.confirmed} unanswered submits confirmed, {self.refused} refused by Slurm's policy, "
             f"{self.cancelled} cancelled as no longer allowed, {self.limited} people's Slurm limits set, "
             f"{self.suspended} accounts locked for want of a grant, "
+            f"{self.offboarded} people their IdP no longer accepts offboarded, "
             f"{len(self.errors)} errors"
         )
 
@@ -624,6 +627,9 @@ def sync_once() -> Report:
     # After the queues: a claim whose owner's queue was read has been matched by its tag or given up.
     release_stale_claims(report)
     enforce_policy(report, started)
+    # IdPs that push nothing: are the people signed in through them still accepted there?
+    checked = idp_check.check_due()
+    report.offboarded += checked.offboarded
     # Where the console's policy is the cluster's (the Slurm plugin enforces it), no grant means no account.
     for cluster in Cluster.objects.filter(enabled=True, enforce_policy=True):
         locked, errors = suspensions.suspend_ungranted(cluster)

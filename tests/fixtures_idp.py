@@ -162,6 +162,7 @@ def idp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackIdp
             # The console under test is Django's test client, which the IdP cannot reach: its logout
             # tokens go to a catcher, and the tests hand them to the console.
             "backchannel_logout_uri": catcher.url,
+            "grant_types": ["authorization_code", "refresh_token"],
             "backchannel_logout_session_required": True,
         }
     ]

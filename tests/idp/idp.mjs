@@ -129,6 +129,9 @@ function configuration() {
       },
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    // Refresh tokens to every client allowed the grant (Okta and Entra give them with offline_access;
+    // oidc-provider's default also wants prompt=consent), for the console's periodic check.
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
     // Test only: oidc-provider's SSRF guard refuses loopback addresses, where the tests' receiver listens.
     // A real IdP posts to the console's public address and keeps the guard.
     fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
