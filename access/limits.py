@@ -216,8 +216,3 @@ def _describe(want: Wanted) -> str:
     places = ", ".join(f"{a}/{p or 'every partition'}" for a, p in sorted(want.associations))
     limits = ", ".join(f"{k}={v}" for k, v in sorted(want.limits.items()) if v not in ("-1",))
     return f"{places}; {limits}" if limits else places
-
-
-def forget() -> None:
-    """Reconcile everyone again in the next round (tests; after slurmdbd was restored from a backup)."""
-    _applied.clear()

@@ -121,11 +121,6 @@ def publish(cluster: Cluster, *, force: bool = False, settled_through: datetime 
     return row
 
 
-def publish_enforcing(*, settled_through: datetime | None = None) -> list[Publication]:
-    """publish() for every enabled or disabled cluster whose Slurm enforces the policy."""
-    return [publish(c, settled_through=settled_through) for c in Cluster.objects.filter(enforce_policy=True)]
-
-
 def collect_refusals(cluster: Cluster) -> int:
     """Read the plugin's refusal log since last time into the audit log; returns how many were new."""
     row, _ = Publication.objects.get_or_create(cluster=cluster)

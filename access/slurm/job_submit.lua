@@ -32,7 +32,6 @@ local FALLBACK_UID_MIN = settings.uid_min or 200000
 local FALLBACK_UID_MAX = settings.uid_max or 299999
 
 local STAMP = "clusterra:v1"
-local INFINITE = 4294967295
 local EPSILON = 1e-9
 
 local policy = nil        -- the loaded snapshot
