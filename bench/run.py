@@ -211,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = stage.Settings.from_environment()
     os.environ.update(settings.environment())
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Private, or the console refuses it; data/ above the default one is `make demo`'s data folder, which
+    # would otherwise be made 0755 here, and refused there.
+    for folder in (settings.data_dir.parent, settings.data_dir):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     python = sys.executable
     layer = settings.redis_url or "in-memory"
     say(f"{mode} run; console database {settings.database_url}, channel layer {layer}")

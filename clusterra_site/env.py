@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shlex
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -182,6 +185,35 @@ def cache(redis_url: str | None) -> dict:
             "socket_timeout": CACHE_REDIS_TIMEOUT,
         },
     }
+
+
+def private_folder(path: Path) -> None:
+    """Make the data folder 0700 if it is missing; refuse it if other users may read, write or enter it.
+
+    It holds the SQLite database, the secret key and terminal recordings: readable, it hands any local
+    user (a person's shell on the head node) an administrator's session. An open folder is refused, not
+    quietly closed: what was in it may have been read already (the secret key, sessions), which its
+    operator has to know, and a folder named by CLUSTERRA_DATA_DIR may be shared on purpose.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"The data folder {path} is open to other users (mode {mode:o}) and holds the console's secret "
+            f"key and data; make it private: chmod 700 {shlex.quote(str(path))}"
+        )
+
+
+def private_sqlite_file(path: Path | str) -> None:
+    """Create the SQLite database 0600 before SQLite does: it would make it 0644, as the umask allows.
+
+    Its journal and WAL files take the database file's mode, so they are 0600 too.
+    """
+    if str(path) == ":memory:":
+        return
+    # Already there, or a folder that does not exist yet: SQLite says so when it opens the file.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def secret_key(data_dir: Path) -> str:

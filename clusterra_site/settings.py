@@ -10,7 +10,9 @@ from clusterra_site import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CLUSTERRA_DATA_DIR", BASE_DIR / "data")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Here, at settings import, so that every entry point refuses an open folder before writing to it:
+# manage.py's commands (migrate, the sync loop) and daphne, which runs no system checks.
+env.private_folder(DATA_DIR)
 
 DEBUG = env.flag("CLUSTERRA_DEBUG", False)
 SECRET_KEY = env.secret_key(DATA_DIR)
@@ -70,6 +72,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.database(os.environ.get("DATABASE_URL"), DATA_DIR)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    env.private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 

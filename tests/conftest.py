@@ -141,6 +141,11 @@ FIGURES = (
     "back-channel logout ended",
     "SCIM compliance",
     "SCIM active:false",
+    "data at rest:",
+    "open data folder:",
+    "homes private:",
+    "healthz probes:",
+    "sparse output:",
 )
 _figures: list[tuple[str, str]] = []
 

@@ -207,7 +207,8 @@ def ask(browser: requests.Session, cli: requests.Session, base: str, v: Visitor,
         right = r.status_code != 200 or r.json()["job"]["id"] == job
     elif route == "healthz":
         r = browser.get(f"{base}/healthz", **get)
-        right = r.status_code != 200 or r.json()["clusters"]["demo"]["ok"]
+        # People are not staff: they are told up or degraded, no cluster's details.
+        right = r.status_code != 200 or (r.json()["ok"] and "clusters" not in r.json())
     else:
         r = cli.post(f"{api}?dry_run=1", json={"script_path": v.script}, **get)
         right = r.status_code != 200 or (r.json()["dry_run"] and r.json()["decision"]["allowed"])
