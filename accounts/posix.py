@@ -39,6 +39,9 @@ MAX_LENGTH = 32
 NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 DEFAULT_UID_MIN = 200_000
 DEFAULT_UID_MAX = 299_999
+# On a head node that hosts the console, every account the console makes is also in this group, whose
+# only use is to be refused: the service sockets there give it nothing (terminal.confine_host).
+PEOPLE_GROUP = "clusterra-people"
 COUNTER = "posix_id"
 # 65534 is nobody/nogroup and 65535 is (uid_t)-1 for 16-bit tools; no person may get either.
 UNUSABLE_IDS = frozenset({65534, 65535})

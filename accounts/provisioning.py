@@ -3,6 +3,7 @@
 Steps, each through `clusters.headnode.run`, each audited, the row saved after each:
 reserve the UID (posix.ensure_account) → group and Linux user with a home under the
 cluster's home_root → the Slurm user association (clusters with accounting) → ready.
+The home is made 0700 (close_open_homes, run by reconcile_accounts, closes homes made before).
 Every step first looks at the head node, so a step found already done counts as
 done, and a step found done *differently* (same name, other UID) stops with a
 sentence saying so. A failed row keeps how far it got; the next call resumes there.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import posixpath
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -45,6 +46,9 @@ _sleep: Callable[[float], None] = time.sleep
 # What sacctmgr accepts as an account name without it being split or reinterpreted.
 _SLURM_ACCOUNT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CLUSTER_NAME = re.compile(r"^ClusterName\s*=\s*(\S+)\s*$", re.MULTILINE)
+# find's answer: "<mode> <name>" for each folder right under home_root that group or others may open.
+# With -H a home_root that is a symbolic link (/home → /data/home) is followed; nothing under it is.
+_OPEN_FOLDERS = ("-mindepth", "1", "-maxdepth", "1", "-type", "d", "-perm", "/077", "-printf", "%m %f\\n")
 
 
 class ProvisioningError(Exception):
@@ -191,6 +195,7 @@ def _provision(row: ClusterAccount, user: User, actor: Any, wait: float) -> Clus
         if claimed.user_created_at is None:
             _ensure_group(ctx)
             _ensure_user(ctx)
+            _join_people_group(ctx)
             _advance(claimed, State.USER_CREATED, user_created_at=timezone.now())
         step = "association"
         if claimed.cluster.has_accounting and claimed.associated_at is None:
@@ -382,9 +387,13 @@ def _ensure_user(ctx: _Context) -> None:
                 "remove that Slurm user.",
             )
     # --no-log-init: high UIDs would otherwise grow lastlog/faillog into huge sparse files.
+    # UMASK=0077: the home is made 0700 from its first moment (HOME_MODE would say it directly, but the
+    # shadow of older head nodes, RHEL 8's, refuses that key and with it the whole useradd).
     argv = [
         "useradd",
         "--no-log-init",
+        "-K",
+        "UMASK=0077",
         "-u",
         str(uid),
         "-g",
@@ -399,9 +408,123 @@ def _ensure_user(ctx: _Context) -> None:
     result = _run(ctx, argv)
     if not result.ok and look() != "ours":
         raise _StepFailed("useradd_failed", f"useradd failed: {result.output() or result.exit_code}")
+    # Also when the home was already there (useradd leaves its mode alone) or login.defs sets HOME_MODE.
+    private = _run(ctx, ["chmod", "0700", "--", home])
+    if not private.ok:
+        raise _StepFailed(
+            "chmod_failed",
+            f"the home {home} could not be made private: {private.output() or private.exit_code}",
+        )
     ctx.audit(
         "user", f"Created Linux user {name} (UID {uid}) with home {home}.", created=True, uid=uid, home=home
     )
+
+
+def _join_people_group(ctx: _Context) -> None:
+    """On the console's own host, the account joins the group its services refuse (posix.PEOPLE_GROUP)."""
+    if ctx.cluster.transport != Cluster.Transport.LOCAL:
+        return  # an SSM head node serves none of the console's databases
+    name = ctx.account.username
+    # -f: succeeds when the group is there already (the first account on this host makes it).
+    made = _run(ctx, ["groupadd", "--system", "-f", posix.PEOPLE_GROUP])
+    joined = _run(ctx, ["usermod", "-a", "-G", posix.PEOPLE_GROUP, name]) if made.ok else made
+    if not joined.ok:
+        raise _StepFailed(
+            "people_group_failed",
+            f"{name} could not join {posix.PEOPLE_GROUP}: {joined.output() or joined.exit_code}",
+        )
+
+
+@dataclass(frozen=True)
+class HomeFix:
+    """A console account's home that group or others could open, and whether it is 0700 now."""
+
+    username: str
+    home: str
+    mode: str
+    error: str = ""
+
+
+def close_open_homes(cluster: Cluster, usernames: Collection[str], *, actor: Any = None) -> list[HomeFix]:
+    """Make 0700 the homes (home_root/<name>) of these console accounts that group or others can open.
+
+    One `find` lists every open folder under home_root at once, so the check costs one head-node call
+    per cluster, not one per account; folders of names that are not the console's are left alone.
+    Each change is audited. Raises HeadNodeError, or ProvisioningError when the folders cannot be listed.
+    """
+    if not usernames:
+        return []
+    root = cluster.home_root
+    listed = headnode.run(cluster, ["find", "-H", root, *_OPEN_FOLDERS], timeout=STEP_TIMEOUT)
+    if not listed.ok:
+        raise ProvisioningError(
+            f"the homes under {root} could not be listed: {listed.output() or listed.exit_code}",
+            code="find_failed",
+            cluster=cluster,
+        )
+    fixes = []
+    for line in listed.stdout.splitlines():
+        mode, _, name = line.partition(" ")
+        if name not in usernames:
+            continue
+        home = posixpath.join(root, name)
+        done = headnode.run(cluster, ["chmod", "0700", "--", home], timeout=STEP_TIMEOUT)
+        fix = HomeFix(name, home, mode, "" if done.ok else done.output() or f"chmod exited {done.exit_code}")
+        record(
+            "provisioning.home",
+            actor=actor,
+            cluster=cluster,
+            target=name,
+            outcome="allowed" if done.ok else "error",
+            reason="" if done.ok else "chmod_failed",
+            message=f"The home {home} was open to others (mode {mode}); "
+            + ("it is 0700 now." if done.ok else f"it could not be made 0700: {fix.error}"),
+            details={"home": home, "mode": mode},
+        )
+        fixes.append(fix)
+    return fixes
+
+
+def join_people_group(cluster: Cluster, usernames: Collection[str], *, actor: Any = None) -> list[str]:
+    """Put into posix.PEOPLE_GROUP the console's accounts on a local cluster that are not in it yet.
+
+    Accounts made before the group existed (it closes the console host's service sockets to them);
+    one `getent` per cluster, then one `usermod` per missing name, each audited. Returns who joined.
+    Raises HeadNodeError, or ProvisioningError when the group cannot be made or joined.
+    """
+    if cluster.transport != Cluster.Transport.LOCAL or not usernames:
+        return []
+    group = posix.PEOPLE_GROUP
+    listed = headnode.run(cluster, ["getent", "group", group], timeout=STEP_TIMEOUT)
+    # "clusterra-people:x:999:ana,bo" — the members are the fourth field.
+    fields = listed.stdout.strip().split(":") if listed.ok else []
+    members = set(fields[3].split(",")) if len(fields) > 3 else set()
+    if not listed.ok:
+        made = headnode.run(cluster, ["groupadd", "--system", "-f", group], timeout=STEP_TIMEOUT)
+        if not made.ok:
+            raise ProvisioningError(
+                f"the group {group} could not be made: {made.output() or made.exit_code}",
+                code="people_group_failed",
+                cluster=cluster,
+            )
+    joined = []
+    for name in sorted(set(usernames) - members):
+        done = headnode.run(cluster, ["usermod", "-a", "-G", group, name], timeout=STEP_TIMEOUT)
+        if not done.ok:
+            raise ProvisioningError(
+                f"{name} could not join {group}: {done.output() or done.exit_code}",
+                code="people_group_failed",
+                cluster=cluster,
+            )
+        record(
+            "provisioning.people_group",
+            actor=actor,
+            cluster=cluster,
+            target=name,
+            message=f"{name} joined {group}, which this host's service sockets refuse.",
+        )
+        joined.append(name)
+    return joined
 
 
 def _ensure_association(ctx: _Context) -> None:

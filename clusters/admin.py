@@ -53,6 +53,10 @@ class ClusterAdmin(AuditedModelAdmin):
             "People, files and terminals",
             {"fields": ["allowed_script_roots", "home_root", "terminal_idle_timeout", "offboard_jobs"]},
         ),
+        (
+            "Shells on the console's own host",
+            {"fields": ["shell_max_processes", "shell_max_memory_mb", "shell_max_cpus"]},
+        ),
     ]
 
     @admin.display(description="API version")

@@ -130,6 +130,26 @@ class Cluster(models.Model):
     terminal_idle_timeout = models.PositiveIntegerField(
         "terminal idle timeout (minutes)", default=20, validators=[MinValueValidator(1)]
     )
+    # Caps on one person's shells together, where the head node is the console's own host (the local
+    # transport): a fork bomb or a memory hog then stays in that person's cgroup (terminal.confine).
+    shell_max_processes = models.PositiveIntegerField(
+        "processes per person's shells",
+        default=512,
+        validators=[MinValueValidator(16)],
+        help_text="Local head node only: every process of one person's terminals, together.",
+    )
+    shell_max_memory_mb = models.PositiveIntegerField(
+        "memory per person's shells (MB)",
+        default=4096,
+        validators=[MinValueValidator(64)],
+        help_text="Local head node only: above this the biggest process of their shells is killed.",
+    )
+    shell_max_cpus = models.FloatField(
+        "CPUs per person's shells",
+        default=1.0,
+        validators=[MinValueValidator(0.05)],
+        help_text="Local head node only: a cap, and shells yield to the console when the CPU is busy.",
+    )
 
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)

@@ -69,6 +69,10 @@ $BIN/python manage.py register_cluster "$CLUSTERRA_DEMO_CLUSTER" --name "Demo cl
   --api-version "$SLURM_API_VERSION" --key-file "$SLURM_JWT_KEY_FILE" --transport local --enforce-policy \
   "${accounting[@]}"
 $BIN/python manage.py seed_demo --cluster "$CLUSTERRA_DEMO_CLUSTER"
+# Strangers get shells on this host: close its databases, Redis and the rest to them (and to their jobs),
+# and hide other people's processes. Their own shells are capped by the cluster's shell limits.
+bash scripts/install-confinement.sh
+$BIN/python manage.py confine_shells --open-port "$PORT"
 admin_login=$($BIN/python manage.py ensure_admin)
 
 start() {

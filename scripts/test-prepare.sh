@@ -20,6 +20,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
         apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends lua5.1 >/dev/null; }
   fi
+  bash scripts/install-confinement.sh
   bash scripts/slurm-up.sh
 else
   echo "test-prepare: not root on Debian/Ubuntu: the real-Slurm tests will skip (run scripts/slurm-up.sh as root)"

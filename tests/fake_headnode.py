@@ -28,9 +28,13 @@ class FakeHeadNode:
     passwd: dict[str, int] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
     homes: dict[str, str] = field(default_factory=dict)
+    # Mode of each home folder by path, as useradd (with its -K UMASK) and chmod leave it.
+    modes: dict[str, int] = field(default_factory=dict)
     accounts: set[str] = field(default_factory=lambda: {"demo"})
     associations: set[tuple[str, str]] = field(default_factory=set)
     locked: set[str] = field(default_factory=set)
+    # Supplementary group → member names (usermod -a -G).
+    members: dict[str, set[str]] = field(default_factory=dict)
     # Users whose associations take no new job (MaxSubmitJobs=0), and processes running per UID.
     blocked: set[str] = field(default_factory=set)
     # Slurm users made outside the console: name → (AdminLevel, accounts they coordinate).
@@ -64,13 +68,16 @@ class FakeHeadNode:
                     lines.append(
                         f"{name}:x:{number}:{number}::/home/{name}:/bin/bash"
                         if database == "passwd"
-                        else f"{name}:x:{number}:"
+                        else f"{name}:x:{number}:{','.join(sorted(self.members.get(name, ())))}"
                     )
                     break
         found_all = len(lines) == len(keys)
         return Result(0 if found_all else 2, "".join(line + "\n" for line in lines), "")
 
     def _groupadd(self, args):
+        if args[:2] == ["--system", "-f"]:  # a system group, made if missing (posix.PEOPLE_GROUP)
+            self.groups.setdefault(args[2], 999)
+            return Result(0, "", "")
         gid, name = int(args[1]), args[2]
         if name in self.groups:
             return Result(9, "", f"groupadd: group '{name}' already exists")
@@ -83,7 +90,7 @@ class FakeHeadNode:
         options, rest = {}, list(args[:-1])
         while rest:
             flag = rest.pop(0)
-            options[flag] = rest.pop(0) if flag in ("-u", "-g", "-d", "-s") else True
+            options[flag] = rest.pop(0) if flag in ("-u", "-g", "-d", "-s", "-K") else True
         name, uid = args[-1], int(options["-u"])
         if self.slow:
             time.sleep(self.slow)
@@ -93,7 +100,26 @@ class FakeHeadNode:
             return Result(4, "", "useradd: UID already in use")
         self.passwd[name] = uid
         self.homes[name] = options["-d"]
+        umask = int(options["-K"].removeprefix("UMASK="), 8) if "-K" in options else 0o022
+        self.modes[options["-d"]] = 0o777 & ~umask
         return Result(0, "", "")
+
+    def _chmod(self, args):
+        mode, dashes, path = args
+        assert dashes == "--", args
+        self.modes[path] = int(mode, 8)
+        return Result(0, "", "")
+
+    def _find(self, args):
+        # Only provisioning.close_open_homes' question: the folders right under the root that group or
+        # others may open, as "<mode> <name>" lines.
+        root = args[1]
+        lines = [
+            f"{mode:o} {path.rsplit('/', 1)[1]}\n"
+            for path, mode in self.modes.items()
+            if path.rsplit("/", 1)[0] == root and mode & 0o077
+        ]
+        return Result(0, "".join(lines), "")
 
     def _scontrol(self, args):
         if args == ["show", "config"]:
@@ -155,7 +181,10 @@ class FakeHeadNode:
         name = args[-1]
         if name not in self.passwd:
             return Result(6, "", f"usermod: user '{name}' does not exist")
-        self.locked.add(name)
+        if args[:2] == ["-a", "-G"]:
+            self.members.setdefault(args[2], set()).add(name)
+        else:
+            self.locked.add(name)
         return Result(0, "", "")
 
 
@@ -163,13 +192,23 @@ class FakeHeadNode:
 
 
 def free_uid_block(size: int = 20) -> int:
-    """The first number of `size` consecutive UIDs (and GIDs) in the test range that nobody holds here."""
+    """The first number of `size` consecutive UIDs (and GIDs) in the test range that nobody holds here.
+
+    A block this process handed out before comes last: a test's Linux users are gone at its end, but
+    Slurm may still hold their jobs (cancelled, completing) or the plugin its note of jobs it just
+    accepted for those UIDs, which the next test's person would otherwise inherit as their own use.
+    """
     starts = list(range(TEST_UIDS.start, TEST_UIDS.stop - size, size))
     random.shuffle(starts)
+    starts.sort(key=lambda start: start in _handed_out)
     for start in starts:
         if all(not _uid_used(n) for n in range(start, start + size)):
+            _handed_out.add(start)
             return start
     raise RuntimeError(f"no {size} free UIDs left in {TEST_UIDS}")
+
+
+_handed_out: set[int] = set()
 
 
 def _uid_used(number: int) -> bool:

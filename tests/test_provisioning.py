@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -86,6 +88,8 @@ def test_it_runs_the_steps_in_order_and_ends_ready(jane, cluster, fake):
         [
             "useradd",
             "--no-log-init",
+            "-K",
+            "UMASK=0077",
             "-u",
             "60100",
             "-g",
@@ -97,11 +101,16 @@ def test_it_runs_the_steps_in_order_and_ends_ready(jane, cluster, fake):
             "/bin/bash",
             "jane",
         ],
+        ["chmod", "0700", "--", "/home/jane"],
+        # The console's own host (a local cluster): the group its services refuse.
+        ["groupadd", "--system", "-f", "clusterra-people"],
+        ["usermod", "-a", "-G", "clusterra-people", "jane"],
         SHOW_USER,
         ["scontrol", "show", "config"],
         ["sacctmgr", "-n", "-P", "show", "assoc", "cluster=demo", "user=jane", "account=demo", "format=user"],
         ["sacctmgr", "-i", "add", "user", "jane", "account=demo", "cluster=demo"],
     ]
+    assert fake.members == {"clusterra-people": {"jane"}}
     row.refresh_from_db()
     assert row.user_created_at is not None
     assert row.associated_at is not None
@@ -140,7 +149,16 @@ def test_a_user_already_there_with_the_right_uid_counts_as_done(jane, cluster, f
     fake.passwd["jane"] = 60100
     fake.associations.add(("jane", "demo"))
     assert provisioning.ensure_ready(jane, cluster).state == State.READY
-    assert [c[0] for c in fake.calls] == ["getent", "getent", "sacctmgr", "scontrol", "sacctmgr"]
+    # Only the membership of the people's group is (re)done: usermod -a -G is idempotent.
+    assert [c[0] for c in fake.calls] == [
+        "getent",
+        "getent",
+        "groupadd",
+        "usermod",
+        "sacctmgr",
+        "scontrol",
+        "sacctmgr",
+    ]
     assert AuditEvent.objects.get(action="provisioning.user").details["created"] is False
 
 
@@ -252,6 +270,15 @@ def test_a_lost_race_to_create_the_user_still_counts_as_done(jane, cluster, fake
 
     fake._getent = getent
     assert provisioning.ensure_ready(jane, cluster).state == State.READY
+
+
+def test_a_home_that_cannot_be_made_private_fails_the_step(jane, cluster, fake):
+    fake.broken["chmod"] = R(1, "", "chmod: changing permissions of '/home/jane': Read-only file system")
+    with pytest.raises(provisioning.ProvisioningError) as caught:
+        provisioning.ensure_ready(jane, cluster)
+    assert (caught.value.code, caught.value.step) == ("chmod_failed", "user")
+    assert "the home /home/jane could not be made private: chmod: " in caught.value.message
+    assert row_of(jane, cluster).user_created_at is None
 
 
 def test_an_inactive_person_is_not_provisioned(jane, cluster, fake):
@@ -490,6 +517,34 @@ def test_the_association_is_made_on_this_slurm_cluster_only(
     assert rows == [f"{slurm_env.cluster_name}|demo|{name}"]
     details = AuditEvent.objects.get(action="provisioning.association").details
     assert details["slurm_cluster"] == slurm_env.cluster_name
+
+
+@pytest.mark.root
+def test_a_real_home_is_0700_and_another_person_cannot_read_it(real_person):
+    here = Cluster.objects.create(
+        slug="here", name="This host", slurmrestd_url="http://127.0.0.1:9", has_accounting=False
+    )
+    other = User.objects.create(username=ct_email(), email=ct_email())
+    other_account = posix.ensure_account(other)
+    other_name = other_account.username
+    # A home made before the user (by an admin, or left by an earlier userdel): useradd keeps its mode.
+    other_home = Path("/home") / other_name
+    other_home.mkdir(mode=0o755)
+    os.chown(other_home, other_account.uid, other_account.gid)
+    try:
+        provisioning.ensure_ready(real_person, here)
+        provisioning.ensure_ready(other, here)
+        home = Path("/home") / posix.ensure_account(real_person).username
+        assert (stat.S_IMODE(home.stat().st_mode), stat.S_IMODE(other_home.stat().st_mode)) == (0o700, 0o700)
+        peek = subprocess.run(
+            ["runuser", "-u", other_name, "--", "ls", str(home)], capture_output=True, text=True, check=False
+        )
+        assert peek.returncode != 0
+        assert "Permission denied" in peek.stderr, peek.stderr
+        print(f"homes private: new and pre-existing homes 0700; another person's ls: {peek.stderr.strip()}")
+    finally:
+        remove_linux_user(other_name)
+        shutil.rmtree(other_home, ignore_errors=True)
 
 
 @pytest.mark.root

@@ -26,9 +26,15 @@ def for_cluster(cluster: Cluster, *, posix_user: str, cwd: str, reason: str) -> 
     Blocking (it may assume an AWS role): call it off the event loop.
     """
     if cluster.transport == "local":
+        from ..confine import Limits
         from .local import LocalPtyTransport
 
-        return LocalPtyTransport(posix_user, cwd or None)
+        limits = Limits(
+            processes=cluster.shell_max_processes,
+            memory_mb=cluster.shell_max_memory_mb,
+            cpus=cluster.shell_max_cpus,
+        )
+        return LocalPtyTransport(posix_user, cwd or None, limits)
     if cluster.transport == "ssm":
         from .ssm import SsmTransport, login_command
 

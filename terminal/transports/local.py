@@ -17,6 +17,7 @@ import struct
 import termios
 from collections.abc import AsyncIterator
 
+from .. import confine
 from .base import Transport, TransportError
 
 # A login name as useradd accepts it; anything else never reaches runuser.
@@ -38,6 +39,8 @@ SHELL_ENVIRONMENT = {
     "COLORTERM": "truecolor",
     "LANG": "C.UTF-8",
 }
+# A person's local shells together, unless the cluster says otherwise (clusters.Cluster.shell_*).
+DEFAULT_LIMITS = confine.Limits(processes=512, memory_mb=4096, cpus=1.0)
 READ_SIZE = 64 * 1024
 # Above this much unread output the PTY is no longer read, so a flood (`yes`) blocks the writer
 # in the kernel instead of filling the console's memory.
@@ -57,11 +60,13 @@ class LocalPtyTransport(Transport):
     terminal so job control and SIGWINCH work.
     """
 
-    def __init__(self, user: str, cwd: str | None = None) -> None:
+    def __init__(self, user: str, cwd: str | None = None, limits: confine.Limits | None = None) -> None:
         if not _POSIX_NAME.fullmatch(user):
             raise ValueError(f"not a POSIX user name: {user!r}")
         self.user = user
         self.cwd = normalise_cwd(cwd)
+        self.limits = limits or DEFAULT_LIMITS
+        self.placement: confine.Placement | None = None
         self.session_id = ""
         self.ended_reason: str | None = None
         self.exit_status: int | None = None
@@ -77,8 +82,11 @@ class LocalPtyTransport(Transport):
         self._writable_waiter: asyncio.Future[None] | None = None
 
     async def start(self, cols: int, rows: int) -> None:
-        argv = self._argv()
         env = self._environment()
+        if os.geteuid() == 0:
+            # Only a console running as root starts other people's shells, and only root can confine them.
+            self.placement = await asyncio.to_thread(confine.place, self.user, self.limits)
+        argv = self._argv()
         master, slave = pty.openpty()
         try:
             _set_size(master, cols, rows)
@@ -94,6 +102,8 @@ class LocalPtyTransport(Transport):
             )
         except OSError as exc:
             os.close(master)
+            if self.placement is not None:
+                await asyncio.to_thread(self.placement.release)
             self.ended_reason = f"Could not start a shell on this host: {exc.strerror or exc}."
             raise TransportError(self.ended_reason) from exc
         finally:
@@ -176,6 +186,9 @@ class LocalPtyTransport(Transport):
             except TimeoutError:
                 await signal_session(proc.pid, signal.SIGKILL)
                 await proc.wait()
+        if self.placement is not None:
+            # What left the terminal's session (setsid, nohup, a daemon) is still in its cgroup: ended too.
+            await asyncio.to_thread(self.placement.release)
         if self._exit_watch is not None:
             await self._exit_watch
 
@@ -185,8 +198,12 @@ class LocalPtyTransport(Transport):
         setsid = shutil.which("setsid") or "/usr/bin/setsid"
         shell = ["/bin/sh", "-c", _SHELL_SCRIPT, "clusterra-shell", self.cwd or ""]
         if os.geteuid() == 0:
+            placement = self.placement or confine.Placement("none")
+            # rlimits (where there are no cgroups to write) are set after the switch, so the person cannot
+            # raise them; cgroups are joined before it, so nothing of the person's runs outside.
+            shell = [*placement.rlimit_argv, *shell]
             runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/runuser"
-            return [setsid, "--ctty", runuser, "-u", self.user, "--", *shell]
+            return placement.wrap([setsid, "--ctty", runuser, "-u", self.user, "--", *shell])
         if _current_user() == self.user:
             # A laptop demo where the console runs as the very person: no switch needed.
             return [setsid, "--ctty", *shell]
