@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
-import socket
-import subprocess
 import time
 
 import pytest
@@ -31,6 +28,7 @@ from terminal.transports.ssm import SessionManager, login_command
 from tests.conftest import require
 from tests.fake_headnode import FakeHeadNode
 from tests.jobs_support import HELLO
+from tests.redis_support import RedisServer, free_port
 from tests.ssm_agent import REGION, TARGET, TEST_CREDENTIALS, AgentEmulator, StubbedSsm
 from tests.terminal_support import (
     close_thread_connections,
@@ -42,57 +40,6 @@ from tests.terminal_support import (
 )
 
 pytest_plugins = ["tests.jobs_fixtures"]
-
-
-class RedisServer:
-    """A throwaway redis-server on 127.0.0.1:`port`, with nothing kept on disk."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 5
-        while not self.answers():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def crash(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(5)
-        self.process = None
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

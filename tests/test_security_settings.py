@@ -35,6 +35,8 @@ def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "CLUSTERRA_TRUSTED_ORIGINS": "https://console.example.org",
         "CLUSTERRA_DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "clusterra_site.settings",
+        # Production's Redis has a password (check --deploy warns without one: clusterra.W010).
+        "REDIS_URL": "redis://:a-long-redis-password@127.0.0.1:6379/0",
         **extra,
     }
 
