@@ -33,6 +33,7 @@ from tests.fake_headnode import ct_email
 from tests.slurm_shell import cancel_all, shell
 from tests.terminal_support import (
     close_thread_connections,
+    end_all_terminals,
     forget_real_person,
     grant_terminal,
     local_cluster,
@@ -50,8 +51,11 @@ _EXIT = re.compile(rb"[\r\n]EXIT-(\d+)\r\n")
 
 
 @pytest_asyncio.fixture(autouse=True)
-async def _no_connection_left_open():
+async def _nothing_left_open():
+    """Every shell still held is ended (a dropped page keeps its shell for the resume window), then the
+    thread's database connection closed."""
     yield
+    await end_all_terminals()
     await close_thread_connections()
 
 
