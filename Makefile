@@ -4,8 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(BIN)/.installed
 NODE_STAMP := node_modules/.installed
+# The Python set, pinned by PyPI's hashes for Python 3.11 on Linux. uv writes and installs it from a
+# virtualenv of its own, so that the console's holds the locked set and nothing else.
+LOCK := requirements/dev.lock
+TOOLS_LOCK := requirements/tools.lock
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+LOCK_FLAGS := --quiet --generate-hashes --python-version 3.11 --python-platform linux --custom-compile-command 'make lock'
 
-.PHONY: demo test lint format audit bench setup slurm-up slurm-down clean
+.PHONY: demo test lint format audit bench setup lock slurm-up slurm-down clean
 
 demo: $(STAMP) $(NODE_STAMP)
 	bash scripts/demo.sh
@@ -18,13 +25,29 @@ test: $(STAMP) $(NODE_STAMP)
 
 setup: $(STAMP) $(NODE_STAMP)
 
-# The virtualenv is rebuilt when the declared dependencies change.
-$(STAMP): pyproject.toml
+# The virtualenv is synced to the lock whenever it or pyproject.toml changes: every hash checked, whatever the
+# lock does not name removed, then the console itself on top. It starts without pip (pip, too, comes from the
+# lock). The check fails when pyproject.toml asks for something the lock lacks.
+$(STAMP): $(LOCK) pyproject.toml | $(UV)
 	bash scripts/install-system.sh
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PY) -m venv --without-pip $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(UV) pip check --quiet --python $(BIN)/python || { echo "$(LOCK) is behind pyproject.toml: make lock" >&2; exit 1; }
 	touch $@
+
+# uv itself comes from PyPI, by the hashes in its own lock.
+$(UV): $(TOOLS_LOCK)
+	bash scripts/install-system.sh
+	$(PY) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet --require-hashes -r $(TOOLS_LOCK)
+	touch $@
+
+# After a change to pyproject.toml: resolve again, keeping every pin that still fits. To move pins to the
+# newest releases in range: `make lock LOCK_ARGS=--upgrade` (or `LOCK_ARGS='--upgrade-package NAME'`).
+lock: $(UV)
+	$(UV) pip compile requirements/tools.in $(LOCK_FLAGS) $(LOCK_ARGS) -o $(TOOLS_LOCK)
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o $(LOCK)
 
 # Browser code and the test IdP come from npm, exactly as the lock file says.
 $(NODE_STAMP): package.json package-lock.json
@@ -57,4 +80,4 @@ slurm-down:
 	bash scripts/slurm-down.sh
 
 clean:
-	rm -rf $(VENV) node_modules data/static
+	rm -rf $(VENV) $(UV_VENV) node_modules data/static
