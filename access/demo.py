@@ -63,10 +63,10 @@ class Plan:
 
 def plan() -> Plan:
     p = Plan(
-        partition=str(getattr(settings, "CLUSTERRA_DEMO_PARTITION", "debug")).strip(),
-        max_running_jobs=int(getattr(settings, "CLUSTERRA_DEMO_MAX_RUNNING_JOBS", 2)),
-        max_walltime=int(getattr(settings, "CLUSTERRA_DEMO_MAX_WALLTIME", 10)),
-        cpu_hours_per_day=float(getattr(settings, "CLUSTERRA_DEMO_CPU_HOURS_PER_DAY", 1.0)),
+        partition=str(settings.CLUSTERRA_DEMO_PARTITION).strip(),
+        max_running_jobs=int(settings.CLUSTERRA_DEMO_MAX_RUNNING_JOBS),
+        max_walltime=int(settings.CLUSTERRA_DEMO_MAX_WALLTIME),
+        cpu_hours_per_day=float(settings.CLUSTERRA_DEMO_CPU_HOURS_PER_DAY),
     )
     if not PARTITION_NAME.match(p.partition):
         raise SeedError(f"CLUSTERRA_DEMO_PARTITION={p.partition!r} is not a partition name.")

@@ -1,9 +1,11 @@
 """The usage ledger through a job's life: reserved, attached to a job, started, then settled or released.
 
-The jobs app calls these as it learns what Slurm did; each may be called again with
-no further effect (a retried sync loop, two workers seeing the same change):
+The one owner of a job's budget: submitting (jobs.submit) and the sync loop (jobs.claims,
+jobs.tracking) call these as they learn what Slurm did, and nothing else writes a ledger entry
+(access.models.Usage). Every step after the reservation may be called again with no further
+effect (a retried sync loop, two workers seeing the same change):
 
-    policy.reserve()  → QUEUED    requested walltime x CPUs / GPUs held against every budget
+    reserve()         → QUEUED    requested walltime x CPUs / GPUs held against every budget
     attach()            QUEUED    the reservation now belongs to a Slurm job id
     started()         → RUNNING   counts as running instead of queued; still reserved
     settle()          → SETTLED   the reservation is replaced by real use: elapsed x allocated
@@ -12,6 +14,7 @@ no further effect (a retried sync loop, two workers seeing the same change):
 A reservation that was released and then turns out to have run after all (cancelled
 in the instant it started) may still be settled: what Slurm says it used counts.
 `release()` of a running job changes nothing, since only its real use may end it.
+A job submitted outside the console was never reserved: `record_outside_use()` charges it when it ends.
 See access.quota for which budgets an entry is charged to.
 """
 
@@ -19,32 +22,49 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from access import policy
 from access.models import Usage
+from access.policy import Decision, Resources
 from clusters.models import Cluster
-
-if TYPE_CHECKING:
-    from access.policy import Resources
 
 logger = logging.getLogger("clusterra.access")
 
 # (elapsed seconds, CPUs, GPUs) of one run of a job.
 Run = tuple[int, int, int]
 
-__all__ = ["UnknownReservation", "attach", "record_outside_use", "release", "settle", "started"]
+__all__ = ["UnknownReservation", "attach", "record_outside_use", "release", "reserve", "settle", "started"]
 
 
 class UnknownReservation(LookupError):
     """No ledger entry has this reservation id."""
 
 
+def reserve(person: Any, cluster: Cluster, request: Resources, *, dry_run: bool = False) -> Decision:
+    """policy.decide("job.submit") and, when allowed and not a dry run, reserve the job's hours.
+
+    The applicable quota rows are locked (SELECT … FOR UPDATE) for the whole check and
+    the reservation is written in the same transaction, so two racing submits cannot
+    both take the last slot or the last GPU-hour. A dry run gives the same decision,
+    sentence and facts, reserves nothing and locks nothing. The reservation's id is the
+    decision's `reservation_id`. Writes no audit event: the submit that asked does.
+    """
+    with transaction.atomic():
+        decision = policy.decide(person, "job.submit", cluster, request, lock=not dry_run)
+        if decision.allowed and not dry_run:
+            entry = open_reservation(person, cluster, request)
+            decision = replace(decision, reservation_id=entry.pk)
+    return decision
+
+
 def open_reservation(person: Any, cluster: Cluster, request: Resources) -> Usage:
-    """Write a QUEUED entry holding the request's hours. Only policy.reserve calls this, under its locks."""
+    """Write a QUEUED entry holding the request's hours. Only reserve() calls this, under its locks."""
     entry = Usage.objects.create(
         cluster=cluster,
         user=person,

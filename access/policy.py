@@ -1,8 +1,10 @@
 """The one place that decides what a person may do on a cluster, and says why in one sentence.
 
 Pages, API routes, the terminal consumer and (through the API) the CLI ask here and
-show the decision's sentence as it is. Every decision is written to the audit log as
-`access.decide` (target = the action asked about, reason = the decision's code).
+show the decision's sentence as it is. A decision writes nothing: looking at a page asks
+the policy many times and is not worth an audit event. What happens because of a decision
+is written by whoever acts on it, once: a submit or a cancel as its own event, an opened
+terminal as `terminal.opened`, and a request refused at any door through access.refusals.
 
 Checks run in a stable order and the first failure wins:
 
@@ -34,19 +36,16 @@ looking after jobs already queued needs no grant, starting new ones does.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import ledger
 from access.compiled import Access, access_of
 from access.models import Grant
 from access.quota import QuotaStatus, applicable_quotas, held_by, quota_status, status_of
-from audit.log import record
 from clusters.models import Cluster
 
 __all__ = [
@@ -60,7 +59,6 @@ __all__ = [
     "granted_partitions",
     "may_submit",
     "quota_status",
-    "reserve",
 ]
 
 ACTIONS = ("cluster.view", "job.view", "job.submit", "job.cancel", "terminal.open")
@@ -123,55 +121,28 @@ def decide(
     request: Resources | None = None,
     *,
     job_owner: str | None = None,
-    http_request: Any = None,
+    lock: bool = False,
 ) -> Decision:
-    """Whether `person` may do `action` on `cluster`. Writes nothing but an audit event.
+    """Whether `person` may do `action` on `cluster`. Writes nothing.
 
     `request` is the job for job.submit. `job_owner` is the POSIX user name owning the
     job for job.view and job.cancel; job.view without it asks for the cluster's job
-    list (the person's own jobs, or everyone's for staff). `http_request` (a Django
-    request or an ASGI scope) gives the audit event its client address and request id.
+    list (the person's own jobs, or everyone's for staff). `lock` keeps the quota rows a
+    submission is checked against locked until the caller's transaction ends, so what it
+    reserves there (access.ledger.reserve) cannot race another submit.
     """
-    decision = _decide(person, action, cluster, request, job_owner)
-    _audit(person, action, cluster, decision, http_request)
-    return decision
+    return _decide(person, action, cluster, request, job_owner, lock=lock)
 
 
-def may_submit(person: Any, cluster: Cluster, *, http_request: Any = None) -> Decision:
+def may_submit(person: Any, cluster: Cluster) -> Decision:
     """Whether `person` may submit any job at all on `cluster`, before the job is known.
 
     The checks of job.submit that need no job: signed in and active, the cluster enabled,
     a grant there that names a partition. A submission asks this before a Linux account
     is made for the person or their script is read (staff pass "cluster.view" without a
-    grant); the job's own checks (its partition, every quota) come with `reserve`.
+    grant); the job's own checks (its partition, every quota) come with access.ledger.reserve.
     """
-    decision = _decide(person, "job.submit", cluster, None, None, before_job=True)
-    _audit(person, "job.submit", cluster, decision, http_request)
-    return decision
-
-
-def reserve(
-    person: Any,
-    cluster: Cluster,
-    request: Resources,
-    *,
-    dry_run: bool = False,
-    http_request: Any = None,
-) -> Decision:
-    """decide("job.submit") and, when allowed and not a dry run, reserve the job in the ledger.
-
-    The applicable quota rows are locked (SELECT … FOR UPDATE) for the whole check and
-    the reservation is written in the same transaction, so two racing submits cannot
-    both take the last slot or the last GPU-hour. A dry run gives the same decision,
-    sentence and facts, reserves nothing and locks nothing.
-    """
-    with transaction.atomic():
-        decision = _decide(person, "job.submit", cluster, request, None, lock=not dry_run)
-        if decision.allowed and not dry_run:
-            entry = ledger.open_reservation(person, cluster, request)
-            decision = replace(decision, reservation_id=entry.pk)
-        _audit(person, "job.submit", cluster, decision, http_request, dry_run=dry_run)
-    return decision
+    return _decide(person, "job.submit", cluster, None, None, before_job=True)
 
 
 def grant_problem(person: Any, cluster: Cluster, partition: str, account: str = "", qos: str = "") -> str:
@@ -479,31 +450,6 @@ def _allow(message: str, facts: dict) -> Decision:
 
 def _deny(code: str, message: str, facts: dict) -> Decision:
     return Decision(allowed=False, code=code, message=message, facts=facts)
-
-
-def _audit(
-    person: Any,
-    action: str,
-    cluster: Cluster,
-    decision: Decision,
-    http_request: Any,
-    *,
-    dry_run: bool = False,
-) -> None:
-    details = dict(decision.facts)
-    if action == "job.submit":
-        details |= {"dry_run": dry_run, "reservation_id": decision.reservation_id}
-    record(
-        "access.decide",
-        actor=person if getattr(person, "is_authenticated", False) else None,
-        cluster=cluster,
-        target=action,
-        outcome="allowed" if decision.allowed else "denied",
-        reason=decision.code,
-        message=decision.message,
-        request=http_request,
-        details=details,
-    )
 
 
 def _is_active(person: Any) -> bool:

@@ -15,7 +15,6 @@ from accounts.models import ApiToken, User
 from audit.log import record
 
 PREFIX = "ct_"
-DEFAULT_DAYS = 90
 MAX_DAYS = 3650
 # The visible part kept next to the digest, so a person can tell their tokens apart.
 VISIBLE_CHARS = 12
@@ -28,7 +27,7 @@ def digest(raw: str) -> str:
 
 
 def default_days() -> int:
-    return int(getattr(settings, "CLUSTERRA_API_TOKEN_DAYS", DEFAULT_DAYS))
+    return settings.CLUSTERRA_API_TOKEN_DAYS
 
 
 def issue(user: User, *, name: str = "", days: int | None = None, by: Any = None) -> tuple[ApiToken, str]:

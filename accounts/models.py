@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractUser, Group
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from accounts.posix_names import name_problem
 from clusters.models import Cluster
 
 
@@ -65,10 +66,7 @@ class PosixAccount(models.Model):
         return self.pk is not None and self.clusters.filter(user_created_at__isnull=False).exists()
 
     def clean(self) -> None:
-        # Imported here: accounts.posix builds on these models.
-        from accounts import posix
-
-        problem = posix.name_problem(self.username)
+        problem = name_problem(self.username)
         if problem:
             raise ValidationError({"username": problem})
         if self.pk is None:

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from clusterra_site.env import ConfigError
-
 # Every IdP goes through allauth's generic OpenID Connect provider; each one is an "app" of it.
 PROVIDER = "openid_connect"
 
@@ -31,6 +29,10 @@ HOSTED_DOMAIN_KEY = "hosted_domain"
 CHECK_MINUTES_KEY = "check_minutes"
 DEFAULT_CHECK_MINUTES = 15
 ANY_DOMAIN = "*"
+
+
+class ProviderConfigError(ValueError):
+    """A CLUSTERRA_OIDC_* variable cannot be understood; the message names it (manage.py prints it)."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,13 @@ def provider_ids(environ: Mapping[str, str]) -> list[str]:
     ids = [word for word in raw.replace(",", " ").split() if word]
     for provider_id in ids:
         if not PROVIDER_ID.match(provider_id):
-            raise ConfigError(
+            raise ProviderConfigError(
                 f"CLUSTERRA_OIDC_PROVIDERS: {provider_id!r} is not a valid provider id "
                 "(lower-case letters, digits and '-', starting with a letter)"
             )
     duplicates = sorted({p for p in ids if ids.count(p) > 1})
     if duplicates:
-        raise ConfigError(f"CLUSTERRA_OIDC_PROVIDERS names {', '.join(duplicates)} more than once")
+        raise ProviderConfigError(f"CLUSTERRA_OIDC_PROVIDERS names {', '.join(duplicates)} more than once")
     return ids
 
 
@@ -125,28 +127,30 @@ def app_from_environment(provider_id: str, environ: Mapping[str, str]) -> dict[s
 
     preset_name = get("PRESET") or (provider_id if provider_id in PRESETS else "generic")
     if preset_name not in PRESETS:
-        raise ConfigError(f"{prefix}PRESET={preset_name!r} is not one of {', '.join(sorted(PRESETS))}")
+        raise ProviderConfigError(
+            f"{prefix}PRESET={preset_name!r} is not one of {', '.join(sorted(PRESETS))}"
+        )
     preset = PRESETS[preset_name]
 
     issuer = get("ISSUER") or ""
     tenant = get("TENANT") or ""
     if tenant and preset_name != "entra":
-        raise ConfigError(f"{prefix}TENANT only applies to the entra preset")
+        raise ProviderConfigError(f"{prefix}TENANT only applies to the entra preset")
     if tenant and not issuer:
         if tenant.lower() in ENTRA_SHARED_TENANTS:
-            raise ConfigError(
+            raise ProviderConfigError(
                 f"{prefix}TENANT={tenant!r} cannot be checked: use your organisation's tenant id"
             )
         issuer = f"https://login.microsoftonline.com/{tenant}/v2.0"
     issuer = (issuer or preset.issuer).rstrip("/")
     if not issuer:
         what = f"{prefix}ISSUER" + (f" or {prefix}TENANT" if preset_name == "entra" else "")
-        raise ConfigError(f"{what} is required for provider {provider_id!r}")
+        raise ProviderConfigError(f"{what} is required for provider {provider_id!r}")
     _check_issuer(prefix + "ISSUER", issuer)
 
     client_id = get("CLIENT_ID")
     if not client_id:
-        raise ConfigError(f"{prefix}CLIENT_ID is required for provider {provider_id!r}")
+        raise ProviderConfigError(f"{prefix}CLIENT_ID is required for provider {provider_id!r}")
     secret = _secret(prefix, get("CLIENT_SECRET"), get("CLIENT_SECRET_FILE"), provider_id)
 
     settings: dict[str, Any] = {PRESET_KEY: preset_name, "server_url": issuer}
@@ -154,14 +158,14 @@ def app_from_environment(provider_id: str, environ: Mapping[str, str]) -> dict[s
     if scopes:
         settings["scope"] = scopes.replace(",", " ").split()
         if "openid" not in settings["scope"]:
-            raise ConfigError(f"{prefix}SCOPES must include openid")
+            raise ProviderConfigError(f"{prefix}SCOPES must include openid")
     groups_claim = get("GROUPS_CLAIM")
     if groups_claim is not None:
         settings[GROUPS_CLAIM_KEY] = groups_claim
     minutes = get("CHECK_MINUTES")
     if minutes is not None:
         if not minutes.isdigit():
-            raise ConfigError(
+            raise ProviderConfigError(
                 f"{prefix}CHECK_MINUTES must be a whole number of minutes (0: never), not {minutes!r}"
             )
         settings[CHECK_MINUTES_KEY] = int(minutes)
@@ -169,7 +173,7 @@ def app_from_environment(provider_id: str, environ: Mapping[str, str]) -> dict[s
     if domain:
         settings[HOSTED_DOMAIN_KEY] = domain
     elif preset.needs_hosted_domain:
-        raise ConfigError(
+        raise ProviderConfigError(
             f"{prefix}HOSTED_DOMAIN is required for provider {provider_id!r}: your Google Workspace "
             f"domain, or {ANY_DOMAIN} to let any Google account sign in"
         )
@@ -222,7 +226,7 @@ def _check_issuer(variable: str, issuer: str) -> None:
         return
     if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
         return  # a test IdP on this machine
-    raise ConfigError(f"{variable}={issuer!r} must be an https:// URL")
+    raise ProviderConfigError(f"{variable}={issuer!r} must be an https:// URL")
 
 
 def _is_loopback(host: str) -> bool:
@@ -236,12 +240,16 @@ def _is_loopback(host: str) -> bool:
 
 def _secret(prefix: str, value: str | None, file: str | None, provider_id: str) -> str:
     if value and file:
-        raise ConfigError(f"set {prefix}CLIENT_SECRET or {prefix}CLIENT_SECRET_FILE, not both")
+        raise ProviderConfigError(f"set {prefix}CLIENT_SECRET or {prefix}CLIENT_SECRET_FILE, not both")
     if file:
         try:
             value = Path(file).read_text().strip()
         except OSError as e:
-            raise ConfigError(f"{prefix}CLIENT_SECRET_FILE={file!r} cannot be read: {e.strerror}") from None
+            raise ProviderConfigError(
+                f"{prefix}CLIENT_SECRET_FILE={file!r} cannot be read: {e.strerror}"
+            ) from None
     if not value:
-        raise ConfigError(f"{prefix}CLIENT_SECRET (or _FILE) is required for provider {provider_id!r}")
+        raise ProviderConfigError(
+            f"{prefix}CLIENT_SECRET (or _FILE) is required for provider {provider_id!r}"
+        )
     return value

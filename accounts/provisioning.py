@@ -35,6 +35,7 @@ from accounts.models import ClusterAccount, PosixAccount, User
 from audit.log import record
 from clusters import headnode
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 
 State = ClusterAccount.State
 # Longer than all steps can take together (each is bounded by STEP_TIMEOUT).
@@ -51,16 +52,15 @@ _CLUSTER_NAME = re.compile(r"^ClusterName\s*=\s*(\S+)\s*$", re.MULTILINE)
 _OPEN_FOLDERS = ("-mindepth", "1", "-maxdepth", "1", "-type", "d", "-perm", "/077", "-printf", "%m %f\\n")
 
 
-class ProvisioningError(Exception):
+class ProvisioningError(Refusal):
     """The account could not be made ready on that cluster; the message is for the person and the admin.
 
-    `code` is a stable reason (also in the audit log), `step` where it stopped.
+    `code` is a stable reason (also in the audit log), `step` where it stopped. Mostly the head node
+    did not do its part, hence 502; submit and cancel answer it as `account_<code>`.
     """
 
     def __init__(self, message: str, *, code: str, step: str = "", cluster: Cluster | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+        super().__init__(message, code=code, status=502)
         self.step = step
         self.cluster_slug = cluster.slug if cluster is not None else ""
 
@@ -143,6 +143,14 @@ def ensure_ready(
     if row.state == State.READY:
         return row
     return _provision(row, user, actor, wait)
+
+
+def ready_account(user: User, cluster: Cluster) -> PosixAccount:
+    """The POSIX account shells and jobs run as, made ready on `cluster` just in time (blocking).
+
+    Raises ProvisioningError, as ensure_ready does.
+    """
+    return ensure_ready(user, cluster).account
 
 
 def resume(row: ClusterAccount, *, actor: Any = None, wait: float = 0) -> ClusterAccount:

@@ -3,7 +3,7 @@
 Decisions:
 
 - A person who has never used the cluster is provisioned here, just in time
-  (`provisioning.ensure_ready`): the first job submission or terminal should simply
+  (`provisioning.ready_account`): the first job submission or terminal should simply
   work. Once the account is ready this costs one query and no head-node call.
 - Refusals (deactivated person, locked account, disabled cluster, a name Slurm must
   never get a token for) raise SlurmAccessRefused and are audited. Successful mints
@@ -17,23 +17,23 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+from accounts import provisioning
 from accounts.models import ClusterAccount, User
-from accounts.provisioning import ProvisioningError, ensure_ready
+from accounts.provisioning import ProvisioningError
 from audit.log import record
 from clusters import tokens
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 from clusters.slurm import SlurmClient
 
 __all__ = ["ProvisioningError", "SlurmAccessRefused", "slurm_for"]
 
 
-class SlurmAccessRefused(Exception):
-    """No Slurm token is minted for this person on this cluster; `reason` is a stable code."""
+class SlurmAccessRefused(Refusal):
+    """No Slurm token is minted for this person on this cluster; `code` says why (also the audit's reason)."""
 
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code, status=403)
 
 
 def slurm_for(user: User, cluster: Cluster, *, request: Any = None, provision: bool = True) -> SlurmClient:
@@ -73,8 +73,9 @@ def slurm_for(user: User, cluster: Cluster, *, request: Any = None, provision: b
                 "not_ready",
                 f"{user.get_username()} has no ready account on {cluster.name} yet.",
             )
-        row = ensure_ready(user, cluster)
-    account = row.account
+        account = provisioning.ready_account(user, cluster)
+    else:
+        account = row.account
     try:
         return cluster.slurm(account.username, uid=account.uid, gid=account.gid)
     except tokens.TokenRefused as e:
@@ -92,4 +93,4 @@ def _refuse(user: User, cluster: Cluster, request: Any, reason: str, message: st
         message=message,
         request=request,
     )
-    raise SlurmAccessRefused(message, reason=reason)
+    raise SlurmAccessRefused(message, code=reason)

@@ -37,7 +37,8 @@ def run(
 
     from accounts.models import ClusterAccount
     from jobs.models import JobRecord
-    from jobs.sync import Report, sync_account
+    from jobs.sync import sync_account
+    from jobs.tracking import Report
 
     info: dict[str, object] = {"queued_jobs": jobs}
     started = time.perf_counter()

@@ -7,8 +7,8 @@ group's, as most real decisions would. Rows are made with bulk_create (no per-ro
 is what the tables hold either way.
 
 Measured in this process, one call at a time, turn by turn so drift hits all alike:
-- decide(job.submit): grants, both quotas' usage sums, the sentence, and the audit event it writes;
-- reserve: the same with the quota rows locked and the ledger entry written, rolled back each time;
+- decide(job.submit): grants, both quotas' usage sums and the sentence (it writes nothing);
+- ledger.reserve: the same with the quota rows locked and the ledger entry written, rolled back each time;
 - the floor: one single-row ORM query, `Grant.objects.get(cluster=…, user=…)` (a unique, indexed row).
 """
 
@@ -105,7 +105,7 @@ def _counts(cluster: Any, people: int) -> dict[str, int]:
 def run(cluster: Any, person: Any, *, people: int, seconds: float) -> Row:
     from django.db import transaction
 
-    from access import policy
+    from access import ledger, policy
     from access.models import Grant
 
     started = time.perf_counter()
@@ -119,7 +119,7 @@ def run(cluster: Any, person: Any, *, people: int, seconds: float) -> Row:
 
     def reserve() -> None:
         with transaction.atomic():
-            decision = policy.reserve(person, cluster, request)
+            decision = ledger.reserve(person, cluster, request)
             assert decision.allowed, decision.message
             transaction.set_rollback(True)
 
@@ -143,7 +143,7 @@ def run(cluster: Any, person: Any, *, people: int, seconds: float) -> Row:
     row = Row(5, "policy")
     row.measurements = [
         Measurement("5a", f"policy.decide(job.submit), {people:,} grants+quotas", series["decide"], floor),
-        Measurement("5b", "policy.reserve (rolled back)", series["reserve"], floor),
+        Measurement("5b", "ledger.reserve (rolled back)", series["reserve"], floor),
     ]
     row.info = info
     return row

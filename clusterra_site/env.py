@@ -31,14 +31,17 @@ def flag(name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a yes/no value (use 1 or 0)")
 
 
-def integer(name: str, default: int) -> int:
+def integer(name: str, default: int, *, minimum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
 
 
 def words(name: str, default: str = "") -> list[str]:
@@ -65,7 +68,7 @@ def reset_pooled_connection(conn: Any) -> None:
     """Called by the pool on every connection given back: drop the session's advisory locks.
 
     A closed connection used to end its PostgreSQL session, and with it every session-level lock;
-    a pooled one lives on. The sync loop's single-instance lock (jobs/sync.py) is such a lock: without
+    a pooled one lives on. The sync loop's single-instance lock (jobs/sync_lock.py) is such a lock: without
     this, a thread that ended while holding it handed it on to whichever request borrowed that
     connection next, and no sync loop could take it again.
     """

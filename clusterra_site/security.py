@@ -32,10 +32,10 @@ BASE_POLICY: dict[str, tuple[str, ...]] = {
 
 def _loopback_callback_origin(request: HttpRequest) -> tuple[str, ...]:
     """The `clusterra login` hand-off posts the new token to the CLI on this computer, and nowhere else."""
-    from jobs.views import _cli_callback  # the same check the view applies; jobs sits below the site
+    from accounts.token_views import cli_callback  # the same check the view applies; accounts sits below
 
     source = request.POST if request.method == "POST" else request.GET
-    callback = _cli_callback(source.get("callback", ""))
+    callback = cli_callback(source.get("callback", ""))
     if not callback:
         return ()
     parts = urlsplit(callback)
@@ -47,7 +47,7 @@ PAGE_POLICY: dict[str, dict[str, Callable[[HttpRequest], tuple[str, ...]]]] = {
     # asciinema-player decodes recordings with a WebAssembly module; no other page runs WebAssembly.
     "terminal:replay": {"script-src": lambda request: ("'wasm-unsafe-eval'",)},
     # The form that hands a token to the CLI targets its loopback address (the page submits it itself).
-    "jobs:token-cli": {"form-action": lambda request: ("'self'", *_loopback_callback_origin(request))},
+    "accounts:token-cli": {"form-action": lambda request: ("'self'", *_loopback_callback_origin(request))},
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from accounts import oidc
@@ -168,6 +169,13 @@ CLUSTERRA_UID_MIN = env.integer("CLUSTERRA_UID_MIN", 200000)
 CLUSTERRA_UID_MAX = env.integer("CLUSTERRA_UID_MAX", 299999)
 CLUSTERRA_RESERVED_POSIX_NAMES = env.words("CLUSTERRA_RESERVED_POSIX_NAMES", "")
 CLUSTERRA_API_TOKEN_DAYS = env.integer("CLUSTERRA_API_TOKEN_DAYS", 90)
+# At most this many /v1 requests per API token, "<count>/<period>" (s, min, h, day; e.g. 5000/h); past it
+# the answer is 429 with Retry-After. Counted in the cache: Redis, shared by every worker, with REDIS_URL.
+CLUSTERRA_API_RATE = os.environ.get("CLUSTERRA_API_RATE", "120/min").strip()
+if not re.fullmatch(r"[1-9]\d*/([1-9]\d*)?(s|sec|m|min|h|hour|d|day)", CLUSTERRA_API_RATE):
+    raise env.ConfigError(
+        f"CLUSTERRA_API_RATE={CLUSTERRA_API_RATE!r} is not a rate such as 120/min or 5000/h"
+    )
 
 # Mail (the demo's sign-in links). Without a mail server, mail is printed to the console's log,
 # which is what `make demo` wants: the newcomer copies the link from their terminal.
@@ -209,13 +217,26 @@ CLUSTERRA_DEMO_CPU_HOURS_PER_DAY = float(os.environ.get("CLUSTERRA_DEMO_CPU_HOUR
 SLURM_CONNECT_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_CONNECT_TIMEOUT", "5"))
 SLURM_READ_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_READ_TIMEOUT", "30"))
 # A submit whose answer was lost keeps its budget reservation this long while the sync loop looks for
-# its job by tag (jobs/sync.py); then it is released. Longer than a few sync rounds (10 s each).
+# its job by tag (jobs/claims.py); then it is released. Longer than a few sync rounds (10 s each).
 CLUSTERRA_SUBMIT_CONFIRM_SECONDS = env.integer("CLUSTERRA_SUBMIT_CONFIRM_SECONDS", 120)
 if CLUSTERRA_SUBMIT_CONFIRM_SECONDS < 30:
     raise env.ConfigError(
         f"CLUSTERRA_SUBMIT_CONFIRM_SECONDS={CLUSTERRA_SUBMIT_CONFIRM_SECONDS} must be at least 30: a shorter "
         "window would release the budget of a job Slurm queued before a sync round could see it"
     )
+# Submitting by script_path: the most of a script the console reads (and parses for #SBATCH lines), and
+# the walltime in minutes of a job that asks for none on a partition that names no default either.
+CLUSTERRA_MAX_SCRIPT_BYTES = env.integer("CLUSTERRA_MAX_SCRIPT_BYTES", 1024 * 1024)
+CLUSTERRA_DEFAULT_TIME_LIMIT = env.integer("CLUSTERRA_DEFAULT_TIME_LIMIT", 60)
+
+# Browser terminals. The longest one may stay open: a working day at the terminal, and a forgotten tab
+# does not live for weeks (a cluster may set its own). How long a shell waits for its page to come back
+# after the connection dropped (laptop lid, Wi-Fi).
+CLUSTERRA_TERMINAL_MAX_MINUTES = env.integer("CLUSTERRA_TERMINAL_MAX_MINUTES", 12 * 60, minimum=1)
+CLUSTERRA_TERMINAL_RESUME_SECONDS = env.integer("CLUSTERRA_TERMINAL_RESUME_SECONDS", 120, minimum=1)
+# Recordings (asciicast v2) are written here, and spooled here before an upload when S3 keeps them.
+CLUSTERRA_RECORDINGS_DIR = Path(os.environ.get("CLUSTERRA_RECORDINGS_DIR") or DATA_DIR / "recordings")
+CLUSTERRA_RECORDINGS_S3 = os.environ.get("CLUSTERRA_RECORDINGS_S3", "").strip()
 
 LOGGING = {
     "version": 1,

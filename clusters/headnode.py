@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,16 +31,13 @@ SSM_MIN_DELIVERY_TIMEOUT = 30
 SSM_MAX_COMMAND_BYTES = 48_000
 # Quick first polls because most commands finish in about a second; then a calm pace.
 SSM_POLL_INTERVALS = (0.25, 0.25, 0.5, 0.5, 1.0)
-# Refresh assumed-role credentials this long before they expire.
-CREDENTIALS_MARGIN = timedelta(minutes=5)
-ASSUMED_ROLE_SECONDS = 3600
 
 # Statuses after which an invocation never changes again.
 SSM_TERMINAL = frozenset({"Success", "Failed", "Cancelled", "TimedOut"})
 
 _sleep: Callable[[float], None] = time.sleep
 _clock: Callable[[], float] = time.monotonic
-_credentials_cache: dict[tuple[str, str], dict[str, Any]] = {}
+_credentials_cache: dict[tuple[str, str], Any] = {}
 _clients: dict[tuple, Any] = {}
 _lock = threading.Lock()
 
@@ -272,46 +268,42 @@ def _aws_error(e: Any) -> str:
 
 
 def _credentials(cluster: HeadNode) -> dict[str, Any] | None:
-    """Credentials from the cluster's role through the console's web identity; None for the default chain."""
+    """Keys of the cluster's role through the console's web identity; None for the default chain."""
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from clusters import aws
 
     if not cluster.ssm_role_arn:
         return None
     key = (cluster.ssm_role_arn, cluster.aws_region)
-    with _lock:
-        cached = _credentials_cache.get(key)
-    if cached and cached["Expiration"] - datetime.now(UTC) > CREDENTIALS_MARGIN:
-        return cached
-    token_file = os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE", "")
-    if not token_file:
+    try:
+        with _lock:
+            renewing = _credentials_cache.get(key)
+        if renewing is None:
+            renewing = aws.role_credentials(
+                _client("sts", cluster.aws_region, None),
+                role_arn=cluster.ssm_role_arn,
+                cluster_slug=cluster.slug,
+            )
+            with _lock:
+                renewing = _credentials_cache.setdefault(key, renewing)
+        # Renewed here when they are about to expire; new keys then get new clients (_client).
+        keys = renewing.get_frozen_credentials()
+    except aws.NoWebIdentity:
         raise HeadNodeError(
             cluster, "its role needs a web identity, but AWS_WEB_IDENTITY_TOKEN_FILE is not set"
-        )
-    try:
-        # Re-read every time: the platform rotates this file.
-        web_identity = Path(token_file).read_text().strip()
-    except OSError as e:
-        raise HeadNodeError(
-            cluster, f"the web identity token {token_file} cannot be read ({e.strerror})"
         ) from None
-    sts = _client("sts", cluster.aws_region, None)
-    try:
-        answer = sts.assume_role_with_web_identity(
-            RoleArn=cluster.ssm_role_arn,
-            RoleSessionName=f"clusterra-{cluster.slug}"[:64],
-            WebIdentityToken=web_identity,
-            DurationSeconds=ASSUMED_ROLE_SECONDS,
-        )
     except ClientError as e:
         raise HeadNodeError(
             cluster, f"AWS STS refused the role {cluster.ssm_role_arn} ({_aws_error(e)})"
         ) from None
     except BotoCoreError as e:
         raise HeadNodeError(cluster, f"AWS STS could not be reached ({e})") from None
-    credentials = answer["Credentials"]
-    with _lock:
-        _credentials_cache[key] = credentials
-    return credentials
+    except OSError as e:
+        raise HeadNodeError(
+            cluster, f"the web identity token {e.filename} cannot be read ({e.strerror})"
+        ) from None
+    return {"AccessKeyId": keys.access_key, "SecretAccessKey": keys.secret_key, "SessionToken": keys.token}
 
 
 def _client(service: str, region: str, credentials: dict[str, Any] | None) -> Any:

@@ -11,37 +11,38 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from access import policy
+from access import policy, refusals
 from accounts.slurm_access import ProvisioningError, SlurmAccessRefused, slurm_for
 from audit.log import record as audit
 from clusters import tokens
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 from clusters.slurm import SlurmError, SlurmNotFound, SlurmPermissionDenied, SlurmUnavailable
-from jobs import sync
+from jobs import tracking
 from jobs.models import JobRecord
 
 log = logging.getLogger("clusterra.jobs")
 
 
-class JobError(Exception):
-    """The action on a job did not happen; `status`/`code` for the API, `message` for the person."""
+class JobError(Refusal):
+    """The action on a job did not happen; `decision` is the policy's when it was the one to say no."""
 
-    def __init__(self, status: int, code: str, message: str, decision: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+    def __init__(self, message: str, *, code: str, status: int = 400, decision: Any = None) -> None:
+        super().__init__(message, code=code, status=status)
         self.decision = decision
 
 
 def not_found(cluster: Cluster, job_id: int) -> JobError:
-    return JobError(404, "not_found", f"You have no job {job_id} on {cluster.name}.")
+    return JobError(f"You have no job {job_id} on {cluster.name}.", code="not_found", status=404)
 
 
 def visible_job(
     person: Any, cluster: Cluster, job_id: int, *, action: str = "job.view", request: Any = None
 ) -> JobRecord:
-    """The record of job `job_id` if `person` may see it; JobError(404/403) otherwise."""
+    """The record of job `job_id` if `person` may see it (or cancel it); JobError(404/403) otherwise.
+
+    A refusal by the policy is audited under `action`; a job that does not exist is not.
+    """
     record = (
         JobRecord.objects.submitted()
         .select_related("cluster")
@@ -51,11 +52,14 @@ def visible_job(
     )
     if record is None:
         raise not_found(cluster, job_id)
-    decision = policy.decide(person, action, cluster, job_owner=record.posix_user, http_request=request)
+    decision = policy.decide(person, action, cluster, job_owner=record.posix_user)
     if not decision.allowed:
+        refusals.record(
+            person, cluster, decision, request=request, target=f"job {job_id}", details={"job_id": job_id}
+        )
         if record.person_id != person.pk:
             raise not_found(cluster, job_id)
-        raise JobError(403, decision.code, decision.message, decision)
+        raise JobError(decision.message, code=decision.code, status=403, decision=decision)
     return record
 
 
@@ -71,12 +75,12 @@ def refresh(person: Any, record: JobRecord) -> str:
         client = slurm_for(person, record.cluster, provision=False)
         job = client.job(record.slurm_job_id)
     except SlurmNotFound:
-        job = sync.from_sacct(record.cluster, record.posix_user, record.slurm_job_id)
+        job = tracking.from_sacct(record.cluster, record.posix_user, record.slurm_job_id)
         if job is None:
             return "Slurm no longer reports this job; the state shown is the last one seen."
     except (SlurmError, SlurmAccessRefused, tokens.TokenRefused, tokens.KeyUnavailable) as e:
         return f"The live state could not be read ({e}); the state shown is the last one seen."
-    sync.apply(record, job)
+    tracking.apply(record, job)
     return ""
 
 
@@ -85,35 +89,37 @@ def cancel(person: Any, cluster: Cluster, job_id: int, *, request: Any = None) -
     record = visible_job(person, cluster, job_id, action="job.cancel", request=request)
     if record.is_finished:
         raise JobError(
-            409,
-            "already_finished",
             f"Job {job_id} already ended ({record.state}); there is nothing to cancel.",
+            code="already_finished",
+            status=409,
         )
     try:
         client = slurm_for(person, cluster, request=request)
         client.cancel(job_id)
     except SlurmAccessRefused as e:
-        _audit(person, cluster, job_id, request, "denied", e.reason, e.message)
-        raise JobError(403, e.reason, e.message) from None
+        _audit(person, cluster, job_id, request, "denied", e.code, e.message)
+        raise
     except ProvisioningError as e:
         # The account could not be made ready (the head node did not answer): the cluster's fault, not a 500.
         message = f"{e.message} The job was not cancelled; try again."
         _audit(person, cluster, job_id, request, "error", f"account_{e.code}", message)
-        raise JobError(502, f"account_{e.code}", message) from None
+        raise JobError(message, code=f"account_{e.code}", status=502) from None
     except SlurmPermissionDenied as e:
         message = f"Slurm does not let you cancel job {job_id}: {e.message}."
         _audit(person, cluster, job_id, request, "denied", "slurm_denied", message)
-        raise JobError(403, "slurm_denied", message) from None
+        raise JobError(message, code="slurm_denied", status=403) from None
     except SlurmNotFound:
         refresh(person, record)
         record.refresh_from_db()
         if record.is_finished:
-            raise JobError(409, "already_finished", f"Job {job_id} already ended ({record.state}).") from None
+            raise JobError(
+                f"Job {job_id} already ended ({record.state}).", code="already_finished", status=409
+            ) from None
         raise not_found(cluster, job_id) from None
     except (SlurmUnavailable, SlurmError, tokens.TokenRefused, tokens.KeyUnavailable) as e:
         message = f"{cluster.name} did not carry out the cancel ({e}). The job was not cancelled; try again."
         _audit(person, cluster, job_id, request, "error", "cluster_unavailable", message)
-        raise JobError(502, "cluster_unavailable", message) from None
+        raise JobError(message, code="cluster_unavailable", status=502) from None
     _audit(
         person, cluster, job_id, request, "allowed", "", f"Job {job_id} cancelled by {person.get_username()}."
     )

@@ -1,4 +1,4 @@
-"""The submit form and the new-token form; submitted values go through the same checks as the API's."""
+"""The submit form; what it sends goes through the API's own request class (jobs.submit_request)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from accounts import api_tokens
+from jobs.submit_request import SubmitRequest
 
 
 class SubmitForm(forms.Form):
@@ -39,20 +39,9 @@ class SubmitForm(forms.Form):
         self.fields["partition"].choices = [("", "— from the script, or the default —"), *partitions]
 
     def request_data(self) -> dict[str, Any]:
-        """The same fields the API takes, leaving out what the person left empty."""
-        names = (
-            "script_path",
-            "partition",
-            "time_limit",
-            "nodes",
-            "cpus_per_task",
-            "gpus",
-            "name",
-            "working_directory",
-        )
-        return {n: self.cleaned_data[n] for n in names if self.cleaned_data.get(n) not in (None, "")}
-
-
-class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="What it is for, e.g. 'laptop CLI'.")
-    days = forms.IntegerField(min_value=1, max_value=api_tokens.MAX_DAYS, help_text="How many days it works.")
+        """The fields the API takes (SubmitRequest's), leaving out what the person left empty."""
+        return {
+            n: self.cleaned_data[n]
+            for n in SubmitRequest.model_fields
+            if self.cleaned_data.get(n) not in (None, "")
+        }

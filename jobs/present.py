@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from django.db.models import Q, QuerySet
 
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 from clusters.slurm import FINISHED_JOB_STATES
 from jobs.models import JobRecord
 from jobs.reasons import reason_words, state_words
@@ -129,8 +130,11 @@ def _row(record: JobRecord) -> dict[str, Any]:
     return row
 
 
-class FilterError(ValueError):
+class FilterError(Refusal):
     """A filter value the list does not understand; the message says which values work."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_request")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Decisions:
   also be under a root: a link in the home folder pointing at `/etc/…` is refused.
   The resolution happens as the user in the same command that reads, so the check and
   the read see the same file.
-- Only regular files are read (a FIFO would hang the read), at most `MAX_SCRIPT_BYTES`,
+- Only regular files are read (a FIFO would hang the read), at most `CLUSTERRA_MAX_SCRIPT_BYTES`,
   and the script must start with `#!` as sbatch requires: Slurm would accept one
   without and the job would fail at launch.
 """
@@ -28,12 +28,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from clusters import headnode
+from clusters import headnode, paths
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 
-DEFAULT_MAX_SCRIPT_BYTES = 1024 * 1024
 READ_TIMEOUT = 20.0
-MAX_PATH = 4096
 
 # Run as the user as `sh -c READER sh PATH LIMIT` (see _as_user): the shell text is fixed
 # and the path arrives as "$1", so no value is ever pasted into shell code. It prints the
@@ -49,14 +48,8 @@ READER = (
 DIRECTORY_CHECK = '[ -d "$1" ] || exit 3; [ -x "$1" ] || exit 5; exit 0'
 
 
-class ScriptError(Exception):
-    """The script cannot be used. `status` is the HTTP status that fits; `code` is stable."""
-
-    def __init__(self, message: str, *, code: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+class ScriptError(Refusal):
+    """The script (or a path given with it) cannot be used; `status` is the HTTP status that fits."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class Script:
 
 
 def max_script_bytes() -> int:
-    return int(getattr(settings, "CLUSTERRA_MAX_SCRIPT_BYTES", DEFAULT_MAX_SCRIPT_BYTES))
+    return settings.CLUSTERRA_MAX_SCRIPT_BYTES
 
 
 def check_path(value: object, *, what: str = "script_path") -> str:
@@ -80,23 +73,18 @@ def check_path(value: object, *, what: str = "script_path") -> str:
         raise ScriptError(
             f"{what} is required: the absolute path of a file on the cluster.", code="invalid_path"
         )
-    if "\x00" in value:
-        raise ScriptError(f"{what} contains a NUL byte.", code="invalid_path")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ScriptError(f"{what} contains a control character.", code="invalid_path")
-    if len(value) > MAX_PATH:
-        raise ScriptError(f"{what} is longer than {MAX_PATH} characters.", code="invalid_path")
-    if not value.startswith("/"):
-        raise ScriptError(
-            f"{what} must be an absolute path (starting with /), not {value!r}.", code="invalid_path"
-        )
-    if posixpath.normpath(value) != value or value.startswith("//"):
-        raise ScriptError(
-            f"{what} {value!r} is not normalised (no '.', '..', '//' or trailing '/'); "
-            f"write {posixpath.normpath(value)!r} if that is what you mean.",
-            code="invalid_path",
-        )
-    return value
+    try:
+        return paths.check(value)
+    except paths.NotAHeadNodePath as e:
+        sentence = {
+            paths.NUL: f"{what} contains a NUL byte.",
+            paths.CONTROL: f"{what} contains a control character.",
+            paths.TOO_LONG: f"{what} is longer than {paths.MAX_LENGTH} characters.",
+            paths.RELATIVE: f"{what} must be an absolute path (starting with /), not {value!r}.",
+            paths.NOT_NORMALISED: f"{what} {value!r} is not normalised (no '.', '..', '//' or trailing '/'); "
+            f"write {e.normalised!r} if that is what you mean.",
+        }[e.rule]
+        raise ScriptError(sentence, code="invalid_path") from None
 
 
 def under_roots(path: str, roots: list[str]) -> bool:

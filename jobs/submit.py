@@ -9,10 +9,10 @@ The flow (DESIGN.md, "How a job submission flows"), the same for the form, the A
 3. the script is read as the person on the head node, its `#SBATCH` lines parsed and
    merged with the request (the request wins), and the final job resolved: partition,
    time limit, nodes, CPUs, GPUs, working directory (default: the script's folder);
-4. `access.policy.reserve` decides and reserves the budget in one locked transaction;
+4. `access.ledger.reserve` decides and reserves the budget in one locked transaction;
 5. a JobRecord claim is written, the job submitted as the person (`slurm_for`) with the
    claim's `submit_tag` as its Slurm comment, then the record completed,
-   `access.ledger.attach` called and the submit audited.
+   `access.ledger.attach` called and the submit audited (a refusal too, once, with the decision's facts).
 
 If Slurm refuses, or the request provably never reached it (connection refused), the
 reservation is released, the claim row deleted and the audit says why: nothing is
@@ -22,7 +22,7 @@ then would let the person overrun their limits and leave a job the console only
 adopts as an outside one. So the claim stays, marked unconfirmed, with its
 reservation, and the sync loop settles it: the job carrying the tag becomes the
 claim's record, and a claim whose job Slurm does not list once the confirmation
-window has passed is released and removed (jobs.sync). With an Idempotency-Key the
+window has passed is released and removed (jobs.claims). With an Idempotency-Key the
 claim row is unique per person, cluster and key, so a retry (even a concurrent one)
 returns the first job instead of queueing another.
 """
@@ -30,7 +30,6 @@ returns the first job instead of queueing another.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -46,13 +45,15 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from access import ledger, policy, snapshot
+from access import ledger, policy, refusals, snapshot
+from accounts import provisioning
 from accounts.models import User
-from accounts.provisioning import ProvisioningError, ensure_ready
+from accounts.provisioning import ProvisioningError
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.log import record as audit
-from clusters import tokens
+from clusters import partitions, tokens
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 from clusters.slurm import (
     JobSpec,
     Partition,
@@ -62,141 +63,26 @@ from clusters.slurm import (
     SlurmRejected,
     SlurmUnavailable,
 )
+from jobs import claims, output, scripts
 from jobs import directives as sbatch
-from jobs import output, partitions, scripts, sync
 from jobs.models import JobRecord
+from jobs.submit_request import SubmitRequest
 
 log = logging.getLogger("clusterra.jobs")
 
-DEFAULT_TIME_LIMIT = 60
-REQUEST_FIELDS = (
-    "script_path",
-    "partition",
-    "time_limit",
-    "nodes",
-    "cpus_per_task",
-    "gpus",
-    "name",
-    "working_directory",
-)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
-_PARTITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class SubmitError(Exception):
-    """The job was not queued. `status` and `code` go to the API; `message` is for the person."""
+class SubmitError(Refusal):
+    """The job was not queued; `decision` and `plan` are what was decided and resolved before it stopped."""
 
     def __init__(
         self, message: str, *, code: str, status: int = 400, decision: Any = None, plan: Plan | None = None
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+        super().__init__(message, code=code, status=status)
         self.decision = decision
         # The final job when it got that far, so a preview can show what was refused.
         self.plan = plan
-
-
-def default_time_limit() -> int:
-    return int(getattr(settings, "CLUSTERRA_DEFAULT_TIME_LIMIT", DEFAULT_TIME_LIMIT))
-
-
-@dataclass(frozen=True)
-class SubmitRequest:
-    """What the person asked for; None means "not said" (the script or a default decides)."""
-
-    script_path: str
-    partition: str | None = None
-    time_limit: int | None = None
-    nodes: int | None = None
-    cpus_per_task: int | None = None
-    gpus: int | None = None
-    name: str | None = None
-    working_directory: str | None = None
-
-    @classmethod
-    def parse(cls, data: Any) -> SubmitRequest:
-        """From a JSON body or form; SubmitError(400) names the field that is wrong."""
-        if not isinstance(data, dict):
-            raise SubmitError("The request body must be a JSON object.", code="invalid_request")
-        unknown = sorted(set(data) - set(REQUEST_FIELDS))
-        if unknown:
-            raise SubmitError(
-                f"Unknown field {unknown[0]!r}; the fields are {', '.join(REQUEST_FIELDS)}.",
-                code="invalid_request",
-            )
-        values: dict[str, Any] = {}
-        for name in REQUEST_FIELDS:
-            value = data.get(name)
-            if isinstance(value, str):
-                value = value.strip()
-            values[name] = None if value in (None, "") else value
-        if values["script_path"] is None:
-            raise SubmitError(
-                "script_path is required: the absolute path of the job script.", code="invalid_request"
-            )
-        if not isinstance(values["script_path"], str):
-            raise SubmitError("script_path must be a string.", code="invalid_request")
-        if values["partition"] is not None and not (
-            isinstance(values["partition"], str) and _PARTITION.match(values["partition"])
-        ):
-            raise SubmitError(
-                "partition must be a partition name such as cpu or gpu.", code="invalid_request"
-            )
-        if values["name"] is not None and not (
-            isinstance(values["name"], str) and _NAME.match(values["name"])
-        ):
-            raise SubmitError(
-                "name must be text of at most 200 characters without control characters.",
-                code="invalid_request",
-            )
-        if values["working_directory"] is not None:
-            try:
-                scripts.check_path(values["working_directory"], what="working_directory")
-            except scripts.ScriptError as e:
-                raise SubmitError(e.message, code="invalid_request") from None
-        values["time_limit"] = _time_limit(values["time_limit"])
-        for name, minimum in (("nodes", 1), ("cpus_per_task", 1), ("gpus", 0)):
-            values[name] = _whole(name, values[name], minimum)
-        return cls(**values)
-
-    def digest(self) -> str:
-        """Identifies the request for Idempotency-Key reuse: the same key with other fields is a conflict."""
-        canonical = json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _whole(name: str, value: Any, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        words = "a positive whole number" if minimum else "a whole number, 0 or more"
-        raise SubmitError(f"{name} must be {words}, not {value!r}.", code="invalid_request")
-    if value > 1_000_000:
-        raise SubmitError(f"{name} is implausibly large ({value}).", code="invalid_request")
-    return value
-
-
-def _time_limit(value: Any) -> int | None:
-    """Minutes as a number, or any Slurm time string ("90", "1:30:00", "2-00")."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise SubmitError("time_limit must be at least 1 minute.", code="invalid_request")
-        return value
-    if isinstance(value, str):
-        try:
-            return sbatch.parse_time(value)
-        except sbatch.TimeFormatError as e:
-            raise SubmitError(f"time_limit: {e}.", code="invalid_request") from None
-    raise SubmitError(
-        "time_limit must be minutes (a number) or a Slurm time such as 1:30:00.", code="invalid_request"
-    )
 
 
 @dataclass(frozen=True)
@@ -284,7 +170,7 @@ def decision_dict(decision: Any) -> dict[str, Any]:
 def posix_name(person: User, cluster: Cluster) -> str:
     """The person's POSIX user on the cluster, provisioned just in time; SubmitError when it cannot be."""
     try:
-        return ensure_ready(person, cluster).account.username
+        return provisioning.ready_account(person, cluster).username
     except ProvisioningError as e:
         status = 403 if e.code in ("inactive", "locked", "cluster_disabled") else 502
         raise SubmitError(e.message, code=f"account_{e.code}", status=status) from None
@@ -317,8 +203,8 @@ def _unavailable_words(cluster: Cluster, error: Exception) -> str:
 
 def prepare(cluster: Cluster, request: SubmitRequest, posix_user: str) -> Plan:
     """Read the script as the person, parse it, and merge it with the request into the final job."""
-    path = _script_path(cluster, request)
-    script = _read(cluster, posix_user, path)
+    path = scripts.validate(cluster, request.script_path)
+    script = scripts.read_as(cluster, posix_user, path)
     try:
         found = sbatch.parse(script.text)
     except sbatch.DirectiveError as e:
@@ -413,22 +299,8 @@ def prepare(cluster: Cluster, request: SubmitRequest, posix_user: str) -> Plan:
 
 def _capped_default(partition: Partition) -> int:
     """The console's default walltime, but never more than the partition allows."""
-    limit = default_time_limit()
+    limit = settings.CLUSTERRA_DEFAULT_TIME_LIMIT
     return min(limit, partition.max_time_limit) if partition.max_time_limit else limit
-
-
-def _script_path(cluster: Cluster, request: SubmitRequest) -> str:
-    try:
-        return scripts.validate(cluster, request.script_path)
-    except scripts.ScriptError as e:
-        raise SubmitError(e.message, code=e.code, status=e.status) from None
-
-
-def _read(cluster: Cluster, posix_user: str, path: str) -> scripts.Script:
-    try:
-        return scripts.read_as(cluster, posix_user, path)
-    except scripts.ScriptError as e:
-        raise SubmitError(e.message, code=e.code, status=e.status) from None
 
 
 def _working_directory(
@@ -447,12 +319,9 @@ def _working_directory(
         sources["working_directory"] = f"script line {found.line_of('chdir')}"
     else:
         return _default_workdir(script, sources)
-    try:
-        scripts.check_path(workdir, what="working_directory")
-        if workdir != script.folder:
-            scripts.check_directory(cluster, posix_user, workdir)
-    except scripts.ScriptError as e:
-        raise SubmitError(e.message, code=e.code, status=e.status) from None
+    scripts.check_path(workdir, what="working_directory")
+    if workdir != script.folder:
+        scripts.check_directory(cluster, posix_user, workdir)
     return workdir
 
 
@@ -467,14 +336,13 @@ def _default_workdir(script: scripts.Script, sources: dict[str, str]) -> str:
 def submit(
     person: User,
     cluster: Cluster,
-    data: Any,
+    parsed: SubmitRequest,
     *,
     dry_run: bool = False,
     idempotency_key: str = "",
     request: Any = None,
 ) -> Outcome:
-    """Submit (or, with `dry_run`, only decide) a job; SubmitError when it is not queued."""
-    parsed = SubmitRequest.parse(data)
+    """Submit (or, with `dry_run`, only decide) a job; a Refusal (most often SubmitError) if not queued."""
     key = (idempotency_key or "").strip()
     if key and not _IDEMPOTENCY_KEY.match(key):
         raise SubmitError(
@@ -483,22 +351,23 @@ def submit(
         )
     digest = parsed.digest()
     # Checked as text first: a path that can never be used costs no account and no head-node call.
-    _script_path(cluster, parsed)
+    scripts.validate(cluster, parsed.script_path)
     if key and not dry_run:
         replay = _replay(person, cluster, key, digest)
         if replay is not None:
             return replay
 
-    gate = policy.may_submit(person, cluster, http_request=request)
+    gate = policy.may_submit(person, cluster)
     if not gate.allowed:
-        _audit_denied(person, cluster, parsed, gate, request)
+        _audit_denied(person, cluster, parsed, gate, request, dry_run=dry_run)
         raise SubmitError(gate.message, code=gate.code, status=403, decision=gate)
     posix_user = posix_name(person, cluster)
     plan = prepare(cluster, parsed, posix_user)
 
     if dry_run:
-        decision = policy.reserve(person, cluster, plan.resources, dry_run=True, http_request=request)
+        decision = ledger.reserve(person, cluster, plan.resources, dry_run=True)
         if not decision.allowed:
+            _audit_denied(person, cluster, parsed, decision, request, plan=plan, dry_run=True)
             raise SubmitError(decision.message, code=decision.code, status=403, decision=decision, plan=plan)
         return Outcome(decision, plan, None, dry_run=True)
 
@@ -514,7 +383,7 @@ def submit(
         )
 
     try:
-        decision = policy.reserve(person, cluster, plan.resources, http_request=request)
+        decision = ledger.reserve(person, cluster, plan.resources)
     except Exception:
         claim.delete()
         raise
@@ -602,6 +471,8 @@ def submit(
             "gpus": plan.gpus,
             "reservation_id": reservation_id,
             "decision": decision.code,
+            # What each budget the job draws on had left when it was reserved.
+            "quotas": decision.facts.get("quotas", []),
             "warnings": list(result.warnings),
         },
     )
@@ -625,7 +496,7 @@ def new_submit_tag() -> str:
 
 
 def _window_words() -> str:
-    minutes = max(1, math.ceil(sync.confirm_window().total_seconds() / 60))
+    minutes = max(1, math.ceil(claims.confirm_window().total_seconds() / 60))
     return "a minute" if minutes == 1 else f"{minutes} minutes"
 
 
@@ -741,17 +612,20 @@ def _audit_denied(
     decision: Any,
     request: Any,
     plan: Plan | None = None,
+    *,
+    dry_run: bool = False,
 ) -> None:
-    audit(
-        "job.submit",
-        actor=person,
-        cluster=cluster,
-        target=parsed.script_path,
-        outcome="denied",
-        reason=decision.code,
-        message=decision.message,
+    refusals.record(
+        person,
+        cluster,
+        decision,
         request=request,
-        details={"script_path": parsed.script_path, **(plan.cost_dict() if plan else {})},
+        target=parsed.script_path,
+        details={
+            "script_path": parsed.script_path,
+            "dry_run": dry_run,
+            **(plan.cost_dict() if plan else {}),
+        },
     )
 
 

@@ -16,7 +16,7 @@ def redis_has_a_password(app_configs, **kwargs) -> list[Warning]:
     reaches Redis can still read the group names, flood the layer or FLUSHALL it. A password closes it
     for processes of the host; rediss:// adds TLS where Redis is on another machine.
     """
-    url = getattr(settings, "REDIS_URL", "")
+    url = settings.REDIS_URL
     if not url:
         return []
     parts = urlsplit(url)

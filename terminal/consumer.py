@@ -25,16 +25,18 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
+from access import refusals
 from access.policy import decide
+from accounts import provisioning
 from accounts.offboarding import CLOSE_MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE, person_group
-from accounts.provisioning import ProvisioningError, ensure_ready
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 from terminal import live as live_terminals
 from terminal import notices
-from terminal.live import LiveTerminal, off_loop, offboarded_message, open_terminal, withdrawn_message
+from terminal.live import LiveTerminal, offboarded_message, withdrawn_message
 from terminal.models import TerminalSession
-from terminal.transports.base import TransportError
-from terminal.transports.local import normalise_cwd
+from terminal.opening import off_loop, open_terminal
+from terminal.transports.base import TransportError, check_cwd
 
 log = logging.getLogger(__name__)
 # The channel-layer messages a terminal acts on; every other type is dropped unread.
@@ -51,15 +53,6 @@ EARLY_INPUT_LIMIT = 64 * 1024
 MIN_SIZE, MAX_COLS, MAX_ROWS = 2, 1000, 500
 
 
-class Refused(Exception):
-    """The terminal will not open; `message` is for the person, `code` for the page and the logs."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def same_origin(scope: dict[str, Any]) -> bool:
     """The page that opened the socket is this console itself (or an origin the operator trusts).
 
@@ -71,12 +64,12 @@ def same_origin(scope: dict[str, Any]) -> bool:
     host = headers.get(b"host", b"").decode("latin-1").strip().lower()
     if not origin or origin == "null":
         return False
-    if origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
         return True
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not host:
         return False
-    if getattr(settings, "SECURE", False) and parts.scheme != "https":
+    if settings.SECURE and parts.scheme != "https":
         return False
     return parts.netloc.lower() == host
 
@@ -250,25 +243,25 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         try:
             await self._status("connecting", "Checking your access…")
             cluster = await self._cluster()
-            decision = await database_sync_to_async(decide)(
-                self.person, "terminal.open", cluster, http_request=self.scope
-            )
+            decision = await database_sync_to_async(decide)(self.person, "terminal.open", cluster)
             if not decision.allowed:
-                raise Refused(decision.code, decision.message)
+                await database_sync_to_async(refusals.record)(
+                    self.person, cluster, decision, request=_audit_scope(self.scope)
+                )
+                raise Refusal(decision.message, code=decision.code)
             try:
-                cwd = normalise_cwd(self.params.get("cwd"))
+                cwd = check_cwd(self.params.get("cwd"))
             except ValueError as exc:
-                raise Refused("bad_cwd", f"The terminal cannot start there: {exc}.") from None
+                raise Refusal(f"The terminal cannot start there: {exc}.", code="bad_cwd") from None
             token = self.params.get("resume", "")
             resumed = live_terminals.find(token, self.person.pk, cluster.slug) if token else None
             if resumed is not None:
                 await self._show(resumed, cluster, resumed_shell=True)
                 return
             await self._status("provisioning", f"Getting your account on {cluster.name} ready…")
-            try:
-                posix_user = await off_loop(_ready_posix_name)(self.person, cluster)
-            except ProvisioningError as exc:
-                raise Refused(exc.code, exc.message) from None
+            # A ProvisioningError is a Refusal: the terminal closes with its code and sentence.
+            account = await off_loop(provisioning.ready_account)(self.person, cluster)
+            posix_user = account.username
             await self._status("starting", f"Starting a shell as {posix_user} on {cluster.name}…")
             try:
                 started = await open_terminal(
@@ -281,9 +274,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     scope=_audit_scope(self.scope),
                 )
             except TransportError as exc:
-                raise Refused("transport", str(exc)) from None
+                raise Refusal(str(exc), code="transport") from None
             await self._show(started, cluster, resumed_shell=False, lost_previous=bool(token))
-        except Refused as refusal:
+        except Refusal as refusal:
             await self._finish(refusal.code, refusal.message)
         except asyncio.CancelledError:
             raise
@@ -298,7 +291,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     async def _cluster(self) -> Cluster:
         cluster = await database_sync_to_async(Cluster.objects.filter(slug=self.slug).first)()
         if cluster is None:
-            raise Refused("no_cluster", f"There is no cluster called {self.slug!r} in the console.")
+            raise Refusal(f"There is no cluster called {self.slug!r} in the console.", code="no_cluster")
         return cluster
 
     async def _show(
@@ -353,11 +346,6 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(Exception):
             await self.send(text_data=json.dumps({"type": "closed", "code": code, "reason": reason}))
             await self.close(code=CLOSED_CODE)
-
-
-def _ready_posix_name(person: Any, cluster: Cluster) -> str:
-    """The person's POSIX user name on the cluster, provisioned just in time (blocking)."""
-    return ensure_ready(person, cluster).account.username
 
 
 def _audit_scope(scope: dict[str, Any]) -> dict[str, Any]:

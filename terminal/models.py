@@ -10,7 +10,6 @@ from django.db import models
 from django.utils import timezone
 
 from clusters.models import Cluster
-from terminal import conf
 
 
 class TerminalPolicy(models.Model):
@@ -45,7 +44,7 @@ class TerminalPolicy(models.Model):
 
     @property
     def max_minutes(self) -> int:
-        return self.max_session_minutes or conf.max_session_minutes()
+        return self.max_session_minutes or settings.CLUSTERRA_TERMINAL_MAX_MINUTES
 
 
 class TerminalSession(models.Model):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from terminal import conf
+from django.conf import settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Recorder:
         s3_url: str = "",
     ) -> None:
         self.relative = relative
-        self.directory = directory or conf.recordings_dir()
+        self.directory = directory or Path(settings.CLUSTERRA_RECORDINGS_DIR)
         self.path = self.directory / relative
         self.s3_url = s3_url
         self._started = time.monotonic()
@@ -130,7 +130,7 @@ def open_chunks(location: str) -> Iterator[bytes]:
             raise RecordingUnavailable(f"The recording could not be fetched from {location}: {exc}") from exc
         return body.iter_chunks()
     path = Path(location).resolve()
-    root = conf.recordings_dir().resolve()
+    root = Path(settings.CLUSTERRA_RECORDINGS_DIR).resolve()
     if not path.is_relative_to(root):
         raise RecordingUnavailable(f"{location} is not in the recordings folder {root}.")
     try:

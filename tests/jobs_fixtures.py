@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from jobs import partitions
+from clusters import partitions
 from tests.conftest import require
 from tests.fake_headnode import free_uid_block, remove_linux_user
 from tests.jobs_support import Person, make_person, squeue

@@ -8,8 +8,9 @@ import pytest
 from django.contrib.auth.models import Group
 
 from access import ledger
+from access.ledger import reserve
 from access.models import Grant, Quota, QuotaChange, Usage
-from access.policy import Resources, reserve
+from access.policy import Resources
 from accounts.models import IdpGroup, User
 from audit.models import AuditEvent
 

@@ -10,7 +10,8 @@ from django.contrib.auth.models import AnonymousUser, Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from access import ledger
+from access import ledger, refusals
+from access.ledger import reserve
 from access.models import Grant, Quota, Usage
 from access.policy import (
     ACTIONS,
@@ -19,7 +20,6 @@ from access.policy import (
     decide,
     granted_partitions,
     quota_status,
-    reserve,
 )
 from accounts.models import PosixAccount, User
 from audit.models import AuditEvent
@@ -73,8 +73,12 @@ def submit(person, cluster, request):
     return decide(person, "job.submit", cluster, request)
 
 
-def last_event() -> AuditEvent:
-    return AuditEvent.objects.filter(action="access.decide").order_by("-id").first()
+def refused(person, cluster, decision) -> AuditEvent:
+    """The one event a door writes for `decision`, after checking that deciding itself wrote none."""
+    assert not AuditEvent.objects.exists()
+    refusals.record(person, cluster, decision)
+    [event] = AuditEvent.objects.all()
+    return event
 
 
 # --- the decision table: every action against the conditions that apply to all of them ---------------
@@ -110,7 +114,7 @@ def test_it_refuses_someone_not_signed_in(action, cluster, grant):
         "inactive",
         "You are not signed in; sign in to use Cluster One.",
     )
-    assert last_event().actor_name == ""
+    assert refused(AnonymousUser(), cluster, d).actor_name == ""
 
 
 @pytest.mark.parametrize("action", ACTIONS)
@@ -335,8 +339,8 @@ def test_each_limit_refuses_with_its_numbers(limits, request_, code, message, ja
     assert (d.allowed, d.code, d.message) == (False, code, message)
     assert d.facts["quota_id"] == q.pk
     assert d.facts["scope"] == "group ml-team"
-    event = last_event()
-    assert (event.outcome, event.reason, event.message, event.target) == (
+    event = refused(jane, cluster, d)
+    assert (event.outcome, event.reason, event.message, event.action) == (
         "denied",
         code,
         message,
@@ -541,19 +545,13 @@ def test_periods_follow_the_consoles_time_zone(jane, cluster, grant, ml_team, se
 # --- the audit trail ---------------------------------------------------------------------------------
 
 
-def test_every_decision_is_audited_with_its_facts(jane, cluster, grant):
-    decide(jane, "cluster.view", cluster)
-    submit(jane, cluster, job("debug"))
-    allowed, denied = AuditEvent.objects.filter(action="access.decide").order_by("id")
-    assert (allowed.target, allowed.outcome, allowed.reason, allowed.cluster) == (
-        "cluster.view",
-        "allowed",
-        "ok",
-        "c1",
-    )
+def test_a_decision_writes_nothing_and_its_refusal_is_written_once_with_its_facts(jane, cluster, grant):
+    assert decide(jane, "cluster.view", cluster).allowed
+    d = submit(jane, cluster, job("debug"))
+    denied = refused(jane, cluster, d)
+    assert (denied.action, denied.target, denied.cluster) == ("job.submit", "c1", "c1")
     assert (denied.outcome, denied.reason, denied.actor_name) == ("denied", "partition_not_granted", "jane")
     assert denied.details["request"]["partition"] == "debug"
-    assert denied.details["dry_run"] is False
 
 
 # --- how the policy reads the grants and quotas ---------------------------------------------------------

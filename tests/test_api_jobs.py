@@ -197,7 +197,7 @@ def test_a_script_the_person_cannot_read_is_refused_without_queueing(client, peo
 def test_slurmrestd_not_answering_is_a_502_that_releases_the_reservation(
     client, ada, demo_cluster, monkeypatch
 ):
-    from jobs import partitions
+    from clusters import partitions
 
     known = partitions.partitions(demo_cluster)
     # The partition list is read before the submit; keep that answer, then make the submit itself fail.

@@ -92,8 +92,7 @@ def world(db, tmp_path, monkeypatch) -> World:
     def no_provisioning(person: Any, cluster: Cluster, **kwargs: Any) -> Any:
         raise ProvisioningError(f"{cluster.name} did not answer (stopped by the test).", code="unreachable")
 
-    for module in ("accounts.slurm_access", "jobs.submit", "terminal.consumer"):
-        monkeypatch.setattr(f"{module}.ensure_ready", no_provisioning)
+    monkeypatch.setattr("accounts.provisioning.ready_account", no_provisioning)
     people: dict[str, User | None] = {"anonymous": None}
     for n, role in enumerate(ROLES[1:], start=1):
         person = User.objects.create_user(

@@ -20,6 +20,7 @@ from django.test import Client
 from accounts import api_tokens, offboarding, posix
 from accounts.models import ClusterAccount, User
 from audit.models import AuditEvent
+from clusterra_site import cache as degrading_cache
 from clusterra_site import env
 from clusterra_site.asgi import application
 from clusters import headnode
@@ -43,8 +44,10 @@ pytest_plugins = ["tests.jobs_fixtures"]
 
 
 @pytest.fixture
-def redis(settings):
+def redis(settings, monkeypatch):
     require(bool(shutil.which("redis-server")), "needs redis-server (Debian package redis-server)")
+    # The cache warns about an outage once a minute per process; each test's outage is its own.
+    monkeypatch.setattr(degrading_cache, "_last_warning", float("-inf"))
     server = RedisServer(free_port())
     server.start()
     # The very configuration production gets from REDIS_URL, pointed at this server: when Redis goes,

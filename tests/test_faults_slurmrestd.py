@@ -24,9 +24,9 @@ from django.db import connections
 from django.test import Client
 
 from access.models import Usage
-from clusters import tokens
+from clusters import partitions, tokens
 from clusters.slurm import SlurmClient
-from jobs import partitions, sync
+from jobs import sync, tracking
 from jobs.models import JobRecord
 from tests.conftest import require
 from tests.faulty_slurmrestd import (
@@ -129,7 +129,7 @@ def burst(person: Person, path: str, names: list[str]) -> dict[str, Answer]:
     return answers
 
 
-def settle(seconds: float = 15) -> sync.Report:
+def settle(seconds: float = 15) -> tracking.Report:
     """Sync rounds until no claim is left unresolved (bounded)."""
     deadline = time.monotonic() + seconds
     while True:

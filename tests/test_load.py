@@ -7,8 +7,9 @@ Every answer must have its expected status and show that person's own data (no 5
 jobs); throughput and latency are printed.
 
 Nothing is relaxed for the load: people sign in by session, as after a real sign-in, so the sign-in
-throttle (it counts failed passwords only) is never touched, and /v1 has no rate limit to hit. The
-people are many and distinct, as on a real console, rather than one person from 48 windows.
+throttle (it counts failed passwords only) is never touched, and each person's token stays well under
+/v1's rate limit (CLUSTERRA_API_RATE, per token). The people are many and distinct, as on a real
+console, rather than one person from 48 windows.
 """
 
 from __future__ import annotations

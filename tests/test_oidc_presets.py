@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from accounts import oidc
-from clusterra_site.env import ConfigError
+from accounts.oidc import ProviderConfigError
 
 
 def apps(environ: dict[str, str]) -> list[dict]:
@@ -73,7 +73,7 @@ def test_entra_identifies_people_by_oid_and_reads_only_the_id_token():
 
 @pytest.mark.parametrize("tenant", ["common", "organizations", "Consumers"])
 def test_entra_refuses_shared_tenants_whose_issuer_cannot_be_checked(tenant):
-    with pytest.raises(ConfigError, match="tenant id"):
+    with pytest.raises(ProviderConfigError, match="tenant id"):
         apps({**ENTRA, "CLUSTERRA_OIDC_ENTRA_TENANT": tenant})
 
 
@@ -88,7 +88,7 @@ def test_google_pins_the_workspace_domain_and_syncs_no_groups():
 
 def test_google_needs_a_domain_or_an_explicit_star():
     environ = {k: v for k, v in GOOGLE.items() if not k.endswith("HOSTED_DOMAIN")}
-    with pytest.raises(ConfigError, match="HOSTED_DOMAIN is required"):
+    with pytest.raises(ProviderConfigError, match="HOSTED_DOMAIN is required"):
         apps(environ)
     settings = only_app({**environ, "CLUSTERRA_OIDC_GOOGLE_HOSTED_DOMAIN": "*"})["settings"]
     assert "auth_params" not in settings
@@ -147,7 +147,7 @@ def test_any_issuer_works_with_the_generic_preset(tmp_path):
     ],
 )
 def test_it_names_the_variable_that_is_wrong(change, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ProviderConfigError, match=message):
         apps({**OKTA, **change})
 
 

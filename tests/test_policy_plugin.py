@@ -145,11 +145,11 @@ def test_budgets_and_job_counts_agree_with_what_is_queued_and_running(tmp_path, 
     Quota.objects.create(cluster=cluster, user=jane, max_running_jobs=1)
     # Settled use this month (in the snapshot) and open jobs (in slurm.jobs), from both members.
     for who, cpus, gpus, hours in ((jane, 4, 1, 1.5), (mate, 2, 0, 2.0)):
-        rid = policy.reserve(who, cluster, Resources("gpu", cpus=cpus, gpus=gpus, time_limit=int(hours * 60)))
+        rid = ledger.reserve(who, cluster, Resources("gpu", cpus=cpus, gpus=gpus, time_limit=int(hours * 60)))
         ledger.attach(rid.reservation_id, rid.reservation_id + 1000)
         ledger.started(rid.reservation_id)
         ledger.settle(rid.reservation_id, elapsed_seconds=int(hours * 3600), cpus=cpus, gpus=gpus)
-    queued = policy.reserve(mate, cluster, Resources("gpu", cpus=2, gpus=1, time_limit=60))
+    queued = ledger.reserve(mate, cluster, Resources("gpu", cpus=2, gpus=1, time_limit=60))
     assert queued.allowed
     pairs = both(
         tmp_path,
@@ -167,10 +167,10 @@ def test_budgets_and_job_counts_agree_with_what_is_queued_and_running(tmp_path, 
     assert [d.code for d, _ in pairs] == ["ok", "ok", "gpu_budget", "ok", "cpu_budget"]
 
     # Jane's own running-job limit, and the group's queue.
-    started = policy.reserve(jane, cluster, Resources("cpu", time_limit=10))
+    started = ledger.reserve(jane, cluster, Resources("cpu", time_limit=10))
     ledger.started(started.reservation_id)
     for _ in range(2):
-        policy.reserve(mate, cluster, Resources("cpu", time_limit=10))
+        ledger.reserve(mate, cluster, Resources("cpu", time_limit=10))
     pairs = both(tmp_path, cluster, jane, [Resources("cpu", time_limit=10)])
     assert_same(pairs)
     assert pairs[0][0].code == "max_running_jobs"
@@ -197,7 +197,7 @@ def test_random_jobs_get_the_same_answer_from_both(tmp_path, cluster, team):
         cpu_hours=draw.choice([None, 10.0, 50.0]),
     )
     for _ in range(3):
-        policy.reserve(jane, cluster, Resources("gpu", cpus=2, gpus=1, time_limit=30))
+        ledger.reserve(jane, cluster, Resources("gpu", cpus=2, gpus=1, time_limit=30))
     requests = []
     for _ in range(200):
         nodes = draw.choice([1, 1, 2, 3])

@@ -12,13 +12,13 @@ from django.utils import timezone
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from accounts import posix
+from accounts import posix, posix_names
 from accounts.models import ClusterAccount, IdCounter, PosixAccount, User
 from audit.models import AuditEvent
 from clusters.models import Cluster
 from tests.conftest import require
 
-# An independent statement of what a safe Linux user name is, not posix.NAME.
+# An independent statement of what a safe Linux user name is, not posix_names.NAME.
 SAFE = re.compile(r"[a-z_][a-z0-9_-]*")
 SYSTEM_NAMES = {"root", "daemon", "bin", "sys", "nobody", "slurm", "munge", "sshd", "www-data", "mail", "adm"}
 
@@ -49,7 +49,7 @@ claim_text = st.text(
 @example("ﬃ")
 @example("-1")
 def test_any_claim_gives_a_safe_name(value):
-    assert is_safe_name(posix.make_name(value))
+    assert is_safe_name(posix_names.make_name(value))
 
 
 @given(
@@ -57,23 +57,23 @@ def test_any_claim_gives_a_safe_name(value):
     st.sets(st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=33), max_size=30),
 )
 def test_a_taken_name_is_never_handed_out_again(value, taken):
-    first = posix.make_name(value)
+    first = posix_names.make_name(value)
     taken = taken | {first}
-    name = posix.make_name(value, taken.__contains__)
+    name = posix_names.make_name(value, taken.__contains__)
     assert is_safe_name(name)
     assert name not in taken
 
 
 @given(claim_text)
 def test_making_a_name_twice_changes_nothing(value):
-    name = posix.make_name(value)
-    assert posix.make_name(name) == name
+    name = posix_names.make_name(value)
+    assert posix_names.make_name(name) == name
 
 
 @given(st.emails(), st.sampled_from(["example.com", "corp.example.org"]))
 def test_only_the_local_part_of_an_email_counts(email, other_domain):
     local = email.rpartition("@")[0]
-    assert posix.make_name(email) == posix.make_name(f"{local}@{other_domain}")
+    assert posix_names.make_name(email) == posix_names.make_name(f"{local}@{other_domain}")
 
 
 @given(st.lists(claim_text, min_size=2, max_size=20))
@@ -81,7 +81,7 @@ def test_only_the_local_part_of_an_email_counts(email, other_domain):
 def test_people_whose_claims_look_alike_still_get_distinct_names(values):
     given_out: set[str] = set()
     for value in values:
-        name = posix.make_name(value, given_out.__contains__)
+        name = posix_names.make_name(value, given_out.__contains__)
         assert name not in given_out
         given_out.add(name)
 
@@ -104,17 +104,17 @@ def test_people_whose_claims_look_alike_still_get_distinct_names(values):
     ],
 )
 def test_names_read_like_the_claim(claim, name):
-    assert posix.make_name(claim) == name
+    assert posix_names.make_name(claim) == name
 
 
 def test_a_long_name_is_shortened_to_make_room_for_its_suffix():
-    name = posix.make_name("a" * 40, {"a" * 32}.__contains__)
+    name = posix_names.make_name("a" * 40, {"a" * 32}.__contains__)
     assert name == "a" * 31 + "2"
 
 
 @pytest.mark.parametrize("bad", ["", "Jane", "1abc", "-x", "a b", "a" * 33, "root", "systemd-x", "_apt"])
 def test_an_admin_override_must_be_a_safe_unreserved_name(db, bad):
-    assert posix.name_problem(bad)
+    assert posix_names.name_problem(bad)
 
 
 # --- the database: allocation -------------------------------------------------------------------
@@ -288,5 +288,5 @@ def inline_management() -> dict[str, str]:
 
 
 def test_a_local_part_with_a_reserved_prefix_still_gets_a_usable_name():
-    assert posix.make_name("systemd-x@corp.example") == "usystemd-x"
-    assert not posix.is_reserved(posix.make_name("systemd-network@corp.example"))
+    assert posix_names.make_name("systemd-x@corp.example") == "usystemd-x"
+    assert not posix_names.is_reserved(posix_names.make_name("systemd-network@corp.example"))

@@ -387,7 +387,7 @@ def test_slurm_for_refuses_an_inactive_person_and_audits_it(jane, cluster, fake)
     jane.save()
     with pytest.raises(SlurmAccessRefused, match="deactivated") as caught:
         slurm_for(jane, cluster)
-    assert caught.value.reason == "inactive"
+    assert caught.value.code == "inactive"
     event = AuditEvent.objects.get(action="slurm.token_refused")
     assert (event.outcome, event.reason, event.cluster) == ("denied", "inactive", "c1")
 
@@ -395,7 +395,7 @@ def test_slurm_for_refuses_an_inactive_person_and_audits_it(jane, cluster, fake)
 def test_slurm_for_refuses_an_account_that_is_not_ready_when_told_not_to_provision(jane, cluster, fake):
     with pytest.raises(SlurmAccessRefused) as caught:
         slurm_for(jane, cluster, provision=False)
-    assert caught.value.reason == "not_ready"
+    assert caught.value.code == "not_ready"
     assert fake.calls == []
 
 
@@ -403,7 +403,7 @@ def test_slurm_for_refuses_a_locked_account(jane, cluster, fake):
     ClusterAccount.objects.create(account=posix.ensure_account(jane), cluster=cluster, state=State.LOCKED)
     with pytest.raises(SlurmAccessRefused) as caught:
         slurm_for(jane, cluster)
-    assert caught.value.reason == "locked"
+    assert caught.value.code == "locked"
 
 
 def test_slurm_for_passes_on_the_clusters_own_refusal(jane, cluster, fake):
@@ -415,7 +415,7 @@ def test_slurm_for_passes_on_the_clusters_own_refusal(jane, cluster, fake):
     tokens.forget()
     with pytest.raises(SlurmAccessRefused) as caught:
         slurm_for(jane, cluster)
-    assert caught.value.reason == "token_refused"
+    assert caught.value.code == "token_refused"
 
 
 # --- for real: a Linux user on this machine, a Slurm association, a job that runs as them -------

@@ -179,7 +179,7 @@ def test_no_template_of_ours_has_an_inline_script_or_handler():
 
 # Forms that post to somewhere other than the console, where a CSRF token of ours means nothing and
 # would leak to the other side: the hand-off of a new token to the CLI's loopback address.
-FOREIGN_FORMS = {("jobs/cli_login.html", 'action="{{ callback }}"')}
+FOREIGN_FORMS = {("accounts/cli_login.html", 'action="{{ callback }}"')}
 FORM = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.IGNORECASE | re.DOTALL)
 
 

@@ -19,10 +19,10 @@ from botocore.credentials import Credentials
 from botocore.stub import Stubber
 from websockets.datastructures import Headers
 
+from clusters.aws import boto3_session_with, web_identity_credentials
 from terminal.transports.base import TransportError
-from terminal.transports.ssm import SessionManager, SsmTransport, login_command, web_identity_credentials
+from terminal.transports.ssm import SessionManager, SsmTransport, login_command
 from terminal.transports.ssm.channel import INITIAL_RTO, MAX_RTO, RttEstimator
-from terminal.transports.ssm.session import boto3_session_with
 
 from .ssm_agent import (
     REGION,

@@ -57,6 +57,7 @@ def test_staff_without_a_grant_get_no_account_and_nothing_is_read(client, fake, 
     assert not Usage.objects.exists()
     denied = AuditEvent.objects.get(action="job.submit", actor=staff)
     assert (denied.outcome, denied.reason) == ("denied", "no_grant")
+    assert denied.details["dry_run"] is dry_run
 
 
 def _dry(client, person: User, body: dict):

@@ -13,12 +13,12 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from access import policy
+from access import ledger, policy
 from access.models import Grant, Usage
 from accounts.models import User
 from clusters.models import Cluster
 from clusters.slurm import Job
-from jobs import sync
+from jobs import claims, sync, sync_lock, tracking
 from jobs.models import JobRecord, SyncLock
 from tests.conftest import require
 from tests.jobs_support import squeue, sync_until
@@ -42,7 +42,7 @@ def reserved(cluster):
     """A console job whose budget is reserved, as a submit leaves it."""
     person = User.objects.create(username="lin")
     Grant.objects.create(cluster=cluster, user=person, all_partitions=True)
-    decision = policy.reserve(
+    decision = ledger.reserve(
         person, cluster, policy.Resources(partition="gpu", cpus=4, gpus=2, time_limit=60)
     )
     assert decision.allowed
@@ -72,7 +72,7 @@ def test_a_job_that_runs_is_started_then_settled_with_its_real_use_once(reserved
     usage = Usage.objects.get(pk=reserved.reservation_id)
     assert usage.state == Usage.State.QUEUED
 
-    sync.apply(reserved, job("RUNNING", start_time=T0, nodes="n1", batch_host="n1"))
+    tracking.apply(reserved, job("RUNNING", start_time=T0, nodes="n1", batch_host="n1"))
     usage.refresh_from_db()
     assert (usage.state, reserved.ledger, reserved.state) == (Usage.State.RUNNING, "started", "RUNNING")
     assert reserved.end_time is None  # a running job's end_time is only Slurm's deadline
@@ -85,9 +85,9 @@ def test_a_job_that_runs_is_started_then_settled_with_its_real_use_once(reserved
         batch_host="n1",
         exit_code=0,
     )
-    report = sync.Report()
-    sync.apply(reserved, done, report)
-    sync.apply(reserved, done, report)
+    report = tracking.Report()
+    tracking.apply(reserved, done, report)
+    tracking.apply(reserved, done, report)
     usage.refresh_from_db()
     assert report.settled == 1
     assert (usage.state, usage.elapsed_seconds) == (Usage.State.SETTLED, 1800)
@@ -100,8 +100,8 @@ def test_a_job_that_runs_is_started_then_settled_with_its_real_use_once(reserved
 def test_a_job_cancelled_before_it_started_gives_its_reservation_back(reserved):
     # Slurm fills start_time = end_time for a job cancelled while pending, but no node ever ran it.
     cancelled = job("CANCELLED", start_time=T0, end_time=T0)
-    report = sync.Report()
-    sync.apply(reserved, cancelled, report)
+    report = tracking.Report()
+    tracking.apply(reserved, cancelled, report)
     usage = Usage.objects.get(pk=reserved.reservation_id)
     assert (usage.state, report.released, reserved.ledger) == (Usage.State.RELEASED, 1, "released")
     assert reserved.start_time is None
@@ -110,9 +110,9 @@ def test_a_job_cancelled_before_it_started_gives_its_reservation_back(reserved):
 @pytest.mark.django_db
 def test_an_unchanged_job_does_not_touch_updated_so_live_lists_stay_quiet(reserved):
     running = job("RUNNING", start_time=T0, nodes="n1", batch_host="n1")
-    sync.apply(reserved, running)
+    tracking.apply(reserved, running)
     before = JobRecord.objects.get(pk=reserved.pk).updated
-    assert sync.apply(reserved, running) is False
+    assert tracking.apply(reserved, running) is False
     after = JobRecord.objects.get(pk=reserved.pk)
     assert after.updated == before
     assert after.last_seen is not None
@@ -123,8 +123,8 @@ def test_a_claim_left_by_a_dead_worker_is_released_and_removed(reserved):
     reserved.slurm_job_id = None
     reserved.save()
     JobRecord.objects.filter(pk=reserved.pk).update(created=timezone.now() - timedelta(minutes=30))
-    report = sync.Report()
-    sync.release_stale_claims(report)
+    report = tracking.Report()
+    claims.release_stale_claims(report)
     assert not JobRecord.objects.filter(pk=reserved.pk).exists()
     assert Usage.objects.get(pk=reserved.reservation_id).state == Usage.State.RELEASED
 
@@ -150,15 +150,15 @@ def in_thread(work):
 
 @pytest.mark.django_db(transaction=True)
 def test_only_one_sync_loop_holds_the_lock():
-    first = sync.SingleInstance("first")
+    first = sync_lock.SingleInstance("first")
     assert first.acquire()
-    assert in_thread(lambda: sync.SingleInstance("second").acquire()) is False
+    assert in_thread(lambda: sync_lock.SingleInstance("second").acquire()) is False
     out = io.StringIO()
     in_thread(lambda: call_command("sync_jobs", "--once", stdout=out))
     assert "Another sync_jobs loop holds the lock" in out.getvalue()
     assert first.refresh() is True
     first.release()
-    second = sync.SingleInstance("second")
+    second = sync_lock.SingleInstance("second")
     assert in_thread(lambda: second.acquire()) is True
     in_thread(second.release)
 
@@ -169,9 +169,9 @@ def test_a_lock_holder_whose_connection_ends_frees_the_lock_even_through_the_poo
     require(connection.vendor == "postgresql", "advisory locks are PostgreSQL's")
     # The thread takes the lock and ends without releasing it, as a killed loop would. Its connection
     # goes back to the pool instead of ending the session: the pool must drop the session's locks.
-    assert in_thread(lambda: sync.SingleInstance("crashed").acquire()) is True
+    assert in_thread(lambda: sync_lock.SingleInstance("crashed").acquire()) is True
     for _ in range(3):  # whichever pooled connection the next one gets
-        assert in_thread(lambda: sync.SingleInstance("next").acquire()) is True
+        assert in_thread(lambda: sync_lock.SingleInstance("next").acquire()) is True
 
 
 @pytest.mark.django_db(transaction=True)
@@ -185,7 +185,7 @@ def test_the_loop_runs_rounds_while_it_holds_the_lock_and_lets_go_after(monkeypa
     assert all("people polled" in line for line in lines)
     assert lines[0].endswith("0 errors")
     assert lines[1].endswith("(the last 3 rounds changed nothing)")
-    assert in_thread(lambda: sync.SingleInstance("after").acquire()) is True
+    assert in_thread(lambda: sync_lock.SingleInstance("after").acquire()) is True
 
 
 @pytest.mark.django_db(transaction=True)
@@ -193,11 +193,11 @@ def test_a_lock_row_left_by_a_crashed_loop_expires():
     if connection.vendor == "postgresql":
         pytest.skip("PostgreSQL frees an advisory lock when its session ends")
     SyncLock.objects.create(
-        name=sync.LOCK_NAME, holder="crashed", expires=timezone.now() - timedelta(seconds=1)
+        name=sync_lock.LOCK_NAME, holder="crashed", expires=timezone.now() - timedelta(seconds=1)
     )
-    taker = sync.SingleInstance("next")
+    taker = sync_lock.SingleInstance("next")
     assert taker.acquire()
-    assert SyncLock.objects.get(name=sync.LOCK_NAME).holder == "next"
+    assert SyncLock.objects.get(name=sync_lock.LOCK_NAME).holder == "next"
     taker.release()
 
 
@@ -269,7 +269,7 @@ def test_a_job_slurmctld_forgot_is_read_from_accounting(ada, demo_cluster):
         time.sleep(0.2)
     found = None
     while found is None and time.monotonic() < deadline:
-        found = sync.from_sacct(demo_cluster, ada.name, job_id)
+        found = tracking.from_sacct(demo_cluster, ada.name, job_id)
         if found is None or found.state not in ("FAILED", "COMPLETED"):
             found = None
             time.sleep(0.3)

@@ -99,7 +99,7 @@ async def test_a_policy_denial_closes_with_the_decisions_sentence(cluster):
     assert closed["code"] == "no_grant"
     assert closed["reason"] == "You have no access to This host; ask an administrator for a grant."
     assert not await sync_to_async(TerminalSession.objects.exists)()
-    event = await sync_to_async(AuditEvent.objects.get)(action="access.decide", target="terminal.open")
+    event = await sync_to_async(AuditEvent.objects.get)(action="terminal.open")
     assert (event.outcome, event.reason) == ("denied", "no_grant")
 
 

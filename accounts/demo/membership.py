@@ -18,6 +18,7 @@ from accounts import offboarding, posix
 from accounts.models import DemoMember, DemoSignup, User
 from audit.log import record
 from clusters.models import Cluster
+from clusters.refusal import Refusal
 
 # A plain console group (not IdP-managed): access.demo's seed gives it the demo's grant.
 DEMO_GROUP = "demo"
@@ -28,12 +29,12 @@ joined = Signal()
 left = Signal()
 
 
-class DemoRefused(Exception):
-    """A join or a link that cannot go ahead; `code` picks the page (accounts.demo.views.PAGES)."""
+class DemoRefused(Refusal):
+    """A join or a link that cannot go ahead; `code` picks the page (accounts.demo.views.PAGES) that
+    says why, with its status; `detail` fills it in (the day a demo ended)."""
 
     def __init__(self, code: str, detail: str = "") -> None:
-        super().__init__(detail or code)
-        self.code = code
+        super().__init__(detail or code, code=code)
         self.detail = detail
 
 
@@ -50,12 +51,12 @@ class Config:
 def config() -> Config:
     """The CLUSTERRA_DEMO_* settings, checked: a nonsensical value fails loudly rather than opening wide."""
     cfg = Config(
-        cluster=str(getattr(settings, "CLUSTERRA_DEMO_CLUSTER", "") or "").strip(),
-        open=bool(getattr(settings, "CLUSTERRA_DEMO_OPEN", True)),
-        days=int(getattr(settings, "CLUSTERRA_DEMO_DAYS", 7)),
-        max_people=int(getattr(settings, "CLUSTERRA_DEMO_MAX_PEOPLE", 100)),
-        per_hour=int(getattr(settings, "CLUSTERRA_DEMO_SIGNUPS_PER_HOUR", 5)),
-        link_minutes=int(getattr(settings, "CLUSTERRA_DEMO_LINK_MINUTES", 60)),
+        cluster=str(settings.CLUSTERRA_DEMO_CLUSTER or "").strip(),
+        open=bool(settings.CLUSTERRA_DEMO_OPEN),
+        days=int(settings.CLUSTERRA_DEMO_DAYS),
+        max_people=int(settings.CLUSTERRA_DEMO_MAX_PEOPLE),
+        per_hour=int(settings.CLUSTERRA_DEMO_SIGNUPS_PER_HOUR),
+        link_minutes=int(settings.CLUSTERRA_DEMO_LINK_MINUTES),
     )
     for name, value, least in (
         ("CLUSTERRA_DEMO_DAYS", cfg.days, 1),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .base import Transport, TransportError
@@ -71,29 +69,27 @@ def _new_manager(cluster: Cluster) -> SessionManager:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .ssm import SessionManager, web_identity_credentials
-    from .ssm.session import boto3_session_with
+    from clusters import aws
+
+    from .ssm import SessionManager
 
     region = cluster.aws_region
     if not cluster.ssm_role_arn:
         # The console's own credentials (instance profile, environment): boto3's default chain.
         return SessionManager.from_boto3_session(boto3.session.Session(region_name=region), region)
-    token_file = os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE", "")
-    if not token_file:
+    try:
+        credentials = aws.role_credentials(
+            boto3.session.Session().client("sts", region_name=region),
+            role_arn=cluster.ssm_role_arn,
+            cluster_slug=cluster.slug,
+        )
+    except aws.NoWebIdentity:
         raise TransportError(
             f"{cluster.name}'s role needs a web identity, but AWS_WEB_IDENTITY_TOKEN_FILE is not set; "
             "an administrator must configure it."
-        )
-    try:
-        credentials = web_identity_credentials(
-            boto3.session.Session().client("sts", region_name=region),
-            role_arn=cluster.ssm_role_arn,
-            role_session_name=f"clusterra-{cluster.slug}"[:64],
-            # Read at every refresh: the platform rotates the token file.
-            web_identity_token=lambda: Path(token_file).read_text().strip(),
-        )
+        ) from None
     except (ClientError, BotoCoreError, OSError) as exc:
         raise TransportError(
             f"The console could not assume the role {cluster.ssm_role_arn} for {cluster.name}: {exc}"
         ) from exc
-    return SessionManager.from_boto3_session(boto3_session_with(credentials, region), region)
+    return SessionManager.from_boto3_session(aws.boto3_session_with(credentials, region), region)

@@ -5,9 +5,30 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 
+from clusters import paths
+
 
 class TransportError(Exception):
     """A terminal could not be opened or kept open; the message is fit to show the person."""
+
+
+def check_cwd(cwd: str | None) -> str:
+    """The directory a shell starts in, as given, or "" for home; ValueError says what is wrong with it."""
+    if not cwd:
+        return ""
+    try:
+        return paths.check(cwd)
+    except paths.NotAHeadNodePath as e:
+        raise ValueError(
+            {
+                paths.NUL: "the working directory contains a control character",
+                paths.CONTROL: "the working directory contains a control character",
+                paths.TOO_LONG: f"the working directory is longer than {paths.MAX_LENGTH} characters",
+                paths.RELATIVE: f"the working directory must be an absolute path: {cwd!r}",
+                paths.NOT_NORMALISED: f"the working directory {cwd!r} is not normalised (no '.', '..', '//' "
+                f"or trailing '/'); write {e.normalised!r} if that is what you mean",
+            }[e.rule]
+        ) from None
 
 
 class Transport(abc.ABC):

@@ -7,7 +7,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import posixpath
 import pty
 import pwd
 import re
@@ -18,7 +17,7 @@ import termios
 from collections.abc import AsyncIterator
 
 from .. import confine
-from .base import Transport, TransportError
+from .base import Transport, TransportError, check_cwd
 
 # A login name as useradd accepts it; anything else never reaches runuser.
 _POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
@@ -64,7 +63,7 @@ class LocalPtyTransport(Transport):
         if not _POSIX_NAME.fullmatch(user):
             raise ValueError(f"not a POSIX user name: {user!r}")
         self.user = user
-        self.cwd = normalise_cwd(cwd)
+        self.cwd = check_cwd(cwd)
         self.limits = limits or DEFAULT_LIMITS
         self.placement: confine.Placement | None = None
         self.session_id = ""
@@ -295,17 +294,6 @@ class LocalPtyTransport(Transport):
             if self._master == fd:
                 loop.remove_writer(fd)
             self._writable_waiter = None
-
-
-def normalise_cwd(cwd: str | None) -> str:
-    """An absolute, normalised directory, or "" for the home directory; ValueError for anything else."""
-    if not cwd:
-        return ""
-    if any(c in cwd for c in "\x00\r\n"):
-        raise ValueError("the working directory contains a control character")
-    if not cwd.startswith("/"):
-        raise ValueError(f"the working directory must be an absolute path: {cwd!r}")
-    return posixpath.normpath(cwd)
 
 
 def _set_size(fd: int, cols: int, rows: int) -> None:

@@ -20,7 +20,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--cluster",
-            default=getattr(settings, "CLUSTERRA_DEMO_CLUSTER", "") or None,
+            default=settings.CLUSTERRA_DEMO_CLUSTER or None,
             help="The demo cluster's slug (default: CLUSTERRA_DEMO_CLUSTER).",
         )
         parser.add_argument(
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             self.stdout.write(line)
         if not lines:
             self.stdout.write(f"The demo on {cluster.slug} is already set up; nothing changed.")
-        signup_cluster = getattr(settings, "CLUSTERRA_DEMO_CLUSTER", "")
+        signup_cluster = settings.CLUSTERRA_DEMO_CLUSTER
         if signup_cluster != cluster.slug:
             # Seeding does not open the signup: the setting does, and it names one cluster.
             self.stdout.write(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs import sync
+from jobs import sync, sync_lock
 
 
 class Command(BaseCommand):
@@ -32,9 +32,9 @@ class Command(BaseCommand):
                 self.stdout.write("Stopped.")
             return
         try:
-            with sync.single_instance():
+            with sync_lock.single_instance():
                 report = sync.sync_once()
-        except sync.SyncLockHeld:
+        except sync_lock.SyncLockHeld:
             # Exit 0: under cron, the loop that holds the lock is doing this round's work.
             self.stdout.write("Another sync_jobs loop holds the lock; nothing to do.")
             return

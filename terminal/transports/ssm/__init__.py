@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .session import SessionError, SessionManager, login_command, web_identity_credentials
+from .session import SessionError, SessionManager, login_command
 from .transport import SsmTransport
 
-__all__ = ["SessionError", "SessionManager", "SsmTransport", "login_command", "web_identity_credentials"]
+__all__ = ["SessionError", "SessionManager", "SsmTransport", "login_command"]

@@ -7,17 +7,17 @@ import logging
 import posixpath
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import boto3
-import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import CredentialProvider, Credentials, RefreshableCredentials
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
+
+from ..base import check_cwd
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,8 @@ def login_command(user: str, cwd: str | None = None) -> str:
     """The AWS-StartInteractiveCommand command line: `user`'s login shell, started in `cwd` when possible."""
     if not _POSIX_NAME.fullmatch(user):
         raise ValueError(f"not a POSIX user name: {user!r}")
-    directory = ""
-    if cwd:
-        if "\x00" in cwd or "\n" in cwd or "\r" in cwd:
-            raise ValueError("the working directory contains a control character")
-        if not cwd.startswith("/"):
-            raise ValueError(f"the working directory must be absolute: {cwd!r}")
-        directory = posixpath.normpath(cwd)
+    # `.` and `..` are resolved as text first, as this command always did; the rest of the rule holds.
+    directory = check_cwd(posixpath.normpath(cwd)) if cwd else ""
     # sudo -n fails instead of prompting: a password prompt would hang a shell no one can answer.
     argv = [
         "sudo",
@@ -78,57 +73,6 @@ def login_command(user: str, cwd: str | None = None) -> str:
         directory,
     ]
     return shlex.join(argv)
-
-
-class _FixedCredentialProvider(CredentialProvider):
-    METHOD = "clusterra-web-identity"
-
-    def __init__(self, credentials: Credentials) -> None:
-        super().__init__()
-        self._credentials = credentials
-
-    def load(self) -> Credentials:
-        return self._credentials
-
-
-def web_identity_credentials(
-    sts_client: Any,
-    *,
-    role_arn: str,
-    role_session_name: str,
-    web_identity_token: Callable[[], str],
-    duration_seconds: int = 3600,
-) -> RefreshableCredentials:
-    """Role credentials from AssumeRoleWithWebIdentity that renew themselves before they expire.
-
-    A fixed `role_session_name` keeps session ids (and so the IAM resource scope) predictable.
-    """
-
-    def fetch() -> dict[str, str]:
-        answer = sts_client.assume_role_with_web_identity(
-            RoleArn=role_arn,
-            RoleSessionName=role_session_name,
-            WebIdentityToken=web_identity_token(),
-            DurationSeconds=duration_seconds,
-        )
-        issued = answer["Credentials"]
-        return {
-            "access_key": issued["AccessKeyId"],
-            "secret_key": issued["SecretAccessKey"],
-            "token": issued["SessionToken"],
-            "expiry_time": issued["Expiration"].isoformat(),
-        }
-
-    return RefreshableCredentials.create_from_metadata(
-        metadata=fetch(), refresh_using=fetch, method=_FixedCredentialProvider.METHOD
-    )
-
-
-def boto3_session_with(credentials: Credentials, region: str) -> boto3.Session:
-    """A boto3 session whose clients use `credentials` (refreshable ones keep refreshing)."""
-    core = botocore.session.get_session()
-    core.get_component("credential_provider").insert_before("env", _FixedCredentialProvider(credentials))
-    return boto3.Session(botocore_session=core, region_name=region)
 
 
 class SessionManager:
