@@ -25,7 +25,8 @@ from clusters.slurm import SlurmError
 from jobs import control, output, present
 from jobs.control import JobError
 from jobs.forms import SubmitForm
-from jobs.submit import SubmitError, submit
+from jobs.plan import SubmitError
+from jobs.submit import submit
 from jobs.submit_request import SubmitRequest
 
 log = logging.getLogger("clusterra.jobs")

@@ -111,7 +111,7 @@ class FakeHeadNode:
         return Result(0, "", "")
 
     def _find(self, args):
-        # Only provisioning.close_open_homes' question: the folders right under the root that group or
+        # Only repairs.close_open_homes' question: the folders right under the root that group or
         # others may open, as "<mode> <name>" lines.
         root = args[1]
         lines = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts import offboarding, posix, provisioning
+from accounts import offboarding, posix, provisioning, repairs
 from accounts.models import ClusterAccount
 from clusters import headnode
 from clusters.models import Cluster
@@ -57,14 +57,14 @@ class Command(BaseCommand):
                 self.stdout.write(f"{where}: {before} → ready")
         for cluster, names in _linux_users(rows).values():
             try:
-                for name in provisioning.join_people_group(cluster, names, actor="reconcile_accounts"):
+                for name in repairs.join_people_group(cluster, names, actor="reconcile_accounts"):
                     touched += 1
                     self.stdout.write(f"{name} on {cluster.slug}: joined {posix.PEOPLE_GROUP}")
             except (headnode.HeadNodeError, provisioning.ProvisioningError) as e:
                 failures += 1
                 self.stdout.write(f"{posix.PEOPLE_GROUP} on {cluster.slug}: not checked: {e}")
             try:
-                fixes = provisioning.close_open_homes(cluster, names, actor="reconcile_accounts")
+                fixes = repairs.close_open_homes(cluster, names, actor="reconcile_accounts")
             except (headnode.HeadNodeError, provisioning.ProvisioningError) as e:
                 failures += 1
                 self.stdout.write(f"homes on {cluster.slug}: not checked: {e}")
