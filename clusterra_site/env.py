@@ -89,6 +89,10 @@ def database(url: str | None, data_dir: Path) -> dict:
             "NAME": data_dir / "clusterra.sqlite3",
             # SQLite serialises writers; waiting beats "database is locked" under the sync loop.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # Tests get a file too, not Django's shared-cache memory database: that one locks whole tables
+            # at once ("database table is locked", no waiting), which the console's own file never does,
+            # and a forked test server could not open it at all.
+            "TEST": {"NAME": data_dir / "test-clusterra.sqlite3"},
         }
     parts = urlsplit(url)
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
