@@ -299,7 +299,7 @@ def cast(slurm_url: str, api_version: str, key_file: Path, accounting: bool) -> 
     from accounts.models import ClusterAccount, User
     from accounts.provisioning import ensure_ready
     from clusters.models import Cluster
-    from tests.ssm_agent import REGION, TARGET
+    from tests.support.ssm_agent import REGION, TARGET
 
     common = {
         "slurmrestd_url": slurm_url,

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     _log_to_file(settings.data_dir / "driver.log")
     from bench import echo, fanout, job_list, job_submit, machine, policy, submit
     from bench.ssm_host import SsmHost
-    from tests.slurm_shell import restore_policy, save_policy
+    from tests.support.slurm_shell import restore_policy, save_policy
 
     if job_submit.restore_if_left():
         say(f"a killed run had left row 6's pass-through in {job_submit.INSTALLED}; the plugin is back")

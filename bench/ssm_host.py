@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.ssm_agent import REGION, TARGET, TEST_CREDENTIALS, AgentBehaviour, AgentEmulator
+from tests.support.ssm_agent import REGION, TARGET, TEST_CREDENTIALS, AgentBehaviour, AgentEmulator
 
 REPO = Path(__file__).resolve().parent.parent
 # Enough for a SigV4-signed JSON call; anything bigger is not a control-plane request.

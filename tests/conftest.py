@@ -2,6 +2,13 @@
 
 In CI (CI=true) a missing part fails the test that needs it; on a newcomer's
 laptop the test skips with a one-line reason instead.
+
+Where a test goes: tests/<app>/ for the app it exercises (access, accounts, audit, clusters, jobs,
+terminal, site for clusterra_site, cli for clusterra_cli), browser/ for Playwright, faults/ for parts
+failing under the console, security/ for attacks and hardening. Fakes, emulators and helpers live in
+tests/support/. A fixture used by one folder goes into that folder's conftest.py; one used by several
+goes here, or into a tests/support/*_fixtures.py module loaded below. Test modules import helpers,
+never fixtures, and have no `pytest_plugins` of their own.
 """
 
 from __future__ import annotations
@@ -12,8 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-pytest_plugins = ["tests.fixtures_idp"]
+# Fixture modules several folders use. Each imports Django only inside its fixtures, so protocol-only
+# tests still collect with `-p no:django`.
+pytest_plugins = [
+    "tests.support.fixtures_idp",
+    "tests.support.jobs_fixtures",
+    "tests.support.demo_fixtures",
+    "tests.support.headnode_fixtures",
+]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parent.parent
@@ -117,6 +132,20 @@ def demo_cluster(db, slurm_env):
         jwt_key_ref=str(slurm_env.key_file),
         has_accounting=slurm_env.accounting,
     )
+
+
+@pytest_asyncio.fixture
+async def _no_connection_left_open():
+    """Close the database connection of the thread that ran the test's ORM calls (and the consumer's).
+
+    For the async tests that reach the database from worker threads (terminal/, faults/, security/):
+    with PostgreSQL the connection would otherwise stay open and block dropping the test database.
+    A fixture that ends shells (a database write) depends on this one, so it runs before the close.
+    """
+    from tests.support.terminal_support import close_thread_connections
+
+    yield
+    await close_thread_connections()
 
 
 # ---- figures ---------------------------------------------------------------------------------------

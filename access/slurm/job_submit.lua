@@ -2,7 +2,8 @@
 --
 -- sbatch, srun, salloc, slurmrestd and jobs submitted from inside jobs all pass through here. The rules are
 -- access.policy's, applied to the snapshot the console publishes (access/snapshot.py writes POLICY_FILE);
--- the sentences are the console's own, word for word (tests/test_policy_plugin.py holds the two together).
+-- the sentences are the console's own, word for word (tests/access/test_policy_plugin.py holds the two
+-- together).
 --
 -- Decisions:
 -- * Live use comes from slurmctld itself (slurm.jobs), plus the jobs accepted here that slurmctld has not
