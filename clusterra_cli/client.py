@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,10 @@ EXIT_CODES = {
     UNREACHABLE: "the console could not be reached",
 }
 TIMEOUT = (10, 120)
+# A 429 says how long to wait (Retry-After); the CLI waits that long once, up to this many seconds, since
+# a throttled request was never acted on. A longer wait is the person's call: the message says how long.
+MAX_RATE_WAIT = 30
+_sleep = time.sleep
 
 
 @dataclass
@@ -85,7 +90,10 @@ class Client:
         all_headers.update(headers or {})
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         attempts = 2 if retry else 1
-        for attempt in range(1, attempts + 1):
+        waited = False
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             try:
                 answer = self.session.request(
                     method,
@@ -102,6 +110,12 @@ class Client:
                     UNREACHABLE, f"The console at {self.url} does not answer ({_reason(e)})."
                 ) from None
             if answer.status_code >= 500 and attempt < attempts:
+                continue
+            wait = _retry_after(answer)
+            if wait is not None and wait <= MAX_RATE_WAIT and not waited:
+                waited = True
+                attempt -= 1  # the throttled call was refused before anything happened: it is not an attempt
+                _sleep(wait)
                 continue
             return self._parse(answer)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -125,6 +139,16 @@ class Client:
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.request("GET", path, params=params, retry=True)[1]
+
+
+def _retry_after(answer: requests.Response) -> int | None:
+    """The seconds a 429 asks to wait, or None (another status, or no usable Retry-After)."""
+    if answer.status_code != 429:
+        return None
+    try:
+        return max(0, int(answer.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def _reason(error: Exception) -> str:
