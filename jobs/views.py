@@ -84,10 +84,14 @@ def submit_page(request: HttpRequest, slug: str) -> HttpResponse:
         return render(
             request, "jobs/refused.html", {"cluster": cluster, "message": decision.message}, status=403
         )
-    choices, error = _partition_choices(request, cluster)
+    choices, preselected, error = _partition_choices(request, cluster)
     context: dict[str, Any] = {"cluster": cluster, "error": error}
     if request.method == "GET":
-        initial = {"idempotency_key": uuid.uuid4().hex, "script_path": request.GET.get("script_path", "")}
+        initial = {
+            "idempotency_key": uuid.uuid4().hex,
+            "script_path": request.GET.get("script_path", ""),
+            "partition": preselected,
+        }
         context["form"] = SubmitForm(initial=initial, partitions=choices)
         return render(request, "jobs/submit.html", context)
 
@@ -122,11 +126,16 @@ def submit_page(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("jobs:detail", slug=cluster.slug, job_id=record.slurm_job_id)
 
 
-def _partition_choices(request: HttpRequest, cluster: Cluster) -> tuple[list[tuple[str, str]], str]:
+def _partition_choices(request: HttpRequest, cluster: Cluster) -> tuple[list[tuple[str, str]], str, str]:
+    """The partitions the person may use, the one to preselect, and why none are listed (or "").
+
+    Nothing is preselected when Slurm's default partition is theirs (then the script's --partition, or
+    that default, decides); else their first one, so a newcomer's first preview is not a refusal.
+    """
     try:
         found = partitions.partitions(cluster)
     except (SlurmError, tokens.TokenRefused, tokens.KeyUnavailable) as e:
-        return [], f"{cluster.name} did not answer, so its partitions are not listed: {e}"
+        return [], "", f"{cluster.name} did not answer, so its partitions are not listed: {e}"
     granted = set(policy.granted_partitions(request.user, cluster, [p.name for p in found]))
     choices = []
     for p in found:
@@ -136,7 +145,9 @@ def _partition_choices(request: HttpRequest, cluster: Cluster) -> tuple[list[tup
         if p.max_time_limit:
             label += f" — at most {p.max_time_limit} min"
         choices.append((p.name, label))
-    return choices, ""
+    default_is_theirs = any(p.is_default and p.name in granted for p in found)
+    preselected = "" if default_is_theirs or not choices else choices[0][0]
+    return choices, preselected, ""
 
 
 # --- job list -----------------------------------------------------------------------------------

@@ -288,6 +288,23 @@ def test_preview_then_submit_then_watch_and_read_output(client, ada):
 @pytest.mark.slurm
 @pytest.mark.root
 @pytest.mark.django_db
+def test_the_form_starts_on_a_partition_the_person_may_use(client, people, demo_cluster):
+    # Slurm's default partition (cpu) is not theirs: the form must not start on a refusal.
+    newcomer = people(grant=False)
+    Grant.objects.create(cluster=demo_cluster, user=newcomer.user, partitions="debug")
+    client.force_login(newcomer.user)
+    form = client.get("/clusters/demo/submit/").content.decode()
+    assert '<option value="debug" selected>debug — at most 30 min</option>' in form
+    assert 'value="cpu"' not in form
+    # With the default theirs, the script's --partition (or that default) decides: nothing is preselected.
+    Grant.objects.filter(user=newcomer.user).update(partitions="", all_partitions=True)
+    form = client.get("/clusters/demo/submit/").content.decode()
+    assert '<option value="" selected>— from the script, or the default —</option>' in form
+
+
+@pytest.mark.slurm
+@pytest.mark.root
+@pytest.mark.django_db
 def test_a_denied_preview_shows_the_sentence_and_the_job_it_refused(client, people):
     capped = people(quota={"max_walltime": 10})
     path = capped.script("long.sh", "#!/bin/sh\n#SBATCH -t 20\nsleep 1\n")
