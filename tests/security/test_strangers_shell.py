@@ -13,6 +13,7 @@ import http.client
 import os
 import pwd
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -44,6 +45,8 @@ from tests.support.terminal_support import (
 
 pytestmark = [pytest.mark.root, pytest.mark.django_db(transaction=True)]
 
+# root's tools, also where the test's PATH has no sbin.
+SBIN = "/usr/sbin:/usr/bin:/sbin:/bin"
 # Small caps, so the attacks meet them within seconds.
 CAPS = {"shell_max_processes": 64, "shell_max_memory_mb": 256, "shell_max_cpus": 0.5}
 _EXIT = re.compile(rb"[\r\n]EXIT-(\d+)\r\n")
@@ -66,7 +69,7 @@ def cluster():
 @pytest.fixture
 def people(settings, cluster):
     """(stranger, other): two people of one UID block, each with a terminal grant."""
-    require(bool(_which("nft") and _which("setfacl")), "needs nftables and acl (scripts/test-prepare.sh)")
+    _require_confinement_tools()
     stranger, stranger_name = new_real_person(settings)
     email = ct_email()
     other = User.objects.create(username=email, email=email)
@@ -329,12 +332,13 @@ def _restore_table(saved: str) -> None:
     subprocess.run(["nft", "-f", "-"], input=restore, text=True, check=True)
 
 
+def _require_confinement_tools() -> None:
+    tools = shutil.which("nft", path=SBIN) and shutil.which("setfacl", path=SBIN)
+    require(bool(tools), "needs nftables and acl (scripts/test-prepare.sh)")
+
+
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
-
-
-def _which(name: str) -> bool:
-    return any(Path(d, name).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"))
 
 
 # ---- the caps themselves ------------------------------------------------------------------------
@@ -404,7 +408,7 @@ JOB_ATTEMPTS = {
 
 @pytest.mark.slurm
 def test_a_strangers_job_reaches_nothing_either(demo_cluster, settings, slurm_env, tmp_path):
-    require(bool(_which("nft") and _which("setfacl")), "needs nftables and acl (scripts/test-prepare.sh)")
+    _require_confinement_tools()
     person, name = new_real_person(settings)
     try:
         provisioning.ensure_ready(person, demo_cluster)
