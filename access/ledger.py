@@ -11,6 +11,11 @@ effect (a retried sync loop, two workers seeing the same change):
     settle()          → SETTLED   the reservation is replaced by real use: elapsed x allocated
     release()         → RELEASED  nothing was used (the submit failed, or it was cancelled while queued)
 
+A job array is one entry for all its tasks, reserved whole (tasks x each task's hours). The sync loop
+tells it how many tasks wait and run (`array_progress`, for the job-count limits), hands over each
+task's real use as the task ends (`task_ended`: that task's share of the reservation becomes what it
+used), and closes it once every task has ended (`settle_array`), or releases it if none ever ran.
+
 A reservation that was released and then turns out to have run after all (cancelled
 in the instant it started) may still be settled: what Slurm says it used counts.
 `release()` of a running job changes nothing, since only its real use may end it.
@@ -39,7 +44,18 @@ logger = logging.getLogger("clusterra.access")
 # (elapsed seconds, CPUs, GPUs) of one run of a job.
 Run = tuple[int, int, int]
 
-__all__ = ["UnknownReservation", "attach", "record_outside_use", "release", "reserve", "settle", "started"]
+__all__ = [
+    "UnknownReservation",
+    "array_progress",
+    "attach",
+    "record_outside_use",
+    "release",
+    "reserve",
+    "settle",
+    "settle_array",
+    "started",
+    "task_ended",
+]
 
 
 class UnknownReservation(LookupError):
@@ -77,6 +93,8 @@ def open_reservation(person: Any, cluster: Cluster, request: Resources) -> Usage
         time_limit=request.time_limit,
         reserved_gpu_hours=request.gpu_hours,
         reserved_cpu_hours=request.cpu_hours,
+        tasks=request.tasks,
+        tasks_queued=request.tasks if request.tasks > 1 else 0,
     )
     entry.groups.add(*person.groups.all())
     return entry
@@ -148,6 +166,72 @@ def settle(
             return
         _set_use(entry, elapsed_seconds, cpus, gpus, ended or timezone.now(), earlier_runs)
         entry.save(update_fields=["state", "elapsed_seconds", "used_gpu_hours", "used_cpu_hours", "ended_at"])
+
+
+def array_progress(reservation_id: int, *, queued: int, running: int) -> None:
+    """How many of an array's tasks wait and run now, as Slurm lists them (the job-count limits read it)."""
+    if min(queued, running) < 0:
+        raise ValueError(f"task counts cannot be negative: {queued=} {running=}")
+    with transaction.atomic():
+        entry = _locked(reservation_id)
+        if entry.state not in Usage.OPEN or (entry.tasks_queued, entry.tasks_running) == (queued, running):
+            return
+        entry.tasks_queued, entry.tasks_running = queued, running
+        entry.save(update_fields=["tasks_queued", "tasks_running"])
+
+
+def task_ended(
+    reservation_id: int,
+    *,
+    elapsed_seconds: int,
+    cpus: int,
+    gpus: int,
+    earlier_runs: Sequence[Run] = (),
+) -> None:
+    """One task of an array ended: its share of the reservation is replaced by what it really used.
+
+    Not idempotent by itself: the caller makes it once per task (jobs.tracking moves the task's record
+    on in the same transaction). The entry stays open until settle_array, so what the array's other
+    tasks still hold stays reserved.
+    """
+    _check_use(elapsed_seconds, cpus, gpus)
+    for run in earlier_runs:
+        _check_use(*run)
+    runs = [(elapsed_seconds, cpus, gpus), *earlier_runs]
+    with transaction.atomic():
+        entry = _locked(reservation_id)
+        if entry.state in Usage.OPEN:
+            share = entry.time_limit / 60
+            entry.reserved_gpu_hours = max(0.0, entry.reserved_gpu_hours - share * entry.gpus)
+            entry.reserved_cpu_hours = max(0.0, entry.reserved_cpu_hours - share * entry.cpus)
+        elif entry.state == Usage.State.RELEASED:
+            # Released as never run, yet a task did run (cancelled in the instant it started): it counts.
+            entry.state = Usage.State.SETTLED
+        entry.elapsed_seconds = (entry.elapsed_seconds or 0) + sum(run[0] for run in runs)
+        entry.used_gpu_hours += sum(seconds / 3600 * n for seconds, _, n in runs)
+        entry.used_cpu_hours += sum(seconds / 3600 * n for seconds, n, _ in runs)
+        entry.save(
+            update_fields=[
+                "state",
+                "reserved_gpu_hours",
+                "reserved_cpu_hours",
+                "elapsed_seconds",
+                "used_gpu_hours",
+                "used_cpu_hours",
+            ]
+        )
+
+
+def settle_array(reservation_id: int, *, ended: datetime | None = None) -> None:
+    """Every task of the array has ended: the entry holds their use (task_ended) and nothing more."""
+    with transaction.atomic():
+        entry = _locked(reservation_id)
+        if entry.state not in Usage.OPEN:
+            return
+        entry.state = Usage.State.SETTLED
+        entry.tasks_queued = entry.tasks_running = 0
+        entry.ended_at = ended or timezone.now()
+        entry.save(update_fields=["state", "tasks_queued", "tasks_running", "ended_at"])
 
 
 def record_outside_use(

@@ -337,6 +337,12 @@ class Usage(models.Model):
     time_limit = models.PositiveIntegerField("time limit (minutes)", default=0)
     reserved_gpu_hours = models.FloatField(default=0)
     reserved_cpu_hours = models.FloatField(default=0)
+    # A job array is one entry for all its tasks (nodes, CPUs, GPUs and time limit above are each task's).
+    # Its tasks are counted against the running- and queued-job limits as the sync loop sees them go; as
+    # each task ends, its share of the reservation becomes its real use (access.ledger.task_ended).
+    tasks = models.PositiveIntegerField(default=1)
+    tasks_queued = models.PositiveIntegerField(default=0)
+    tasks_running = models.PositiveIntegerField(default=0)
 
     elapsed_seconds = models.PositiveBigIntegerField(null=True, blank=True)
     used_gpu_hours = models.FloatField(default=0)

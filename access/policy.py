@@ -43,6 +43,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q
 from django.utils import timezone
 
+from access.arrays import array_tasks, without_throttle
 from access.compiled import Access, access_of
 from access.models import Grant
 from access.quota import QuotaStatus, applicable_quotas, held_by, quota_status, status_of
@@ -54,6 +55,7 @@ __all__ = [
     "Decision",
     "QuotaStatus",
     "Resources",
+    "array_tasks",
     "decide",
     "grant_problem",
     "granted_partitions",
@@ -80,21 +82,51 @@ class Resources:
     memory_mb: int = 0  # the job's whole memory; 0 = not given (Slurm's default applies)
     account: str = ""  # "" = the person's default account
     qos: str = ""  # "" = the default QOS
+    # A job array: nodes, CPUs, GPUs, memory and walltime above are each task's; the hours are all tasks'.
+    tasks: int = 1  # how many array tasks (1 for a plain job); "0-99%10" -> 100, "1,3,5-9:2" -> 5
+    at_once: int = 1  # how many may run at once: min(tasks, the %throttle), tasks when no throttle
+    # The --array expression as written, when known: given alone, tasks and at_once are read from it
+    # (access.arrays), and a refusal can show the expression with the throttle it needs.
+    array: str = ""
 
     def __post_init__(self) -> None:
+        if self.array:
+            tasks, at_once = array_tasks(self.array)
+            if (self.tasks, self.at_once) not in ((1, 1), (tasks, at_once)):
+                raise ValueError(
+                    f"--array={self.array} has {tasks} tasks, {at_once} at once, "
+                    f"not tasks={self.tasks} at_once={self.at_once}"
+                )
+            object.__setattr__(self, "tasks", tasks)
+            object.__setattr__(self, "at_once", at_once)
         # A negative count would turn into negative hours and hand budget back.
-        for name, least in (("nodes", 1), ("cpus", 1), ("gpus", 0), ("time_limit", 0), ("memory_mb", 0)):
+        for name, least in (
+            ("nodes", 1),
+            ("cpus", 1),
+            ("gpus", 0),
+            ("time_limit", 0),
+            ("memory_mb", 0),
+            ("tasks", 1),
+            ("at_once", 1),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name} must be a whole number of at least {least}, not {value!r}")
+        if self.at_once > self.tasks:
+            raise ValueError(f"at_once ({self.at_once}) cannot be more than tasks ({self.tasks})")
+
+    @property
+    def is_array(self) -> bool:
+        return self.tasks > 1 or bool(self.array)
 
     @property
     def gpu_hours(self) -> float:
-        return self.time_limit / 60 * self.gpus
+        """The whole job's: every task's walltime x GPUs, so the ledger reserves the whole array."""
+        return self.tasks * self.time_limit / 60 * self.gpus
 
     @property
     def cpu_hours(self) -> float:
-        return self.time_limit / 60 * self.cpus
+        return self.tasks * self.time_limit / 60 * self.cpus
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self) | {"gpu_hours": round(self.gpu_hours, 4), "cpu_hours": round(self.cpu_hours, 4)}
@@ -344,7 +376,7 @@ def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Clus
             if limit is not None and asked > limit:
                 return _deny(
                     code,
-                    f"This job asks for {_count(asked, unit)}; {_whose(s)} allows at most "
+                    f"{_each(request)} asks for {_count(asked, unit)}; {_whose(s)} allows at most "
                     f"{_count(limit, unit)} per job {where}.",
                     facts | _quota_facts(s, limit=limit, asked=asked),
                 )
@@ -353,7 +385,7 @@ def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Clus
         if limit is not None and request.memory_mb > limit:
             return _deny(
                 "max_memory",
-                f"This job asks for {request.memory_mb} MB of memory; {_whose(s)} allows at most "
+                f"{_each(request)} asks for {request.memory_mb} MB of memory; {_whose(s)} allows at most "
                 f"{limit} MB per job {where}.",
                 facts | _quota_facts(s, limit=limit, asked=request.memory_mb),
             )
@@ -364,7 +396,7 @@ def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Clus
             if need:
                 return _deny(
                     "walltime_required",
-                    f"This job sets no time limit, and {_whose(s)} {where} needs one to {need}; "
+                    f"{_this(request)} sets no time limit, and {_whose(s)} {where} needs one to {need}; "
                     "give the job a time limit.",
                     facts | _quota_facts(s),
                 )
@@ -372,8 +404,8 @@ def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Clus
         if s.max_walltime is not None and request.time_limit > s.max_walltime:
             return _deny(
                 "max_walltime",
-                f"This job asks for {_minutes(request.time_limit)} of walltime; {_whose(s)} allows at most "
-                f"{_minutes(s.max_walltime)} per job {where}.",
+                f"{_each(request)} asks for {_minutes(request.time_limit)} of walltime; "
+                f"{_whose(s)} allows at most {_minutes(s.max_walltime)} per job {where}.",
                 facts | _quota_facts(s, limit=s.max_walltime, asked=request.time_limit),
             )
 
@@ -385,13 +417,35 @@ def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Clus
                 f"running {where}; wait for one to finish.",
                 facts | _quota_facts(s, limit=s.max_running_jobs, running_jobs=s.running_jobs),
             )
+    # An array runs up to at_once tasks together, each a running job: a throttle above the limit
+    # itself could never be honoured, whatever else is running.
     for s in statuses:
-        if s.max_queued_jobs is not None and s.queued_jobs + 1 > s.max_queued_jobs:
+        if s.max_running_jobs is not None and request.at_once > s.max_running_jobs:
+            return _deny(
+                "max_running_jobs",
+                f"This array would run up to {request.at_once} tasks at once; {_whose(s)} allows "
+                f"{_count(s.max_running_jobs, 'running job')} {where}; add a throttle such as "
+                f"{_throttled(request, s.max_running_jobs)}.",
+                facts | _quota_facts(s, limit=s.max_running_jobs, at_once=request.at_once),
+            )
+    for s in statuses:
+        if s.max_queued_jobs is not None and s.queued_jobs + request.tasks > s.max_queued_jobs:
+            if request.is_array:
+                message = (
+                    f"{_holder(s)} already {_has(s)} {s.queued_jobs} of {s.max_queued_jobs} allowed jobs "
+                    f"queued {where}, and this array adds {request.tasks}; submit fewer tasks or wait "
+                    "for some to start."
+                )
+            else:
+                message = (
+                    f"{_holder(s)} already {_has(s)} {s.queued_jobs} of {s.max_queued_jobs} allowed jobs "
+                    f"queued {where}; wait for one to start."
+                )
             return _deny(
                 "max_queued_jobs",
-                f"{_holder(s)} already {_has(s)} {s.queued_jobs} of {s.max_queued_jobs} allowed jobs "
-                f"queued {where}; wait for one to start.",
-                facts | _quota_facts(s, limit=s.max_queued_jobs, queued_jobs=s.queued_jobs),
+                message,
+                facts
+                | _quota_facts(s, limit=s.max_queued_jobs, queued_jobs=s.queued_jobs, tasks=request.tasks),
             )
 
     for code, kind, asked in (
@@ -403,8 +457,8 @@ def _check_quotas(statuses: list[QuotaStatus], request: Resources, cluster: Clus
             if limit is not None and asked > left + EPSILON:
                 return _deny(
                     code,
-                    f"This job asks for {_hours_up(asked)} {kind.upper()}-hours; {s.scope} {_has(s)} "
-                    f"{_hours_down(left)} of {_hours(limit)} left {s.period_words}, "
+                    f"{_subject(request)} asks for {_hours_up(asked)} {kind.upper()}-hours; "
+                    f"{s.scope} {_has(s)} {_hours_down(left)} of {_hours(limit)} left {s.period_words}, "
                     f"renewing on {s.renews_words}.",
                     facts | _budget_facts(s, kind, asked),
                 )
@@ -427,7 +481,7 @@ def _needs_time_limit(s: QuotaStatus, request: Resources) -> str:
 
 def _allowed_sentence(statuses: list[QuotaStatus], request: Resources, cluster: Cluster) -> str:
     where = f"partition {request.partition} of {cluster.name}" if request.partition else cluster.name
-    sentence = f"This job may run on {where}"
+    sentence = f"{_subject(request)} may run on {where}"
     # Name the tightest budget the job draws on: GPU-hours if it asks for GPUs, else CPU-hours.
     for kind, asked in (("gpu", request.gpu_hours), ("cpu", request.cpu_hours)):
         budgets = [s for s in statuses if getattr(s, f"{kind}_hours_limit") is not None]
@@ -467,6 +521,26 @@ def _posix_name(person: Any) -> str | None:
         return person.posix_account.username
     except ObjectDoesNotExist:
         return None
+
+
+def _subject(request: Resources) -> str:
+    """Who asks for the hours: the job, or the array with its task count."""
+    return f"This array of {_count(request.tasks, 'task')}" if request.is_array else "This job"
+
+
+def _this(request: Resources) -> str:
+    return "This array" if request.is_array else "This job"
+
+
+def _each(request: Resources) -> str:
+    """Who asks for a per-job limit's resources: each task of an array is a job of its own in Slurm."""
+    return "Each task of this array" if request.is_array else "This job"
+
+
+def _throttled(request: Resources, limit: int) -> str:
+    if request.array:
+        return f"--array={without_throttle(request.array)}%{limit}"
+    return f"%{limit} at the end of its --array"
 
 
 def _whose(s: QuotaStatus) -> str:

@@ -14,6 +14,9 @@ How usage is counted (the rule the sentences and the admin rely on):
 - Open reservations (queued or running jobs) count against the current period
   whenever they were made. Settled use counts in the period the job ended in: a job
   that runs across midnight on the last day is charged, whole, to the new period.
+- A job array is one entry: each of its tasks counts as a queued or running job, and
+  the tasks that ended count at their real use, in the current period, until the whole
+  array is settled (then in the period its last task ended in).
 - Periods start at midnight in the console's time zone (TIME_ZONE): a day at every
   midnight, a week on the anchor's weekday, a month on the anchor's day of the month.
 """
@@ -172,13 +175,19 @@ def status_of(quota: Quota, now: datetime | None = None) -> QuotaStatus:
     """One quota's current period: limits, use, open reservations and job counts, in one query."""
     start, end = period_bounds(quota.period, quota.period_anchor, now)
     is_open = Q(state__in=Usage.OPEN)
-    used_now = Q(state=Usage.State.SETTLED, ended_at__gte=start, ended_at__lt=end)
+    # A job array is one entry: its tasks count as the jobs they are, and the tasks that already ended
+    # count at their real use while the others are still reserved (access.ledger.task_ended).
+    single = Q(tasks__lte=1)
+    open_array = is_open & Q(tasks__gt=1)
+    used_now = Q(state=Usage.State.SETTLED, ended_at__gte=start, ended_at__lt=end) | open_array
     sums = (
         charged_to(quota)
         .filter(is_open | used_now)
         .aggregate(
-            running=Count("id", filter=Q(state=Usage.State.RUNNING)),
-            queued=Count("id", filter=Q(state=Usage.State.QUEUED)),
+            running=Count("id", filter=Q(state=Usage.State.RUNNING) & single),
+            queued=Count("id", filter=Q(state=Usage.State.QUEUED) & single),
+            array_running=Sum("tasks_running", filter=open_array),
+            array_queued=Sum("tasks_queued", filter=open_array),
             gpu_reserved=Sum("reserved_gpu_hours", filter=is_open),
             cpu_reserved=Sum("reserved_cpu_hours", filter=is_open),
             gpu_used=Sum("used_gpu_hours", filter=used_now),
@@ -197,9 +206,9 @@ def status_of(quota: Quota, now: datetime | None = None) -> QuotaStatus:
         cpu_hours_used=sums["cpu_used"] or 0.0,
         cpu_hours_reserved=sums["cpu_reserved"] or 0.0,
         max_running_jobs=quota.max_running_jobs,
-        running_jobs=sums["running"],
+        running_jobs=sums["running"] + (sums["array_running"] or 0),
         max_queued_jobs=quota.max_queued_jobs,
-        queued_jobs=sums["queued"],
+        queued_jobs=sums["queued"] + (sums["array_queued"] or 0),
         max_nodes_per_job=quota.max_nodes_per_job,
         max_cpus_per_job=quota.max_cpus_per_job,
         max_gpus_per_job=quota.max_gpus_per_job,

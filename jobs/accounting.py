@@ -43,10 +43,28 @@ class Run:
     gpus: int
     nodes: str
     working_directory: str
+    # Set for a task of a job array: the array's job id and the task's index. The array's record of
+    # tasks that never started has no index, and names them instead ("2-5%2").
+    array_job_id: int | None = None
+    array_task_id: int | None = None
+    array_task_string: str = ""
 
 
-def runs(cluster: Cluster, user: str, job_id: int) -> list[Run] | None:
-    """Every run of `job_id` in the order they started; None when accounting could not be asked."""
+def runs(cluster: Cluster, user: str, job_id: int, *, array_task: bool = False) -> list[Run] | None:
+    """Every run of `job_id` in the order they started; None when accounting could not be asked.
+
+    With `array_task`, `job_id` is one task of a job array (its own job id), which is then read too.
+    """
+    return _sacct(cluster, user, job_id, "job", lambda out: parse(out, job_id, array_task=array_task))
+
+
+def array_runs(cluster: Cluster, user: str, array_job_id: int) -> list[Run] | None:
+    """Every run of every task of an array (and its record of tasks never started); None if not asked."""
+    return _sacct(cluster, user, array_job_id, "array", lambda out: parse_array(out, array_job_id))
+
+
+def _sacct(cluster: Cluster, user: str, job_id: int, what: str, read) -> list[Run] | None:
+    """`sacct --json -D -j ID` as the owner, read by `read`; None (and a warning) when that fails anywhere."""
     try:
         result = headnode.run(
             cluster,
@@ -54,16 +72,30 @@ def runs(cluster: Cluster, user: str, job_id: int) -> list[Run] | None:
             timeout=SACCT_TIMEOUT,
         )
     except headnode.HeadNodeError as e:
-        log.warning("sacct for job %s on %s: %s", job_id, cluster.slug, e)
+        log.warning("sacct for %s %s on %s: %s", what, job_id, cluster.slug, e)
         return None
     if not result.ok:
-        log.warning("sacct for job %s on %s: %s", job_id, cluster.slug, result.output())
+        log.warning("sacct for %s %s on %s: %s", what, job_id, cluster.slug, result.output())
         return None
     try:
-        return parse(result.stdout, job_id)
+        return read(result.stdout)
     except ValueError as e:
-        log.warning("sacct for job %s on %s gave no JSON: %s", job_id, cluster.slug, e)
+        log.warning("sacct for %s %s on %s gave no JSON: %s", what, job_id, cluster.slug, e)
         return None
+
+
+def parse_array(output: str, array_job_id: int) -> list[Run]:
+    """The runs of an array's tasks in sacct's JSON, oldest first (each with its own job id)."""
+    data = json.loads(output)
+    found = []
+    for raw in data.get("jobs") or []:
+        if not isinstance(raw, dict) or number((raw.get("array") or {}).get("job_id")) != array_job_id:
+            continue
+        job_id = number(raw.get("job_id"))
+        if job_id is not None:
+            found.append(_run(raw, job_id))
+    found.sort(key=lambda r: (r.start_time is None, r.start_time or _EPOCH, r.submit_time or _EPOCH))
+    return found
 
 
 def exit_status(cluster: Cluster, user: str, job_id: int) -> tuple[int | None, int | None] | None:
@@ -89,15 +121,19 @@ def exit_status(cluster: Cluster, user: str, job_id: int) -> tuple[int | None, i
     return (None, int(signal)) if int(signal) else (int(code), None)
 
 
-def parse(output: str, job_id: int) -> list[Run]:
-    """The runs of `job_id` in sacct's JSON (`{"jobs": [...]}`), oldest first."""
+def parse(output: str, job_id: int, *, array_task: bool = False) -> list[Run]:
+    """The runs of `job_id` in sacct's JSON (`{"jobs": [...]}`), oldest first.
+
+    Array tasks are left out (the array's id brings every task, and the last task to start holds the
+    array's own id) unless `array_task` asks for the task whose own id is `job_id`.
+    """
     data = json.loads(output)
     found = []
     for raw in data.get("jobs") or []:
         if not isinstance(raw, dict) or number(raw.get("job_id")) != job_id:
             continue
-        # Array tasks and het components carry the array's or leader's id too; only the job itself counts.
-        if number((raw.get("array") or {}).get("task_id")) is not None:
+        array = raw.get("array") or {}
+        if (number(array.get("task_id")) is not None) != array_task:
             continue
         found.append(_run(raw, job_id))
     # Runs that started come first, by start; one still waiting (after a requeue) last.
@@ -113,6 +149,7 @@ def _run(raw: dict[str, Any], job_id: int) -> Run:
     code, signal = _exit(raw.get("exit_code") or {})
     allocated = (raw.get("tres") or {}).get("allocated") or []
     nodes = text(raw.get("nodes"))
+    array = raw.get("array") or {}
     return Run(
         job_id=job_id,
         name=text(raw.get("name")),
@@ -128,6 +165,9 @@ def _run(raw: dict[str, Any], job_id: int) -> Run:
         gpus=_tres_count(allocated, "gres", "gpu") or 0,
         nodes="" if nodes in ("", "None assigned") else nodes,
         working_directory=text(raw.get("working_directory")),
+        array_job_id=number(array.get("job_id")) or None,
+        array_task_id=number(array.get("task_id")),
+        array_task_string=text(array.get("task")),
     )
 
 

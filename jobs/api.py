@@ -27,7 +27,12 @@ router = Router(tags=["jobs"])
 # 9999-12-31T23:59:59Z, the last moment a datetime can hold.
 LATEST_TIMESTAMP = 253402300799
 
-JobId = Annotated[int, Path(description="The Slurm job id.", ge=0)]
+# Text, read by jobs.control.job_ref; a path that is no job id matches no route (404 in the error shape).
+JobId = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]+(_[0-9]+)?$"}),
+    Path(description="The Slurm job id: 123 (a job, or a whole job array), or 123_4 (task 4 of array 123)."),
+]
 
 
 def _text(description: str, schema: dict[str, Any]) -> Any:
@@ -191,10 +196,11 @@ def submit_job(
 
 
 @router.get(
-    "/clusters/{slug:id}/jobs/{int:job_id}",
+    "/clusters/{slug:id}/jobs/{jobid:job_id}",
     url_name="v1-job",
     operation_id="getJob",
     summary="One of your jobs, its state read live from Slurm",
+    description="A job array answers with its tasks by state (`tasks`); `123_4` answers with task 4 of it.",
     **answers(
         {200: (JobDetail, "The job; `note` says when the live state could not be read.")}, 401, 403, 404
     ),
@@ -207,22 +213,30 @@ def show_job(request: HttpRequest, id: ClusterId, job_id: JobId) -> dict[str, An
 
 
 @router.delete(
-    "/clusters/{slug:id}/jobs/{int:job_id}",
+    "/clusters/{slug:id}/jobs/{jobid:job_id}",
     url_name="v1-job",
     operation_id="cancelJob",
     summary="Cancel one of your jobs",
+    description="`123` cancels a job, or every task of job array 123; `123_4` cancels task 4 only.",
     **answers(
-        {200: (CancelResult, "Cancelled; the job as Slurm reports it afterwards.")}, 401, 403, 404, 409, 502
+        {200: (CancelResult, "Cancelled; the job as Slurm reports it afterwards.")},
+        401,
+        403,
+        404,
+        409,
+        502,
     ),
 )
 def cancel_job(request: HttpRequest, id: ClusterId, job_id: JobId) -> dict[str, Any]:
     cluster = cluster_or_404(id)
-    record = control.cancel(request.user, cluster, job_id, request=request)
-    return {"job": present.job_dict(record), "message": f"Job {job_id} was cancelled."}
+    ref = control.job_ref(job_id)
+    record = control.cancel(request.user, cluster, ref, request=request)
+    what = "Every task of job array" if record.is_array and ref.task_id is None else "Job"
+    return {"job": present.job_dict(record), "message": f"{what} {ref} was cancelled."}
 
 
 @router.get(
-    "/clusters/{slug:id}/jobs/{int:job_id}/output",
+    "/clusters/{slug:id}/jobs/{jobid:job_id}/output",
     url_name="v1-job-output",
     operation_id="getJobOutput",
     summary="The last lines of a job's stdout and stderr, read as the job's owner",
@@ -246,11 +260,17 @@ def job_output(
 ) -> dict[str, Any]:
     cluster = cluster_or_404(id)
     record = control.visible_job(request.user, cluster, job_id, request=request)
+    if record.is_array:
+        raise Refusal(
+            f"Job {job_id} is a job array: each task writes its own output; ask for one task's, "
+            f"e.g. {job_id}_{_first_task(record)}.",
+            code="array_output",
+        )
     count = _whole_number(lines, "lines", output.DEFAULT_LINES, maximum=output.MAX_LINES)
     stream = "both" if stream is None else stream
     if stream not in ("stdout", "stderr", "both"):
         raise Refusal("stream must be stdout, stderr or both.", code="invalid_request")
-    body: dict[str, Any] = {"job_id": job_id, "lines": count}
+    body: dict[str, Any] = {"job_id": record.slurm_job_id, "lines": count}
     streams = ("stdout", "stderr") if stream == "both" else (stream,)
     same_file = record.stdout_path == record.stderr_path
     for name in streams:
@@ -263,3 +283,8 @@ def job_output(
             "same_as_stdout": name == "stderr" and same_file,
         }
     return body
+
+
+def _first_task(array: Any) -> int:
+    first = array.tasks.order_by("array_task_id").values_list("array_task_id", flat=True).first()
+    return first if first is not None else 0

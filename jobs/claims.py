@@ -1,7 +1,7 @@
 """Submits whose answer was lost: a claim confirmed by its tag in the person's queue, or given up.
 
 A claim whose submit got no usable answer (jobs.submit) keeps its reservation. The job
-carrying the claim's tag in its Slurm comment becomes the claim's record (attached, then
+carrying the claim's tag (in its Slurm `extra`, or its comment) becomes the claim's record (attached, then
 followed like any other); if the person's full queue still lists no such job once the
 confirmation window has passed, the reservation is released and the claim removed. The
 window only has to outlast a request still on its way through slurmrestd: a queued job
@@ -41,7 +41,9 @@ def confirm_window() -> timedelta:
 def resolve(cluster: Cluster, person, mine: list[Job], report: Report) -> None:
     """Unconfirmed (or abandoned) claims against the person's full queue: confirm by tag, or give up."""
     now = timezone.now()
-    tagged = {j.comment: j for j in mine if j.comment}
+    # The tag is in `extra` (v0.0.40+), or in the comment on v0.0.38 when the script left it free; a v0.0.38
+    # job with its own --comment cannot be found this way, and is followed like a job from a shell instead.
+    tagged = {tag: j for j in mine for tag in (j.extra, j.comment) if tag.startswith("clusterra:")}
     claims = JobRecord.objects.filter(cluster=cluster, person=person, slurm_job_id__isnull=True).exclude(
         submit_tag=""
     )
@@ -60,27 +62,32 @@ def resolve(cluster: Cluster, person, mine: list[Job], report: Report) -> None:
 
 
 def _confirm(claim: JobRecord, job: Job, report: Report) -> None:
-    """The job of an unanswered submit is in the queue: it becomes the claim's record, its budget attached."""
+    """The job of an unanswered submit is in the queue: it becomes the claim's record, its budget attached.
+
+    An array's tasks carry its tag too: the claim becomes the array (its id), and the sync loop then
+    applies the array's records to it.
+    """
+    job_id = job.array_job_id or job.job_id
     with transaction.atomic():
         taken = JobRecord.objects.filter(pk=claim.pk, slurm_job_id__isnull=True).update(
-            slurm_job_id=job.job_id, unconfirmed_since=None, updated=timezone.now()
+            slurm_job_id=job_id, unconfirmed_since=None, updated=timezone.now()
         )
         if not taken:
             return
         if claim.reservation_id is not None:
-            ledger.attach(claim.reservation_id, job.job_id)
+            ledger.attach(claim.reservation_id, job_id)
     claim.refresh_from_db()
     audit(
         "job.submit",
         actor=claim.person,
         cluster=claim.cluster,
-        target=f"job {job.job_id}",
+        target=f"job {job_id}",
         message=(
-            f"Job {job.job_id} ({job.name or 'no name'}) was queued on {job.partition} as "
+            f"Job {job_id} ({job.name or 'no name'}) was queued on {job.partition} as "
             f"{claim.posix_user}; its submit got no answer, and the sync loop found it by its tag."
         ),
         details={
-            "job_id": job.job_id,
+            "job_id": job_id,
             "script_path": claim.script_path,
             "reservation_id": claim.reservation_id,
             "submit_tag": claim.submit_tag,
@@ -88,7 +95,8 @@ def _confirm(claim: JobRecord, job: Job, report: Report) -> None:
         },
     )
     report.confirmed += 1
-    apply(claim, job, report)
+    if job.array_job_id is None:
+        apply(claim, job, report)
 
 
 def _give_up(claim: JobRecord, report: Report) -> None:

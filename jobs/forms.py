@@ -6,14 +6,26 @@ from typing import Any
 
 from django import forms
 
+from jobs import directives
 from jobs.submit_request import SubmitRequest
 
 
 class SubmitForm(forms.Form):
     script_path = forms.CharField(
+        required=False,
         max_length=4096,
         help_text="The absolute path of the script on the cluster, e.g. /home/you/run.sh.",
         widget=forms.TextInput(attrs={"size": 60, "placeholder": "/home/you/job.sh", "autofocus": True}),
+    )
+    script = forms.CharField(
+        required=False,
+        strip=False,
+        label="Or the script itself",
+        help_text="Paste or write the script here instead of giving a path; it runs in your home folder "
+        "unless it says --chdir.",
+        widget=forms.Textarea(
+            attrs={"rows": 8, "cols": 80, "placeholder": "#!/bin/bash\n#SBATCH --time=10\n"}
+        ),
     )
     partition = forms.ChoiceField(
         required=False, help_text="Empty: the script's --partition, else Slurm's default."
@@ -31,12 +43,39 @@ class SubmitForm(forms.Form):
     working_directory = forms.CharField(
         required=False, max_length=4096, help_text="Empty: the script's --chdir, else the script's folder."
     )
+    options = forms.CharField(
+        required=False,
+        max_length=4000,
+        label="More sbatch options",
+        help_text="As on an #SBATCH line, e.g. --ntasks-per-node=4 --exclusive --hold; they override the "
+        "script's lines.",
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
     # Made once per form, so a double-clicked Submit queues one job.
     idempotency_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, partitions: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["partition"].choices = [("", "— from the script, or the default —"), *partitions]
+
+    def clean_options(self) -> dict[str, Any] | None:
+        text = self.cleaned_data.get("options") or ""
+        try:
+            return directives.options_from_text(text) or None
+        except directives.DirectiveError as e:
+            raise forms.ValidationError(e.message.removeprefix("line 1: ")) from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        has_path = bool((cleaned.get("script_path") or "").strip())
+        has_text = bool((cleaned.get("script") or "").strip())
+        if has_path and has_text:
+            raise forms.ValidationError("Give a script path or write the script, not both.")
+        if not has_path and not has_text:
+            raise forms.ValidationError("Give the path of a script on the cluster, or write the script.")
+        if not has_text:
+            cleaned["script"] = None
+        return cleaned
 
     def request_data(self) -> dict[str, Any]:
         """The fields the API takes (SubmitRequest's), leaving out what the person left empty."""

@@ -56,7 +56,18 @@ class JobRecord(models.Model):
     partition = models.CharField(max_length=64, blank=True)
     account = models.CharField(max_length=64, blank=True)
     qos = models.CharField("QOS", max_length=64, blank=True)
+    # The --array expression as submitted through the console (empty for a plain job).
     array = models.CharField(max_length=100, blank=True)
+    # A job array is one record (slurm_job_id: the array's job id) with a child record per task that Slurm
+    # listed on its own (started, or cancelled apart): jobs.tracking.apply_array. A task's slurm_job_id is
+    # its own job id; the last task to start takes over the array's id, so the id alone is not unique.
+    array_parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="tasks", verbose_name="array"
+    )
+    array_task_id = models.PositiveIntegerField("array task id", null=True, blank=True)
+    # On an array's record: its tasks by Slurm state, and the tasks still held in the array's own record
+    # ("held": Slurm's array_task_string such as "3-99%10"; "held_state": that record's state).
+    array_summary = models.JSONField(default=dict, blank=True)
     state = models.CharField(
         max_length=24, blank=True, db_index=True, help_text="Slurm's word, e.g. RUNNING."
     )
@@ -109,6 +120,11 @@ class JobRecord(models.Model):
                 condition=~Q(idempotency_key=""),
                 name="one_job_per_idempotency_key",
             ),
+            models.UniqueConstraint(
+                fields=["array_parent", "array_task_id"],
+                condition=Q(array_parent__isnull=False),
+                name="one_record_per_array_task",
+            ),
         ]
         indexes = [
             # The job list: one person's jobs on one cluster, newest first, filtered by state/partition.
@@ -128,6 +144,22 @@ class JobRecord(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_JOB_STATES
+
+    @property
+    def is_array(self) -> bool:
+        """The record of a whole job array (its tasks are child records)."""
+        return self.array_parent_id is None and bool(self.array or self.array_summary)
+
+    @property
+    def is_array_task(self) -> bool:
+        return self.array_parent_id is not None
+
+    @property
+    def job_id_text(self) -> str:
+        """The id Slurm's commands take: "123" for a job or an array, "123_4" for one task of array 123."""
+        if self.array_parent_id is not None:
+            return f"{self.array_parent.slurm_job_id}_{self.array_task_id}"
+        return str(self.slurm_job_id or "")
 
     @property
     def elapsed_seconds(self) -> int | None:

@@ -45,13 +45,25 @@ class Output:
         return {"path": self.path, "text": self.text, "error": self.error, "truncated": self.truncated}
 
 
-def expand(pattern: str, *, job_id: int, name: str, user: str, working_directory: str, node: str = "") -> str:
+def expand(
+    pattern: str,
+    *,
+    job_id: int,
+    name: str,
+    user: str,
+    working_directory: str,
+    node: str = "",
+    array_job_id: int | None = None,
+    array_task_id: int | None = None,
+) -> str:
     """An sbatch filename pattern (%j, %x, %u, %A, %a, %N, %%) made a concrete absolute path.
 
-    Slurm's default is `slurm-%j.out` in the working directory; a relative path is
-    relative to the working directory, as the job sees it.
+    Slurm's default is `slurm-%j.out` in the working directory (`slurm-%A_%a.out` for a task of an
+    array); a relative path is relative to the working directory, as the job sees it. For a task,
+    %A is the array's job id, %a the task's index and %j the task's own job id.
     """
-    pattern = pattern or "slurm-%j.out"
+    is_task = array_job_id is not None and array_task_id is not None
+    pattern = pattern or ("slurm-%A_%a.out" if is_task else "slurm-%j.out")
 
     def one(match: re.Match[str]) -> str:
         spec = match.group(1)
@@ -61,8 +73,8 @@ def expand(pattern: str, *, job_id: int, name: str, user: str, working_directory
         value = {
             "j": str(job_id),
             "J": str(job_id),
-            "A": str(job_id),
-            "a": "0",
+            "A": str(array_job_id if is_task else job_id),
+            "a": str(array_task_id if is_task else 0),
             "x": name,
             "u": user,
             "N": node or "localhost",
@@ -87,6 +99,9 @@ def paths_for(record: JobRecord, stdout: str, stderr: str) -> tuple[str, str]:
         "working_directory": record.working_directory,
         "node": record.node_list.split(",")[0] if record.node_list else "",
     }
+    if record.array_parent_id is not None:
+        common["array_job_id"] = record.array_parent.slurm_job_id
+        common["array_task_id"] = record.array_task_id
     out = expand(stdout, **common)
     err = expand(stderr, **common) if stderr else out
     return out, err

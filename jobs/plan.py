@@ -6,7 +6,9 @@ each came from; nothing here queues anything or touches a budget (jobs.submit do
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +18,10 @@ from access import policy
 from clusters import partitions, tokens
 from clusters.models import Cluster
 from clusters.refusal import Refusal
-from clusters.slurm import JobSpec, Partition, SlurmError
+from clusters.slurm import JobSpec, OptionNotCarried, Partition, SlurmError
+from clusters.slurm import options as slurm_options
 from jobs import directives as sbatch
-from jobs import scripts
+from jobs import pricing, sbatch_options, scripts
 from jobs.submit_request import SubmitRequest
 
 
@@ -56,11 +59,11 @@ class Plan:
 
     @property
     def gpu_hours(self) -> float:
-        return round(self.resources.gpus * self.resources.time_limit / 60, 2)
+        return round(self.resources.gpu_hours, 2)
 
     @property
     def cpu_hours(self) -> float:
-        return round(self.resources.cpus * self.resources.time_limit / 60, 2)
+        return round(self.resources.cpu_hours, 2)
 
     def job_dict(self) -> dict[str, Any]:
         """The final job in the same field names the API uses for a job."""
@@ -76,20 +79,59 @@ class Plan:
             "cpus": self.cpus,
             "gpus": self.gpus,
             "memory_mb": spec.memory_per_node,
+            "memory_mb_total": self.resources.memory_mb,
+            "array": spec.array,
             "working_directory": spec.working_directory,
             "standard_output": spec.standard_output,
             "standard_error": spec.standard_error,
             "account": spec.account,
             "qos": spec.qos,
             "user": self.posix_user,
+            "options": self.options(),
             "sources": dict(self.sources),
+        }
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """The preview's table: the final job's values, then what the policy priced, each with its source."""
+        hidden = {"script", "environment", "get_user_environment", "tag"}
+        rows = [
+            (f.name, getattr(self.spec, f.name), self.sources.get(f.name, "default"))
+            for f in dataclasses.fields(self.spec)
+            if f.name not in hidden and getattr(self.spec, f.name) not in (None, False)
+        ]
+        r = self.resources
+        priced = [
+            ("priced nodes", r.nodes, "nodes"),
+            ("priced CPUs", r.cpus, "cpus"),
+            ("priced GPUs", r.gpus, "gpus"),
+            ("priced memory (MB)", r.memory_mb or "Slurm's default", "memory"),
+        ]
+        if self.spec.array:
+            priced.append(("priced array tasks", self.sources.get("priced_array", ""), "array"))
+        for label, value, key in priced:
+            rows.append((label, value, self.sources.get(f"priced_{key}", "")))
+        return rows
+
+    def options(self) -> dict[str, Any]:
+        """Every sbatch option the job carries beyond the fields above, by JobSpec field name."""
+        shown = {"script", "environment", "working_directory", "get_user_environment", "tag"}
+        shown |= {"name", "partition", "time_limit", "nodes", "ntasks", "cpus_per_task", "memory_per_node"}
+        shown |= {"standard_output", "standard_error", "account", "qos", "array"}
+        spec = self.spec
+        return {
+            f.name: getattr(spec, f.name)
+            for f in dataclasses.fields(spec)
+            if f.name not in shown and getattr(spec, f.name) not in (None, False)
         }
 
     def cost_dict(self) -> dict[str, float]:
         return {"gpu_hours": self.gpu_hours, "cpu_hours": self.cpu_hours}
 
     def directive_list(self) -> list[dict[str, Any]]:
-        return [{"line": d.line, "option": d.option, "value": d.value} for d in self.directives.lines]
+        return [
+            {"line": d.line, "option": d.option, "value": d.value if isinstance(d.value, str) else ""}
+            for d in self.directives.lines
+        ]
 
 
 def _partition(cluster: Cluster, name: str | None) -> Partition:
@@ -117,36 +159,66 @@ def _unavailable_words(cluster: Cluster, error: Exception) -> str:
     return f"{cluster.name} did not answer: {error} Nothing was queued."
 
 
-def prepare(cluster: Cluster, request: SubmitRequest, posix_user: str) -> Plan:
-    """Read the script as the person, parse it, and merge it with the request into the final job."""
+# Request fields that stand for an sbatch option: the field wins over `options`, which wins over the script.
+_REQUEST_FIELDS = {
+    "partition": "partition",
+    "time_limit": "time_limit",
+    "nodes": "nodes",
+    "cpus_per_task": "cpus_per_task",
+    "name": "name",
+}
+_GPU_FIELDS = ("gpus", "gpus_per_node", "gpus_per_task", "gpus_per_socket", "gres")
+# Directive fields that are not JobSpec fields of the same name (handled in prepare).
+_NOT_SPEC = frozenset({"nodes", "chdir", "export", "get_user_environment"})
+
+
+def _script(cluster: Cluster, request: SubmitRequest, posix_user: str) -> scripts.Script:
+    if request.script is not None:
+        return scripts.inline(cluster, posix_user, request.script)
     path = scripts.validate(cluster, request.script_path)
-    script = scripts.read_as(cluster, posix_user, path)
+    return scripts.read_as(cluster, posix_user, path)
+
+
+def _said(
+    script: scripts.Script, request: SubmitRequest
+) -> tuple[dict[str, Any], dict[str, str], sbatch.Directives]:
+    """Every option the job says, and where each came from: the script, then `options`, then the fields."""
     try:
         found = sbatch.parse(script.text)
     except sbatch.DirectiveError as e:
-        raise SubmitError(f"{path}, {e.message}.", code="invalid_directive") from None
-    if found.array:
-        line = found.line_of("array")
-        raise SubmitError(
-            f"{path}, line {line}: job arrays (--array={found.array}) are not submitted through the console, "
-            "because the budget check cannot count their tasks; submit it with sbatch from a terminal "
-            "(its use is counted when it ends).",
-            code="array_unsupported",
-        )
+        raise SubmitError(f"{script.label}, {e.message}.", code="invalid_directive") from None
+    try:
+        asked = sbatch.from_request(request.options or {})
+    except sbatch.DirectiveError as e:
+        raise SubmitError(f"{e.message}.", code="invalid_request") from None
+    values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    for name, value in found.values.items():
+        values[name], sources[name] = value, f"script line {found.line_of(name)}"
+    for name, value in asked.values.items():
+        values[name], sources[name] = value, "request options"
+    for attribute, name in _REQUEST_FIELDS.items():
+        value = getattr(request, attribute)
+        if value is not None:
+            values[name], sources[name] = ((value, value) if name == "nodes" else value), "request"
+    if request.gpus is not None:
+        # The request's gpus is the whole job's count, and replaces whatever GPU form the script used.
+        for name in _GPU_FIELDS:
+            values.pop(name, None)
+            sources.pop(name, None)
+        if request.gpus:
+            values["gpus"], sources["gpus"] = str(request.gpus), "request"
+    return values, sources, found
 
-    def pick(attribute: str, requested: Any, scripted: Any) -> Any:
-        if requested is not None:
-            sources[attribute] = "request"
-            return requested
-        if scripted is not None:
-            sources[attribute] = f"script line {found.line_of(attribute)}"
-            return scripted
-        return None
 
-    partition = _partition(cluster, pick("partition", request.partition, found.partition))
+def prepare(cluster: Cluster, request: SubmitRequest, posix_user: str) -> Plan:
+    """Read the script as the person, parse it, and merge it with the request into the final job."""
+    script = _script(cluster, request, posix_user)
+    values, sources, found = _said(script, request)
+
+    partition = _partition(cluster, values.get("partition"))
     sources.setdefault("partition", "cluster default")
-    time_limit = pick("time_limit", request.time_limit, found.time_limit)
+    time_limit = values.get("time_limit")
     if time_limit is None:
         time_limit = partition.default_time_limit or _capped_default(partition)
         sources["time_limit"] = "partition default" if partition.default_time_limit else "console default"
@@ -156,61 +228,79 @@ def prepare(cluster: Cluster, request: SubmitRequest, posix_user: str) -> Plan:
             f"this job asks for {time_limit}.",
             code="time_limit_too_long",
         )
-    nodes = pick("nodes", request.nodes, found.nodes) or 1
-    sources.setdefault("nodes", "default")
-    ntasks = found.ntasks
-    if ntasks is not None:
-        sources["ntasks"] = f"script line {found.line_of('ntasks')}"
-    cpus_per_task = pick("cpus_per_task", request.cpus_per_task, found.cpus_per_task) or 1
-    sources.setdefault("cpus_per_task", "default")
-    gpus = request.gpus
-    if gpus is not None:
-        sources["gpus"] = "request"
-    elif found.gpus is not None:
-        gpus, sources["gpus"] = found.gpus, f"script line {found.line_of('gpus')}"
-    elif found.gpus_per_node is not None:
-        gpus, sources["gpus"] = found.gpus_per_node * nodes, f"script line {found.line_of('gpus_per_node')}"
-    gpus = gpus or 0
-    name = pick("name", request.name, found.name) or posixpath.basename(path)
-    sources.setdefault("name", "script file name")
-    workdir = _working_directory(cluster, posix_user, script, request, found, sources)
-    # Slurm starts one task per node when no task count is given, each with cpus_per_task CPUs.
-    cpus = max(ntasks or nodes, nodes) * cpus_per_task
+    least, most = values.get("nodes") or (None, None)
+    name = values.get("name") or posixpath.basename(script.path or "inline.sh")
+    sources.setdefault("name", "script file name" if script.path else "console default")
+    workdir = _working_directory(cluster, posix_user, script, request, values, sources)
+    spec_fields = {k: v for k, v in values.items() if k not in _NOT_SPEC}
+    spec_fields.update(partition=partition.name, time_limit=time_limit, name=name)
+    if spec_fields.get("ntasks") is None and spec_fields.get("tasks_per_node"):
+        # What sbatch itself does before it sends the job (and slurmrestd does not): --ntasks-per-node
+        # without --ntasks means that many tasks on each of the (fewest) nodes.
+        spec_fields["ntasks"] = (least or 1) * spec_fields["tasks_per_node"]
+        sources["ntasks"] = f"= nodes x --ntasks-per-node, {sources['tasks_per_node']}"
+    # Requeue is left to the site's JobRequeue unless the script says, as for sbatch; a job Slurm starts
+    # over is charged for every run (jobs.accounting), as the job_submit plugin counts it.
     try:
+        environment = _environment(values.get("export"))
         spec = JobSpec(
             script=script.text,
             working_directory=workdir,
-            name=name,
-            partition=partition.name,
-            time_limit=time_limit,
-            nodes=nodes,
-            ntasks=ntasks,
-            cpus_per_task=cpus_per_task,
-            gpus=gpus or None,
-            memory_per_node=found.memory_mb,
-            standard_output=found.output,
-            standard_error=found.error,
-            account=found.account,
-            qos=found.qos,
+            environment=environment,
+            nodes=least,
+            max_nodes=most if most != least else None,
             # The person's login environment, as sbatch from their shell would have it.
             get_user_environment=True,
-            # Priced for one run: a job Slurm started over after a node failure would be charged twice.
-            requeue=False,
+            **spec_fields,
         )
     except ValueError as e:
         raise SubmitError(str(e), code="invalid_request") from None
-    resources = policy.Resources(
-        partition=partition.name,
-        nodes=nodes,
-        cpus=cpus,
-        gpus=gpus,
-        time_limit=time_limit,
-        # --mem is per node; the policy (and the job_submit plugin) price the whole job.
-        memory_mb=(found.memory_mb or 0) * nodes,
-        account=found.account or "",
-        qos=found.qos or "",
-    )
+    _check_carried(cluster, script, spec, sources)
+    resources, priced = pricing.price(spec, partition, found.get("array"))
+    sources.update({key: _said_where(words, sources) for key, words in priced.items()})
     return Plan(cluster, posix_user, script, found, spec, resources, sources)
+
+
+def _said_where(words: str, sources: dict[str, str]) -> str:
+    """Each --option named in a pricing sentence, followed by where the job got it ("script line 4")."""
+
+    def where(match: re.Match[str]) -> str:
+        option = sbatch_options.OPTIONS.get(match[1])
+        source = sources.get(option.field) if option else None
+        return f"{match[0]} ({source})" if source else match[0]
+
+    return re.sub(r"--([a-z-]+)", where, words)
+
+
+def _check_carried(cluster: Cluster, script: scripts.Script, spec: JobSpec, sources: dict[str, str]) -> None:
+    """What this cluster's slurmrestd cannot express is refused now, with its line, before budget is held."""
+    try:
+        cluster.service_slurm().adapter.submit_body(spec)
+    except OptionNotCarried as e:
+        where = sources.get(e.option, "")
+        where = (
+            f", {where.replace('script ', '')}"
+            if where.startswith("script")
+            else f" ({where})"
+            if where
+            else ""
+        )
+        raise SubmitError(f"{script.label}{where}: {e}", code="option_unsupported") from None
+    except SlurmError as e:
+        raise SubmitError(_unavailable_words(cluster, e), code="cluster_unavailable", status=502) from None
+    except (tokens.TokenRefused, tokens.KeyUnavailable) as e:
+        raise SubmitError(str(e), code="cluster_unavailable", status=502) from None
+
+
+def _environment(export: str | None) -> dict[str, str]:
+    """--export: the variables it sets, and SLURM_EXPORT_ENV as sbatch sets it (NONE: nothing else passes)."""
+    if export is None:
+        return {}
+    said = slurm_options.export_variables(export)
+    environment = dict(said.variables)
+    # sbatch passes the option on as written, so srun inside the job exports the same way.
+    environment["SLURM_EXPORT_ENV"] = export
+    return environment
 
 
 def _capped_default(partition: Partition) -> int:
@@ -224,15 +314,15 @@ def _working_directory(
     posix_user: str,
     script: scripts.Script,
     request: SubmitRequest,
-    found: sbatch.Directives,
+    values: dict[str, Any],
     sources: dict[str, str],
 ) -> str:
     if request.working_directory:
         workdir, sources["working_directory"] = request.working_directory, "request"
-    elif found.chdir:
+    elif values.get("chdir"):
         # sbatch reads a relative --chdir against where it runs; for the console that is the script's folder.
-        workdir = posixpath.normpath(posixpath.join(script.folder, found.chdir))
-        sources["working_directory"] = f"script line {found.line_of('chdir')}"
+        workdir = posixpath.normpath(posixpath.join(script.folder, values["chdir"]))
+        sources["working_directory"] = sources.pop("chdir")
     else:
         return _default_workdir(script, sources)
     scripts.check_path(workdir, what="working_directory")

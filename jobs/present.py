@@ -56,6 +56,28 @@ LIST_COLUMNS = (
     "stdout_path",
     "stderr_path",
     "created",
+    "array",
+    "array_parent_id",
+    "array_task_id",
+    "array_summary",
+)
+
+# How an array's task counts read, in this order: "3 running · 7 pending · 90 done".
+TASK_WORDS = (
+    ("RUNNING", "running"),
+    ("COMPLETING", "completing"),
+    ("CONFIGURING", "starting"),
+    ("SUSPENDED", "suspended"),
+    ("PENDING", "pending"),
+    ("COMPLETED", "done"),
+    ("FAILED", "failed"),
+    ("OUT_OF_MEMORY", "out of memory"),
+    ("TIMEOUT", "timed out"),
+    ("NODE_FAIL", "lost to a node failure"),
+    ("BOOT_FAIL", "failed to boot"),
+    ("DEADLINE", "past their deadline"),
+    ("PREEMPTED", "preempted"),
+    ("CANCELLED", "cancelled"),
 )
 
 
@@ -79,16 +101,49 @@ def terminal_url(cluster_slug: str, working_directory: str) -> str:
     return f"/clusters/{cluster_slug}/terminal/{query}"
 
 
+def tasks_words(counts: dict[str, int]) -> str:
+    """An array's tasks by state in a person's words: "3 running · 7 pending · 90 done"."""
+    known = dict(TASK_WORDS)
+    order = [state for state, _ in TASK_WORDS] + sorted(set(counts) - set(known))
+    return " · ".join(
+        f"{counts[state]} {known.get(state, state.lower())}" for state in order if counts.get(state)
+    )
+
+
+def _tasks(row: dict[str, Any]) -> dict[str, Any] | None:
+    summary = row.get("array_summary") or {}
+    if row.get("array_parent_id") is not None or not (summary or row.get("array")):
+        return None
+    counts = {str(k): int(v) for k, v in (summary.get("counts") or {}).items()}
+    return {
+        "array": row.get("array") or "",
+        "total": sum(counts.values()),
+        "counts": counts,
+        "summary": tasks_words(counts),
+        "held": summary.get("held", ""),
+    }
+
+
 def job_dict(record: JobRecord | dict[str, Any]) -> dict[str, Any]:
     """The API's Job object, from a record or from one row of `values(*LIST_COLUMNS)`."""
     row = record if isinstance(record, dict) else _row(record)
     slug = row["cluster__slug"]
+    tasks = _tasks(row)
+    array_job_id = row.get("array_parent__slurm_job_id")
+    task_id = row.get("array_task_id") if array_job_id is not None else None
+    if tasks is not None:
+        array_job_id = row["slurm_job_id"]
+    job_id = f"{array_job_id}_{task_id}" if task_id is not None else str(row["slurm_job_id"])
     start, end = row["start_time"], row["end_time"]
     elapsed = None
     if start is not None:
         elapsed = max(0, int(((end or datetime.now(UTC)) - start).total_seconds()))
     return {
         "id": row["slurm_job_id"],
+        "job_id": job_id,
+        "array_job_id": array_job_id,
+        "array_task_id": task_id,
+        "tasks": tasks,
         "cluster": slug,
         "name": row["name"],
         "user": row["posix_user"],
@@ -119,15 +174,25 @@ def job_dict(record: JobRecord | dict[str, Any]) -> dict[str, Any]:
         "stdout_path": row["stdout_path"],
         "stderr_path": row["stderr_path"],
         "terminal_url": terminal_url(slug, row["working_directory"]),
-        "url": f"/v1/clusters/{slug}/jobs/{row['slurm_job_id']}",
-        "page_url": f"/clusters/{slug}/jobs/{row['slurm_job_id']}/",
+        "url": f"/v1/clusters/{slug}/jobs/{job_id}",
+        "page_url": f"/clusters/{slug}/jobs/{job_id}/",
     }
 
 
 def _row(record: JobRecord) -> dict[str, Any]:
     row = {name: getattr(record, name) for name in LIST_COLUMNS if "__" not in name}
     row["cluster__slug"] = record.cluster.slug
+    if record.array_parent_id is not None:
+        row["array_parent__slurm_job_id"] = record.array_parent.slurm_job_id
     return row
+
+
+def task_rows(array: JobRecord) -> list[dict[str, Any]]:
+    """The API's Job object of each task of an array that Slurm listed on its own, by task index."""
+    rows = list(array.tasks.order_by("array_task_id").values(*LIST_COLUMNS))
+    for row in rows:
+        row["array_parent__slurm_job_id"] = array.slurm_job_id
+    return [job_dict(r) for r in rows]
 
 
 class FilterError(Refusal):
@@ -194,7 +259,8 @@ def page_number(raw: str | None) -> int:
 
 
 def jobs_of(person: Any, cluster: Cluster) -> QuerySet[JobRecord]:
-    return JobRecord.objects.submitted().filter(person=person, cluster=cluster)
+    """The person's jobs on the cluster: an array is one of them (its tasks are under it)."""
+    return JobRecord.objects.submitted().filter(person=person, cluster=cluster, array_parent__isnull=True)
 
 
 def filtered(queryset: QuerySet[JobRecord], states: list[str], partition: str | None) -> QuerySet[JobRecord]:

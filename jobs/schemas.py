@@ -13,8 +13,24 @@ DATE_TIME = {"format": "date-time"}
 Absent = SkipJsonSchema[None]
 
 
+class ArrayTasks(Schema):
+    array: str = Field(description="The --array expression as submitted through the console, else empty.")
+    total: int = Field(description="Tasks Slurm has shown so far (started, ended, or still held).")
+    counts: dict[str, int] = Field(description='Tasks by Slurm state, e.g. {"RUNNING": 3, "PENDING": 7}.')
+    summary: str = Field(description='The counts in words: "3 running · 7 pending · 90 done".')
+    held: str = Field(
+        description='The tasks Slurm still holds unstarted, as it writes them ("3-99%10"); empty when none.'
+    )
+
+
 class Job(Schema):
-    id: int = Field(description="The Slurm job id.")
+    id: int = Field(description="The Slurm job id (a task of an array: its own job id).")
+    job_id: str = Field(
+        description="The id Slurm's commands and these routes take: 123, or 123_4 for task 4 of array 123."
+    )
+    array_job_id: int | None = Field(description="The array's job id, for a job array or one of its tasks.")
+    array_task_id: int | None = Field(description="The task's index, for one task of a job array.")
+    tasks: ArrayTasks | None = Field(description="For a job array: its tasks by state (null otherwise).")
     cluster: str = Field(description="The cluster's slug.")
     name: str = Field(description="The job's name.")
     user: str = Field(description="The POSIX user the job runs as.")
@@ -100,7 +116,7 @@ class Decision(Schema):
 
 
 class FinalJob(Schema):
-    script_path: str = Field(description="The script.")
+    script_path: str = Field(description="The script's path; empty for an inline script.")
     name: str | None = Field(description="Job name.")
     partition: str | None = Field(description="Partition.")
     time_limit: int | None = Field(description="Minutes.")
@@ -110,12 +126,17 @@ class FinalJob(Schema):
     cpus: int = Field(description="CPUs in total.")
     gpus: int = Field(description="GPUs in total.")
     memory_mb: int | None = Field(description="Memory per node in MB, when the script says.")
+    memory_mb_total: int = Field(description="The whole job's memory as priced, in MB (0: Slurm's default).")
+    array: str | None = Field(description="--array, when the job is an array.")
     working_directory: str = Field(description="Working directory.")
     standard_output: str | None = Field(description="--output, when the script says.")
     standard_error: str | None = Field(description="--error, when the script says.")
     account: str | None = Field(description="--account, when the script says.")
     qos: str | None = Field(description="--qos, when the script says.")
     user: str = Field(description="The POSIX user it runs as.")
+    options: dict[str, Any] = Field(
+        description="Every other sbatch option the job carries, by field name (tasks_per_node, exclusive, …)."
+    )
     sources: dict[str, str] = Field(
         description="Where each value came from: `request`, `script line N`, `partition default`, …"
     )
@@ -124,7 +145,7 @@ class FinalJob(Schema):
 class Directive(Schema):
     line: int = Field(description="Line in the script.")
     option: str = Field(description="Long option name.")
-    value: str = Field(description="Its value.")
+    value: str = Field(description="Its value; empty for a flag such as --exclusive or --hold.")
 
 
 class Cost(Schema):

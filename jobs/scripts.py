@@ -54,13 +54,51 @@ class ScriptError(Refusal):
 
 @dataclass(frozen=True)
 class Script:
+    """A job script: read from `path` on the cluster, or sent inline (`path` empty, `home` its folder)."""
+
     path: str
     resolved_path: str
     text: str
+    home: str = ""
 
     @property
     def folder(self) -> str:
-        return posixpath.dirname(self.path)
+        """Where the job runs unless it says otherwise: the script's folder, as for sbatch run beside it."""
+        return posixpath.dirname(self.path) if self.path else self.home
+
+    @property
+    def label(self) -> str:
+        return self.path or "the inline script"
+
+
+def inline(cluster: Cluster, username: str, text: object) -> Script:
+    """A script sent in the request itself; it runs in the person's home unless it says --chdir."""
+    if not isinstance(text, str):
+        raise ScriptError("script must be the text of the job script.", code="invalid_request")
+    check_text(text, "The inline script")
+    return Script(path="", resolved_path="", text=text, home=posixpath.join(cluster.home_root, username))
+
+
+def check_text(text: str, label: str) -> None:
+    """What sbatch would refuse, and what is too big to be a script, refused before anything is sent."""
+    limit = max_script_bytes()
+    if len(text.encode()) > limit:
+        raise ScriptError(
+            f"{label} is larger than {limit // 1024} KiB; "
+            "a job script should be small (put data in other files).",
+            code="script_too_large",
+        )
+    if not text.strip():
+        raise ScriptError(f"{label} is empty.", code="script_invalid")
+    if "\x00" in text or "\ufffd" in text:
+        raise ScriptError(
+            f"{label} is not a text file (it has binary or non-UTF-8 bytes).", code="script_invalid"
+        )
+    if not text.startswith("#!"):
+        raise ScriptError(
+            f"{label} does not start with '#!' (for example #!/bin/bash); sbatch refuses such a script too.",
+            code="script_invalid",
+        )
 
 
 def max_script_bytes() -> int:
@@ -129,23 +167,7 @@ def read_as(cluster: Cluster, username: str, path: str) -> Script:
             f"({', '.join(cluster.script_roots)}).",
             code="path_outside_roots",
         )
-    if len(text.encode()) > limit:
-        raise ScriptError(
-            f"{path} is larger than {limit // 1024} KiB; "
-            "a job script should be small (put data in other files).",
-            code="script_too_large",
-        )
-    if not text.strip():
-        raise ScriptError(f"{path} is empty.", code="script_invalid")
-    if "\x00" in text or "\ufffd" in text:
-        raise ScriptError(
-            f"{path} is not a text file (it has binary or non-UTF-8 bytes).", code="script_invalid"
-        )
-    if not text.startswith("#!"):
-        raise ScriptError(
-            f"{path} does not start with '#!' (for example #!/bin/bash); sbatch refuses such a script too.",
-            code="script_invalid",
-        )
+    check_text(text, path)
     return Script(path=path, resolved_path=resolved, text=text)
 
 

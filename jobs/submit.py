@@ -119,7 +119,8 @@ def submit(
         )
     digest = parsed.digest()
     # Checked as text first: a path that can never be used costs no account and no head-node call.
-    scripts.validate(cluster, parsed.script_path)
+    if parsed.script_path is not None:
+        scripts.validate(cluster, parsed.script_path)
     if key and not dry_run:
         replay = _replay(person, cluster, key, digest)
         if replay is not None:
@@ -168,7 +169,7 @@ def submit(
     sent_at = time.time()
     try:
         client = slurm_for(person, cluster, request=request)
-        result = client.submit(dataclasses.replace(plan.spec, comment=tag))
+        result = client.submit(dataclasses.replace(plan.spec, tag=tag))
     except SlurmAccessRefused as e:
         _abandon(claim, reservation_id, person, cluster, plan, request, "token_refused", e.message)
         raise SubmitError(e.message, code=e.reason, status=403, decision=decision) from None
@@ -237,6 +238,7 @@ def submit(
             "nodes": plan.spec.nodes,
             "cpus": plan.cpus,
             "gpus": plan.gpus,
+            "array": plan.spec.array,
             "reservation_id": reservation_id,
             "decision": decision.code,
             # What each budget the job draws on had left when it was reserved.
@@ -281,6 +283,8 @@ def _claim(person: User, cluster: Cluster, plan: Plan, key: str, digest: str, ta
                 partition=spec.partition or "",
                 account=spec.account or "",
                 qos=spec.qos or "",
+                # An array's record is the whole array; jobs.tracking adds its tasks as Slurm lists them.
+                array=(spec.array or "")[:100],
                 time_limit=spec.time_limit,
                 node_count=spec.nodes or 1,
                 cpus=plan.cpus,
@@ -334,7 +338,7 @@ def _abandon(
         "job.submit",
         actor=person,
         cluster=cluster,
-        target=plan.script.path,
+        target=plan.script.label,
         outcome="error",
         reason=code,
         message=message,
@@ -359,7 +363,7 @@ def _unconfirmed(
         "job.submit",
         actor=person,
         cluster=cluster,
-        target=plan.script.path,
+        target=plan.script.label,
         outcome="error",
         reason="submit_unconfirmed",
         message=message,
@@ -388,7 +392,7 @@ def _audit_denied(
         cluster,
         decision,
         request=request,
-        target=parsed.script_path,
+        target=parsed.script_path or "the inline script",
         details={
             "script_path": parsed.script_path,
             "dry_run": dry_run,

@@ -29,11 +29,37 @@ def _invalid(message: str) -> Refusal:
     return Refusal(message, code="invalid_request")
 
 
-def _script_path(value: Any) -> str:
-    if value is None:
-        raise _invalid("script_path is required: the absolute path of the job script.")
-    if not isinstance(value, str):
+def _script_path(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
         raise _invalid("script_path must be a string.")
+    return value
+
+
+def _script(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid("script must be the text of the job script, as a string.")
+    if len(value.encode()) > scripts.max_script_bytes():
+        raise _invalid(
+            f"script is larger than {scripts.max_script_bytes() // 1024} KiB; "
+            "a job script should be small (put data in other files)."
+        )
+    return value
+
+
+def _options(value: Any) -> dict[str, Any] | None:
+    """sbatch long options by name, read by the same table as #SBATCH lines (jobs.sbatch_options)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid('options must be an object of sbatch options, e.g. {"ntasks-per-node": "4"}.')
+    if len(value) > 100:
+        raise _invalid("options has more than 100 entries.")
+    try:
+        sbatch.from_request(value)
+    except sbatch.DirectiveError as e:
+        raise _invalid(f"{e.message}.") from None
     return value
 
 
@@ -106,11 +132,33 @@ def _count(name: str, minimum: int, description: str) -> Any:
 class SubmitRequest(BaseModel):
     """The job to submit: a script on the cluster, and what to say instead of its #SBATCH lines."""
 
-    script_path: Annotated[str, BeforeValidator(_script_path)] = Field(
-        description="Absolute path of the script on the cluster, under one of its allowed folders; "
-        "read as you.",
-        min_length=1,
+    script_path: Annotated[str | None, BeforeValidator(_script_path), WithJsonSchema({"type": "string"})] = (
+        Field(
+            None,
+            description="Absolute path of the script on the cluster, under one of its allowed folders; "
+            "read as you. Give this or `script`, not both.",
+        )
     )
+    script: Annotated[str | None, BeforeValidator(_script), WithJsonSchema({"type": "string"})] = Field(
+        None,
+        description="The script itself (starting with #!), for callers with no file on the cluster; "
+        "it runs in your home folder unless it says --chdir. Give this or `script_path`, not both.",
+    )
+    options: Annotated[
+        dict[str, Any] | None,
+        BeforeValidator(_options),
+        WithJsonSchema(
+            {
+                "type": "object",
+                "additionalProperties": {
+                    "oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]
+                },
+                "description": "sbatch options by long name, as on an #SBATCH line: "
+                '{"ntasks-per-node": "4", "exclusive": true, "hold": true}. They override the script\'s '
+                "lines; the fields above override these.",
+            }
+        ),
+    ] = Field(None, description="sbatch options by long name.")
     partition: Annotated[str | None, BeforeValidator(_partition), WithJsonSchema({"type": "string"})] = Field(
         None, description="Partition (default: the script's --partition, then Slurm's default)."
     )
@@ -147,7 +195,11 @@ class SubmitRequest(BaseModel):
         None, description="Working directory (default: the script's --chdir, then the script's folder)."
     )
 
-    model_config = {"extra": "forbid"}
+    model_config = {
+        "extra": "forbid",
+        # Exactly one of the two, as the check below says; the document says it the same way.
+        "json_schema_extra": {"oneOf": [{"required": ["script_path"]}, {"required": ["script"]}]},
+    }
 
     @model_validator(mode="before")
     @classmethod
@@ -161,9 +213,14 @@ class SubmitRequest(BaseModel):
         said = {}
         for name in cls.model_fields:
             value = data.get(name)
-            if isinstance(value, str):
+            if isinstance(value, str) and name != "script":
                 value = value.strip()
-            said[name] = None if value in (None, "") else value
+            said[name] = None if value in (None, "", {}) else value
+        if (said["script_path"] is None) == (said["script"] is None):
+            raise _invalid(
+                "Give exactly one of script_path (the path of a script on the cluster) and script "
+                "(the script's text)."
+            )
         return said
 
     def digest(self) -> str:

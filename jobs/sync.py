@@ -15,6 +15,9 @@ Decisions:
 - **Unconfirmed submits** are confirmed by their tag or given up (jobs.claims), against
   the person's full queue.
 - **Each ledger call exactly once**: see jobs.tracking, which applies each listed job to its record.
+- **Job arrays.** Slurm lists an array as its record of tasks not started yet plus one job per task
+  that started; they are applied together to the array's one record and its tasks' records
+  (jobs.tracking.apply_array), whether the console submitted the array or it came from a shell.
 - **Forgotten jobs.** slurmctld forgets a job `MinJobAge` after it ends; a record still
   active that its owner's queue no longer lists is looked up once with `sacct` as
   that user on the head node.
@@ -31,10 +34,12 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import datetime, timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
 from access import limits, policy, snapshot, suspensions
@@ -48,7 +53,7 @@ from clusters.slurm import Job, SlurmError, SlurmNotFound
 from jobs import claims
 from jobs.models import JobRecord
 from jobs.sync_lock import SingleInstance, holder_name
-from jobs.tracking import Report, apply, from_sacct, has_run
+from jobs.tracking import Report, apply, apply_array, array_from_sacct, from_sacct, has_run
 
 log = logging.getLogger("clusterra.jobs.sync")
 
@@ -91,14 +96,19 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
     since = row.user_created_at
     # Order matters (see the module's decisions): the claim check comes after the listing.
     in_flight = JobRecord.objects.filter(cluster=cluster, person=person, slurm_job_id__isnull=True).exists()
-    ids = {j.job_id for j in mine}
+    plain = [j for j in mine if j.array_job_id is None]
+    arrays: dict[int, list[Job]] = {}
+    for job in mine:
+        if job.array_job_id is not None:
+            arrays.setdefault(job.array_job_id, []).append(job)
+    ids = {j.job_id for j in plain} | set(arrays)
     known = {
         r.slurm_job_id: r
-        for r in JobRecord.objects.filter(cluster=cluster, posix_user=name, slurm_job_id__in=ids).order_by(
-            "created"
-        )
+        for r in JobRecord.objects.filter(
+            cluster=cluster, posix_user=name, slurm_job_id__in=ids, array_parent__isnull=True
+        ).order_by("created")
     }
-    for job in mine:
+    for job in plain:
         try:
             record = known.get(job.job_id)
             if record is None:
@@ -111,18 +121,37 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
         except Exception as e:  # one bad job must not stop the others
             log.exception("sync: job %s of %s on %s", job.job_id, name, cluster.slug)
             report.errors.append(f"{cluster.slug}/{name}/job {job.job_id}: {type(e).__name__}: {e}")
+    for array_id, members in arrays.items():
+        try:
+            record = known.get(array_id)
+            if record is None:
+                first = min(members, key=lambda j: (j.array_task_id is not None, j.job_id))
+                ran = any(has_run(j) or not j.is_finished for j in members)
+                if in_flight or not ran or _before(first, since):
+                    continue
+                record = _adopt(cluster, person, name, first, job_id=array_id)
+                report.created += 1
+            apply_array(record, members, report)
+        except Exception as e:
+            log.exception("sync: array %s of %s on %s", array_id, name, cluster.slug)
+            report.errors.append(f"{cluster.slug}/{name}/array {array_id}: {type(e).__name__}: {e}")
     # slurmctld's own clock when it says (v0.0.40+), so a clock difference cannot hide a change.
     _last_poll[key] = listing.last_update or asked
     if cluster.enforce_policy:
         _cancel_withdrawn(cluster, person, client, mine, report)
-    _forgotten(cluster, name, ids, report, client)
+    _forgotten(cluster, name, ids, arrays, report, client)
 
 
 def _cancel_withdrawn(cluster: Cluster, person, client, mine: list[Job], report: Report) -> None:
     """Cancel the person's queued and running jobs that their grants no longer allow, and say why."""
+    arrays_done: set[int] = set()
     for job in mine:
-        if job.is_finished:
+        if job.is_finished or job.array_job_id in arrays_done:
             continue
+        if job.array_job_id is not None:
+            # The array's id cancels every task of it at once.
+            arrays_done.add(job.array_job_id)
+            job = dataclasses.replace(job, job_id=job.array_job_id)
         # Slurm names every job's QOS (the default too), so only the account is held against the grant here.
         problem = policy.grant_problem(person, cluster, job.partition, account=job.account)
         if not problem:
@@ -158,32 +187,69 @@ def _before(job: Job, since: datetime | None) -> bool:
     return job.submit_time < since - timedelta(seconds=1)
 
 
-def _adopt(cluster: Cluster, person, name: str, job: Job) -> JobRecord:
-    """A JobRecord for a job submitted outside the console (sbatch in a terminal, a cron job)."""
+def _adopt(cluster: Cluster, person, name: str, job: Job, *, job_id: int | None = None) -> JobRecord:
+    """A JobRecord for a job submitted outside the console (sbatch in a terminal, a cron job).
+
+    `job_id` is the array's id when `job` is one of an array's records: the array is what is adopted.
+    """
+    job_id = job_id or job.job_id
     record = JobRecord.objects.create(
         cluster=cluster,
         person=person,
         posix_user=name,
-        slurm_job_id=job.job_id,
+        slurm_job_id=job_id,
         origin=JobRecord.Origin.OUTSIDE,
         ledger=JobRecord.Ledger.NONE,
     )
+    what = "Job array" if job.array_job_id is not None else "Job"
     audit(
         "job.seen_outside",
         actor=person,
         cluster=cluster,
-        target=f"job {job.job_id}",
-        message=f"Job {job.job_id} ({job.name or 'no name'}) of {name} was submitted outside the console.",
-        details={"job_id": job.job_id, "partition": job.partition, "state": job.state},
+        target=f"job {job_id}",
+        message=f"{what} {job_id} ({job.name or 'no name'}) of {name} was submitted outside the console.",
+        details={"job_id": job_id, "partition": job.partition, "state": job.state},
     )
     return record
 
 
-def _forgotten(cluster: Cluster, name: str, listed: set[int], report: Report, client) -> None:
-    """Active records whose job the queue no longer lists: ask for the job once, then sacct."""
-    stale = (
-        JobRecord.objects.active().filter(cluster=cluster, posix_user=name).exclude(slurm_job_id__in=listed)
-    )
+def _forgotten(
+    cluster: Cluster, name: str, listed: set[int], arrays: dict[int, list[Job]], report: Report, client
+) -> None:
+    """Active records whose job the queue no longer lists: ask for the job once, then sacct.
+
+    An array's task is asked for by its own id; an array no longer listed at all is read from sacct
+    whole. Arrays whose tasks changed here are summed up again.
+    """
+    tasks_listed = {j.job_id for members in arrays.values() for j in members}
+    stale = JobRecord.objects.active().filter(cluster=cluster, posix_user=name).select_related("array_parent")
+    touched: dict[int, JobRecord] = {}
+    for record in stale.filter(array_parent__isnull=False).exclude(slurm_job_id__in=tasks_listed):
+        try:
+            try:
+                job = client.job(record.slurm_job_id)
+            except SlurmNotFound:
+                job = from_sacct(cluster, name, record.slurm_job_id, array_task=True)
+            if job is None:
+                continue
+            apply(record, job, report)
+            touched[record.array_parent_id] = record.array_parent
+        except Exception as e:
+            log.exception("sync: task %s of %s on %s", record.job_id_text, name, cluster.slug)
+            report.errors.append(f"{cluster.slug}/{name}/job {record.job_id_text}: {e}")
+    arrays_only = ~Q(array="") | ~Q(array_summary={})
+    for parent in stale.filter(arrays_only, array_parent__isnull=True).exclude(slurm_job_id__in=listed):
+        jobs = array_from_sacct(cluster, name, parent.slurm_job_id)
+        if jobs:  # none yet (slurmdbd may lag): ask again next round
+            touched[parent.pk] = parent
+            arrays[parent.slurm_job_id] = jobs
+    for parent in touched.values():
+        try:
+            apply_array(parent, arrays.get(parent.slurm_job_id, []), report)
+        except Exception as e:
+            log.exception("sync: array %s of %s on %s", parent.slurm_job_id, name, cluster.slug)
+            report.errors.append(f"{cluster.slug}/{name}/array {parent.slurm_job_id}: {e}")
+    stale = stale.filter(array_parent__isnull=True).exclude(arrays_only).exclude(slurm_job_id__in=listed)
     for record in stale:
         try:
             job = client.job(record.slurm_job_id)

@@ -120,7 +120,8 @@ def submit_page(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "jobs/submit.html", context)
     record = outcome.record
     words = "was already submitted as" if outcome.replayed else "is queued as"
-    messages.success(request, f"{form.cleaned_data['script_path']} {words} job {record.slurm_job_id}.")
+    what = form.cleaned_data["script_path"] or "The script"
+    messages.success(request, f"{what} {words} job {record.slurm_job_id}.")
     for warning in outcome.warnings:
         messages.warning(request, f"Slurm said: {warning}")
     return redirect("jobs:detail", slug=cluster.slug, job_id=record.slurm_job_id)
@@ -261,7 +262,8 @@ def job_list_data(request: HttpRequest, slug: str) -> JsonResponse:
 
 @login_required
 @require_GET
-def job_detail(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+def job_detail(request: HttpRequest, slug: str, job_id: str) -> HttpResponse:
+    """A job's page; an array's lists its tasks (each with a page of its own), a task's shows its output."""
     cluster = _cluster(slug)
     try:
         record = control.visible_job(request.user, cluster, job_id, request=request)
@@ -272,8 +274,11 @@ def job_detail(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
     note = control.refresh(request.user, record)
     lines = request.GET.get("lines", "")
     count = min(int(lines), output.MAX_LINES) if lines.isdigit() and int(lines) > 0 else output.DEFAULT_LINES
-    stdout = output.tail(record, "stdout", count)
-    stderr = stdout if record.stderr_path == record.stdout_path else output.tail(record, "stderr", count)
+    if record.is_array:
+        stdout = stderr = None
+    else:
+        stdout = output.tail(record, "stdout", count)
+        stderr = stdout if record.stderr_path == record.stdout_path else output.tail(record, "stderr", count)
     cancellable = not record.is_finished and record.person_id == request.user.pk
     context = {
         "cluster": cluster,
@@ -285,21 +290,27 @@ def job_detail(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
         "same_file": record.stderr_path == record.stdout_path,
         "lines": count,
         "cancellable": cancellable,
-        "submitted": record.submitted or {},
+        "submitted": (record.array_parent.submitted if record.is_array_task else record.submitted) or {},
+        "tasks": present.task_rows(record) if record.is_array else [],
+        "array": record.array_parent if record.is_array_task else None,
     }
     return render(request, "jobs/job_detail.html", context)
 
 
 @login_required
 @require_POST
-def job_cancel(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+def job_cancel(request: HttpRequest, slug: str, job_id: str) -> HttpResponse:
+    """Cancel a job, a whole array (its id) or one task of it (123_4), then back to the page asked from."""
     cluster = _cluster(slug)
+    back = request.POST.get("back", "")
+    back = back if back in (job_id, job_id.split("_")[0]) else job_id
     try:
         record = control.cancel(request.user, cluster, job_id, request=request)
     except Refusal as e:
         if e.status == 404:
             raise Http404(e.message) from None
         messages.error(request, e.message)
-        return redirect("jobs:detail", slug=cluster.slug, job_id=job_id)
-    messages.success(request, f"Job {job_id} was cancelled (Slurm now says {record.state}).")
-    return redirect("jobs:detail", slug=cluster.slug, job_id=job_id)
+        return redirect("jobs:detail", slug=cluster.slug, job_id=back)
+    what = "Every task of job array" if record.is_array and "_" not in job_id else "Job"
+    messages.success(request, f"{what} {job_id} was cancelled (Slurm now says {record.state}).")
+    return redirect("jobs:detail", slug=cluster.slug, job_id=back)

@@ -203,8 +203,14 @@ node_line() {
         esac
     done
     ((FAKE_GPUS == 0)) || out+=" Gres=gpu:$FAKE_GPUS"
-    printf '%s State=UNKNOWN' "$out"
+    # For the sbatch corpus's --constraint lines (tests/jobs/corpus); no job without one is affected.
+    printf '%s Features=avx2,ssd State=UNKNOWN' "$out"
 }
+
+# Nodes that exist only on paper, for the `wide` partition: held jobs of the sbatch corpus (multi-node
+# torchrun, typed GPUs, --constraint=a100) are accepted and stay pending, but never run. Their slurmd "port"
+# has nobody listening, so slurmctld's pings are refused at once and the nodes stay DOWN.
+readonly PAPER_NODES="NodeName=wide[1-4] NodeAddr=127.0.0.1 Port=6899 Sockets=2 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=2000000 Gres=gpu:a100:4 Features=a100,ib,avx512 State=DOWN Reason=\"paper node, never starts\""
 
 write_configs() {
     local storage=accounting_storage/none gather=jobacct_gather/none dbd_lines=""
@@ -267,10 +273,15 @@ ${dbd_lines}
 JobAcctGatherType=$gather
 JobAcctGatherFrequency=30
 GresTypes=gpu
+# Before the real node: while "localhost" is the only node defined, Slurm answers every node name with it.
+$PAPER_NODES
 $node_def
 PartitionName=cpu   Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu   Nodes=$NODE MaxTime=INFINITE State=UP
 PartitionName=debug Nodes=$NODE MaxTime=00:30:00 DefaultTime=00:10:00 State=UP
+PartitionName=wide  Nodes=$NODE,wide[1-4] MaxTime=2-00:00:00 DefaultTime=01:00:00 State=UP
+# Site licenses the corpus's --licenses lines ask for; nothing else uses them.
+Licenses=matlab:4,ansys:8
 EOF
     )
     # An empty line where the accounting lines would be is harmless, but keep the file tidy.
@@ -528,7 +539,7 @@ SLURMRESTD_URL=$REST_URL
 SLURM_API_VERSION=$API_VERSION
 SLURM_JWT_KEY_FILE=$JWT_KEY
 SLURM_CLUSTER=$CLUSTER
-SLURM_PARTITIONS="cpu gpu debug"
+SLURM_PARTITIONS="cpu gpu debug wide"
 SLURM_DEMO_USERS="$DEMO_USERS"
 SLURM_ACCOUNTING=$ACCOUNTING
 EOF
@@ -577,7 +588,8 @@ main() {
     ((${#STARTED[@]} == 0)) || started="${STARTED[*]}"
     log "cluster '$CLUSTER' ready in $(since "$T_START") s; started: $started"
     log "  slurmrestd $REST_URL (auth/jwt, $API_VERSION), accounting: $( ((ACCOUNTING)) && echo on || echo off)"
-    log "  partitions: cpu (default), gpu (fake GPUs: $FAKE_GPUS), debug (30 min max); users: ${DEMO_USERS:-none}"
+    log "  partitions: cpu (default), gpu (fake GPUs: $FAKE_GPUS), debug (30 min max), wide (+4 paper nodes, DOWN);" \
+        "users: ${DEMO_USERS:-none}"
     log "  settings for clients: $DEMO_RUN/env; logs: $SLURM_LOGS/"
 }
 

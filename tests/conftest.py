@@ -178,6 +178,7 @@ FIGURES = (
     "homes private:",
     "healthz probes:",
     "sparse output:",
+    "scripts matching sbatch:",
 )
 _figures: list[tuple[str, str]] = []
 

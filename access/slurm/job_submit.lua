@@ -100,6 +100,19 @@ local function memory(mb)
     return string.format("%d MB", mb)
 end
 
+-- Who asks, as access.policy says it: the job, or an array (each of its tasks is a job in Slurm).
+local function subject(req)
+    if req.is_array then return "This array of " .. count(req.tasks, "task") end
+    return "This job"
+end
+local function this(req) if req.is_array then return "This array" end return "This job" end
+local function each(req) if req.is_array then return "Each task of this array" end return "This job" end
+
+local function without_throttle(inx)
+    local body = string.gsub(string.match(inx or "", "^%s*(.-)%s*$"), "%%%d+$", "")
+    return body
+end
+
 -- --- what a job asks for ---------------------------------------------------------------------------
 
 local function given(value, unset)
@@ -127,12 +140,21 @@ local function gpus_in(tres)
     return total
 end
 
--- Tasks of an array expression: "0-15%4", "1,3,5-9:2". nil when it cannot be read.
+-- An array expression's tasks and how many may run at once: "0-15%4" is 16, 4; "1,3,5-9:2" is 5, 5.
+-- nil when it cannot be read. access/arrays.py reads it the same way: items are counted as written.
 local function array_tasks(inx)
-    if inx == nil or inx == "" then return 1 end
-    local body = string.gsub(inx, "%%%d+$", "")
+    if inx == nil or inx == "" then return 1, 1 end
+    local body = string.match(inx, "^%s*(.-)%s*$")
+    local throttle = nil
+    local limit = string.match(body, "%%(%d+)$")
+    if limit ~= nil then
+        throttle = tonumber(limit)
+        if throttle < 1 then return nil end
+        body = string.gsub(body, "%%%d+$", "")
+    end
     local n = 0
-    for part in string.gmatch(body, "[^,]+") do
+    -- Every item, empty ones too ("1,,3" is not an array Slurm reads).
+    for part in string.gmatch(body .. ",", "([^,]*),") do
         local a, b, step = string.match(part, "^(%d+)%-(%d+):(%d+)$")
         if a == nil then
             a, b = string.match(part, "^(%d+)%-(%d+)$")
@@ -149,7 +171,8 @@ local function array_tasks(inx)
         end
     end
     if n == 0 then return nil end
-    return n
+    if throttle == nil or throttle > n then return n, n end
+    return n, throttle
 end
 
 local function partitions_of(job_desc, part_list)
@@ -192,6 +215,7 @@ local function request_of(job_desc, part_list)
         local p = part_list and parts[1] and part_list[parts[1]]
         if p ~= nil then time = given(p.default_time) or given(p.max_time) end
     end
+    local tasks, at_once = array_tasks(job_desc.array_inx)
     return {
         partitions = parts,
         partition = parts[1] or "",
@@ -200,7 +224,10 @@ local function request_of(job_desc, part_list)
         gpus = gpus,
         memory = mem,
         time_limit = time or 0,
-        tasks = array_tasks(job_desc.array_inx),
+        tasks = tasks,
+        at_once = at_once,
+        array = job_desc.array_inx,
+        is_array = job_desc.array_inx ~= nil and job_desc.array_inx ~= "",
     }
 end
 
@@ -392,14 +419,14 @@ local function decide(job_desc, part_list)
         for _, q in ipairs(quotas) do
             local limit, asked = q[check[2]], req[check[3]]
             if limit ~= nil and asked > limit then
-                return check[1], "This job asks for " .. count(asked, check[4]) .. "; " .. whose(q)
+                return check[1], each(req) .. " asks for " .. count(asked, check[4]) .. "; " .. whose(q)
                     .. " allows at most " .. count(limit, check[4]) .. " per job " .. on .. "."
             end
         end
     end
     for _, q in ipairs(quotas) do
         if q.max_memory ~= nil and req.memory > q.max_memory then
-            return "max_memory", "This job asks for " .. memory(req.memory) .. " of memory; " .. whose(q)
+            return "max_memory", each(req) .. " asks for " .. memory(req.memory) .. " of memory; " .. whose(q)
                 .. " allows at most " .. memory(q.max_memory) .. " per job " .. on .. "."
         end
     end
@@ -407,14 +434,14 @@ local function decide(job_desc, part_list)
         for _, q in ipairs(quotas) do
             local need = needs_time_limit(q, req)
             if need then
-                return "walltime_required", "This job sets no time limit, and " .. whose(q) .. " " .. on
+                return "walltime_required", this(req) .. " sets no time limit, and " .. whose(q) .. " " .. on
                     .. " needs one to " .. need .. "; give the job a time limit."
             end
         end
     end
     for _, q in ipairs(quotas) do
         if q.max_walltime ~= nil and req.time_limit > q.max_walltime then
-            return "max_walltime", "This job asks for " .. minutes(req.time_limit) .. " of walltime; " .. whose(q)
+            return "max_walltime", each(req) .. " asks for " .. minutes(req.time_limit) .. " of walltime; " .. whose(q)
                 .. " allows at most " .. minutes(q.max_walltime) .. " per job " .. on .. "."
         end
     end
@@ -427,11 +454,24 @@ local function decide(job_desc, part_list)
                 .. " allowed jobs running " .. on .. "; wait for one to finish."
         end
     end
+    -- An array runs up to at_once tasks together, each a running job: a throttle above the limit itself
+    -- could never be honoured, whatever else is running.
+    for _, q in ipairs(quotas) do
+        if q.max_running ~= nil and req.at_once > q.max_running then
+            return "max_running_jobs", "This array would run up to " .. req.at_once .. " tasks at once; "
+                .. whose(q) .. " allows " .. count(q.max_running, "running job") .. " " .. on
+                .. "; add a throttle such as --array=" .. without_throttle(req.array) .. "%" .. q.max_running .. "."
+        end
+    end
     for _, q in ipairs(quotas) do
         local n = live[q].queued
         if q.max_queued ~= nil and n + req.tasks > q.max_queued then
+            local rest = "; wait for one to start."
+            if req.is_array then
+                rest = ", and this array adds " .. req.tasks .. "; submit fewer tasks or wait for some to start."
+            end
             return "max_queued_jobs", holder(q) .. " already " .. has(q) .. " " .. n .. " of " .. q.max_queued
-                .. " allowed jobs queued " .. on .. "; wait for one to start."
+                .. " allowed jobs queued " .. on .. rest
         end
     end
     local asked = {
@@ -444,7 +484,7 @@ local function decide(job_desc, part_list)
             if limit ~= nil then
                 local left = math.max(0, limit - (q[kind .. "_used"] or 0) - live[q][kind])
                 if asked[kind] > left + EPSILON then
-                    return kind .. "_budget", "This job asks for " .. hours_up(asked[kind]) .. " "
+                    return kind .. "_budget", subject(req) .. " asks for " .. hours_up(asked[kind]) .. " "
                         .. string.upper(kind) .. "-hours; " .. q.scope .. " " .. has(q) .. " " .. hours_down(left)
                         .. " of " .. hours(limit) .. " left " .. q.period_words .. ", renewing on "
                         .. q.renews_words .. "."

@@ -29,6 +29,7 @@ from clusters.slurm.types import (
     JobList,
     JobSpec,
     Node,
+    OptionNotCarried,
     Partition,
     SubmitResult,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "JobList",
     "JobSpec",
     "Node",
+    "OptionNotCarried",
     "Partition",
     "SlurmAuthError",
     "SlurmClient",

@@ -10,13 +10,22 @@ from datetime import datetime
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
+class OptionNotCarried(ValueError):
+    """An sbatch option this slurmrestd version cannot express; `option` is the JobSpec field."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class JobSpec:
-    """What to submit. `script` is the script's contents (slurmrestd never reads a path).
+    """What to submit, in sbatch's terms. `script` is the script's contents (slurmrestd never reads a path).
 
-    `gpus` is the job's total; the adapters ask for `gpus / nodes` per node, so it
-    must divide evenly, and a GPU job without `nodes` is pinned to one node so the
-    total cannot grow with the node count Slurm picks.
+    Each field is one sbatch option, with sbatch's meaning (the option's name is in the comment where
+    the field's name differs); None means "not said", so Slurm's default applies. GPU amounts are kept
+    as written ("2", "a100:2"): Slurm reads the type. Each adapter turns these into its version's keys
+    and refuses, with a SlurmError-free ValueError, what its version cannot carry (`unsupported`).
     """
 
     script: str
@@ -25,44 +34,97 @@ class JobSpec:
     name: str | None = None
     partition: str | None = None
     time_limit: int | None = None
+    time_min: int | None = None
     nodes: int | None = None
+    # --nodes=min-max: the most nodes the job may get (None: exactly `nodes`).
+    max_nodes: int | None = None
     ntasks: int | None = None
+    tasks_per_node: int | None = None
+    tasks_per_socket: int | None = None
+    tasks_per_core: int | None = None
+    tasks_per_gpu: int | None = None
     cpus_per_task: int | None = None
-    gpus: int | None = None
-    memory_per_node: int | None = None
+    cpus_per_gpu: int | None = None
+    min_cpus_per_node: int | None = None  # --mincpus
+    sockets_per_node: int | None = None
+    cores_per_socket: int | None = None
+    threads_per_core: int | None = None
+    gpus: str | None = None  # --gpus, for the whole job
+    gpus_per_node: str | None = None
+    gpus_per_task: str | None = None
+    gpus_per_socket: str | None = None
+    gres: str | None = None  # --gres, per node
+    memory_per_node: int | None = None  # --mem, MB
+    memory_per_cpu: int | None = None
+    memory_per_gpu: int | None = None
+    tmp_disk_per_node: int | None = None  # --tmp, MB
+    exclusive: str | None = None  # "exclusive", "user", "mcs" or "topo"
+    oversubscribe: bool | None = None
+    constraint: str | None = None
+    prefer: str | None = None
+    nodelist: str | None = None
+    exclude: str | None = None
+    dependency: str | None = None
+    kill_on_invalid_dependency: bool | None = None
+    begin: str | None = None  # as written: "now+1hour", "16:00", "2027-01-01T08:00"
+    deadline: str | None = None
+    signal: str | None = None  # [{R}{B}:]SIGNAL[@seconds]
+    mail_type: str | None = None
+    mail_user: str | None = None
+    open_mode: str | None = None  # "append" or "truncate"
     standard_output: str | None = None
     standard_error: str | None = None
+    standard_input: str | None = None
     account: str | None = None
     qos: str | None = None
+    reservation: str | None = None
+    licenses: str | None = None
+    wckey: str | None = None
+    nice: int | None = None
+    distribution: str | None = None
+    spread_job: bool | None = None
     array: str | None = None
+    hold: bool = False
     get_user_environment: bool = False
     # None: Slurm's default (JobRequeue, 1 on most sites). False: a node failure ends the job instead of
-    # starting it over, so it runs (and is charged) once.
+    # starting it over; True: it starts over (each run is charged, jobs.accounting).
     requeue: bool | None = None
-    # Slurm keeps it with the job and lists it back, so a caller can find a job whose submit
-    # answer was lost; the console puts its own tag here (#SBATCH --comment is refused).
+    # The person's own --comment, kept as written.
     comment: str | None = None
+    # The console's tag, so a job whose submit answer was lost can be found again (jobs.claims): in the
+    # job's `extra` where the API has it (v0.0.40+), else in the comment when the person left it free.
+    tag: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("time_limit", "nodes", "ntasks", "cpus_per_task", "memory_per_node"):
+        for name in (
+            "time_limit",
+            "time_min",
+            "nodes",
+            "max_nodes",
+            "ntasks",
+            "tasks_per_node",
+            "tasks_per_socket",
+            "tasks_per_core",
+            "tasks_per_gpu",
+            "cpus_per_task",
+            "cpus_per_gpu",
+            "min_cpus_per_node",
+            "sockets_per_node",
+            "cores_per_socket",
+            "threads_per_core",
+            "memory_per_node",
+            "memory_per_cpu",
+            "memory_per_gpu",
+            "tmp_disk_per_node",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive whole number, not {value!r}.")
-        if self.gpus is not None:
-            if not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 0:
-                raise ValueError(f"gpus must be a whole number of GPUs, not {self.gpus!r}.")
-            if self.gpus % (self.nodes or 1):
-                raise ValueError(
-                    f"{self.gpus} GPUs cannot be spread evenly over {self.nodes} nodes; "
-                    "Slurm allocates the same number of GPUs on every node."
-                )
+        if self.max_nodes is not None and self.max_nodes < (self.nodes or 1):
+            raise ValueError(f"max_nodes {self.max_nodes} is below nodes {self.nodes}.")
         for key, value in self.environment.items():
             if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
                 raise ValueError(f"environment entry {key!r} must be a name without '=' and a string value.")
-
-    @property
-    def gpus_per_node(self) -> int:
-        return (self.gpus or 0) // (self.nodes or 1)
 
 
 @dataclass(frozen=True)
@@ -81,6 +143,8 @@ class Job:
     job_id: int
     name: str = ""
     comment: str = ""
+    # Free text kept with the job (v0.0.40+); the console's submit tag goes here where it can.
+    extra: str = ""
     user_name: str = ""
     user_id: int | None = None
     account: str = ""
@@ -105,6 +169,8 @@ class Job:
     standard_error: str = ""
     array_job_id: int | None = None
     array_task_id: int | None = None
+    # On an array's pending record, the tasks that have not started yet ("3-99%10"); empty elsewhere.
+    array_task_string: str = ""
     batch_host: str = ""
     tres_requested: str = ""
     tres_allocated: str = ""

@@ -17,7 +17,7 @@ from clusters.slurm.parsing import (
     string_list,
     text,
 )
-from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Partition
+from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, OptionNotCarried, Partition
 
 
 class V0038Adapter(Adapter):
@@ -32,32 +32,100 @@ class V0038Adapter(Adapter):
         return headers
 
     def submit_body(self, spec: JobSpec) -> dict[str, Any]:
-        """`job` keys are sbatch long options here; unknown keys make the whole request fail."""
+        """`job` keys go to Slurm's own sbatch option parser here, so values are sbatch's strings.
+
+        Unknown keys make the whole request fail, and the document is not the parser: `exclude_nodes` is
+        what 22.05 reads for --exclude (the document has none), `excluded_nodes`, `export`, `overcommit`
+        and `contiguous` are disabled keys, and an `argv` key kills 22.05's slurmrestd, so it is never sent
+        (all seen on 22.05.8).
+        """
+        if spec.signal and ":" in spec.signal:
+            # 22.05's REST parser refuses the [R][B]: prefix sbatch takes ("Invalid SIGNAL specification").
+            raise OptionNotCarried(
+                "signal",
+                f"slurmrestd {self.version} cannot send --signal={spec.signal} (the B:/R: part); "
+                f"write --signal={spec.signal.split(':', 1)[1]} to signal the whole job, "
+                "or submit with sbatch from a terminal.",
+            )
+        if spec.exclusive == "topo":
+            raise OptionNotCarried(
+                "exclusive", "--exclusive=topo needs Slurm 24.05 or later; this cluster runs an older one."
+            )
+        if spec.tasks_per_gpu and not (spec.gpus or spec.gpus_per_node or spec.gpus_per_task or spec.gres):
+            raise OptionNotCarried(
+                "tasks_per_gpu", "--ntasks-per-gpu needs a GPU count (--gpus, --gpus-per-node or --gres)."
+            )
         job: dict[str, Any] = {
             "current_working_directory": spec.working_directory,
             # A dict, and never empty: 22.05 rejects a list and a missing environment alike.
             "environment": environment_with_path(spec),
         }
+        comment = spec.comment if spec.comment is not None else spec.tag
         optional = {
             "name": spec.name,
             "partition": spec.partition,
             "time_limit": spec.time_limit,
+            "time_minimum": spec.time_min,
             "tasks": spec.ntasks,
+            "tasks_per_node": spec.tasks_per_node,
+            "tasks_per_socket": spec.tasks_per_socket,
+            "tasks_per_core": spec.tasks_per_core,
+            "ntasks_per_gpu": spec.tasks_per_gpu,
             "cpus_per_task": spec.cpus_per_task,
+            # A string, as the document says; 22.05's option parser reads either.
+            "cpus_per_gpu": str(spec.cpus_per_gpu) if spec.cpus_per_gpu else None,
+            "minimum_cpus_per_node": spec.min_cpus_per_node,
+            "sockets_per_node": spec.sockets_per_node,
+            "cores_per_socket": spec.cores_per_socket,
+            "threads_per_core": spec.threads_per_core,
+            "gpus": spec.gpus,
+            "gpus_per_node": spec.gpus_per_node,
+            "gpus_per_task": spec.gpus_per_task,
+            "gpus_per_socket": spec.gpus_per_socket,
+            "gres": spec.gres,
             "memory_per_node": spec.memory_per_node,
+            "memory_per_cpu": spec.memory_per_cpu,
+            "memory_per_gpu": spec.memory_per_gpu,
+            "temporary_disk_per_node": spec.tmp_disk_per_node,
+            "exclusive": spec.exclusive,
+            "constraints": spec.constraint,
+            "prefer": spec.prefer,
+            "nodelist": spec.nodelist,
+            "exclude_nodes": spec.exclude,
+            "dependency": spec.dependency,
+            "kill_on_invalid_dependency": spec.kill_on_invalid_dependency,
+            "begin_time": spec.begin,
+            "deadline": spec.deadline,
+            "signal": spec.signal,
+            "mail_type": spec.mail_type,
+            "mail_user": spec.mail_user,
+            "open_mode": spec.open_mode,
             "standard_output": spec.standard_output,
             "standard_error": spec.standard_error,
+            "standard_input": spec.standard_input,
             "account": spec.account,
             "qos": spec.qos,
+            "reservation": spec.reservation,
+            "licenses": spec.licenses,
+            "wckey": spec.wckey,
+            "nice": spec.nice,
+            "distribution": spec.distribution,
             "array": spec.array,
-            "comment": spec.comment,
+            "comment": comment,
         }
         job.update({k: v for k, v in optional.items() if v is not None})
-        if spec.nodes or spec.gpus:
-            count = spec.nodes or 1
-            job["nodes"] = [count, count]
-        if spec.gpus:
-            job["gres"] = f"gpu:{spec.gpus_per_node}"
+        if spec.nodes or spec.max_nodes:
+            # sbatch's "N" or "min-max": 22.05 accepts the document's [min, max] and then ignores it, so a
+            # job asked for 4 nodes and got 1 (seen on 22.05.8).
+            least = spec.nodes or 1
+            most = spec.max_nodes or least
+            job["nodes"] = str(least) if most == least else f"{least}-{most}"
+        if spec.oversubscribe:
+            job["oversubscribe"] = True
+        if spec.spread_job:
+            job["spread_job"] = True
+        if spec.hold:
+            job["hold"] = True
         if spec.get_user_environment:
             # The document says boolean; the 22.05 parser only takes a string ("1", or a timeout like "10L").
             job["get_user_environment"] = "1"

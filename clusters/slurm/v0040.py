@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from clusters.slurm import options
 from clusters.slurm.base import Adapter, environment_with_path, items_of, job_path
 from clusters.slurm.errors import SlurmError, SlurmErrorItem, error_for
 from clusters.slurm.http import SlurmResponse
@@ -17,7 +18,15 @@ from clusters.slurm.parsing import (
     string_list,
     text,
 )
-from clusters.slurm.types import ClusterInfo, Controller, JobList, JobSpec, Partition, SubmitResult
+from clusters.slurm.types import (
+    ClusterInfo,
+    Controller,
+    JobList,
+    JobSpec,
+    OptionNotCarried,
+    Partition,
+    SubmitResult,
+)
 
 
 def _set(value: int) -> dict[str, Any]:
@@ -61,23 +70,102 @@ class V0040Adapter(Adapter):
             "name": spec.name,
             "partition": spec.partition,
             "tasks": spec.ntasks,
+            "tasks_per_node": spec.tasks_per_node,
+            "tasks_per_socket": spec.tasks_per_socket,
+            "tasks_per_core": spec.tasks_per_core,
+            "ntasks_per_tres": spec.tasks_per_gpu,
             "cpus_per_task": spec.cpus_per_task,
+            "cpus_per_tres": _gpu_tres(spec.cpus_per_gpu),
+            "minimum_cpus_per_node": spec.min_cpus_per_node,
+            "sockets_per_node": spec.sockets_per_node,
+            "threads_per_core": spec.threads_per_core,
+            "tres_per_job": _gpu_tres(spec.gpus),
+            "tres_per_node": _per_node_tres(spec),
+            "tres_per_task": _gpu_tres(spec.gpus_per_task),
+            "tres_per_socket": _gpu_tres(spec.gpus_per_socket),
+            "memory_per_tres": _gpu_tres(spec.memory_per_gpu),
+            "temporary_disk_per_node": spec.tmp_disk_per_node,
+            "constraints": spec.constraint,
+            "prefer": spec.prefer,
+            "required_nodes": [spec.nodelist] if spec.nodelist else None,
+            "excluded_nodes": [spec.exclude] if spec.exclude else None,
+            "dependency": spec.dependency,
+            "mail_type": _mail_types(spec.mail_type),
+            "mail_user": spec.mail_user,
+            "open_mode": [spec.open_mode.upper()] if spec.open_mode else None,
             "standard_output": spec.standard_output,
             "standard_error": spec.standard_error,
+            "standard_input": spec.standard_input,
             "account": spec.account,
             "qos": spec.qos,
+            "reservation": spec.reservation,
+            "licenses": spec.licenses,
+            "wckey": spec.wckey,
+            "nice": spec.nice,
+            "distribution": spec.distribution,
             "array": spec.array,
             "comment": spec.comment,
+            # `extra` is free text Slurm keeps and lists back, and leaves the person's comment theirs.
+            "extra": spec.tag,
         }
         job.update({k: v for k, v in optional.items() if v is not None})
-        if spec.time_limit is not None:
-            job["time_limit"] = _set(spec.time_limit)
-        if spec.memory_per_node is not None:
-            job["memory_per_node"] = _set(spec.memory_per_node)
-        if spec.nodes or spec.gpus:
-            job["nodes"] = str(spec.nodes or 1)
-        if spec.gpus:
-            job["tres_per_node"] = f"gres/gpu:{spec.gpus_per_node}"
+        if spec.cores_per_socket is not None:
+            if self.minor not in (40, 45):
+                raise OptionNotCarried(
+                    "cores_per_socket",
+                    f"slurmrestd {self.version} has no field for --cores-per-socket; "
+                    "remove it, or submit with sbatch from a terminal.",
+                )
+            job["cores_per_socket"] = spec.cores_per_socket
+        if spec.exclusive == "topo" and self.minor < 41:
+            raise OptionNotCarried(
+                "exclusive", "--exclusive=topo needs Slurm 24.05 or later; this cluster runs an older one."
+            )
+        shared = []
+        if spec.exclusive:
+            # Slurm's job "shared" value: none is --exclusive, user/mcs/topo its named forms.
+            shared.append("none" if spec.exclusive == "exclusive" else spec.exclusive)
+        if spec.oversubscribe:
+            shared.append("oversubscribe")
+        if shared:
+            job["shared"] = shared
+        for name, minutes in (("time_limit", spec.time_limit), ("time_minimum", spec.time_min)):
+            if minutes is not None:
+                job[name] = _set(minutes)
+        for name, megabytes in (
+            ("memory_per_node", spec.memory_per_node),
+            ("memory_per_cpu", spec.memory_per_cpu),
+        ):
+            if megabytes is not None:
+                job[name] = _set(megabytes)
+        if spec.nodes or spec.max_nodes:
+            least = spec.nodes or 1
+            most = spec.max_nodes or least
+            job["nodes"] = str(least) if most == least else f"{least}-{most}"
+        if spec.begin:
+            job["begin_time"] = _set(options.when(spec.begin))
+        if spec.deadline:
+            job["deadline"] = options.when(spec.deadline)
+        if spec.signal:
+            signal = options.parse_signal(spec.signal)
+            job["kill_warning_signal"] = signal.name
+            job["kill_warning_delay"] = _set(signal.delay)
+            flags = (["BATCH_JOB"] if signal.batch_only else []) + (
+                ["RESERVATION_JOB"] if signal.reservation else []
+            )
+            if flags:
+                job["kill_warning_flags"] = flags
+        flags = []
+        if spec.spread_job:
+            flags.append("SPREAD_JOB")
+        if spec.kill_on_invalid_dependency is not None:
+            flags.append(
+                "KILL_INVALID_DEPENDENCY" if spec.kill_on_invalid_dependency else "NO_KILL_INVALID_DEPENDENCY"
+            )
+        if flags:
+            job["flags"] = flags
+        if spec.hold:
+            job["hold"] = True
         if spec.requeue is not None:
             job["requeue"] = spec.requeue
         return {"job": job}
@@ -192,3 +280,41 @@ def _kill_failures(status: Any) -> tuple[SlurmErrorItem, ...]:
             )
         )
     return tuple(failures)
+
+
+def _gpu_tres(value: str | int | None) -> str | None:
+    """A per-GPU or GPU-count value as this family's TRES string: "a100:2" -> "gres/gpu:a100:2"."""
+    return None if value is None else f"gres/gpu:{value}"
+
+
+def _per_node_tres(spec: JobSpec) -> str | None:
+    """--gpus-per-node and --gres together, as one per-node TRES list (they are both per node)."""
+    items = [f"gres/gpu:{spec.gpus_per_node}"] if spec.gpus_per_node else []
+    for item in (spec.gres or "").split(","):
+        item = item.strip().removeprefix("gres/")
+        if item:
+            items.append(f"gres/{item}")
+    return ",".join(items) or None
+
+
+# sbatch's --mail-type words as this family's enum; ALL is what Slurm's ALL means.
+_MAIL = {
+    "INVALID_DEPEND": ["INVALID_DEPENDENCY"],
+    "TIME_LIMIT": ["TIME=100%"],
+    "TIME_LIMIT_90": ["TIME=90%"],
+    "TIME_LIMIT_80": ["TIME=80%"],
+    "TIME_LIMIT_50": ["TIME=50%"],
+    "ALL": ["BEGIN", "END", "FAIL", "REQUEUE", "STAGE_OUT", "INVALID_DEPENDENCY"],
+    "NONE": [],
+}
+
+
+def _mail_types(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    kinds: list[str] = []
+    for word in value.split(","):
+        for kind in _MAIL.get(word, [word]):
+            if kind not in kinds:
+                kinds.append(kind)
+    return kinds

@@ -16,6 +16,7 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from access import ledger, policy, snapshot
+from access.arrays import array_tasks
 from access.models import Grant, Quota, Usage
 from access.policy import Resources
 from accounts.models import PosixAccount, User
@@ -50,14 +51,22 @@ def policy_text(cluster: Cluster) -> str:
 
 
 def open_jobs(cluster: Cluster) -> list[dict]:
-    """The ledger's open reservations as the jobs slurmctld would list for them."""
+    """The ledger's open reservations as the jobs slurmctld would list for them.
+
+    An array is its record of tasks not started yet (array_task_cnt of them) and one running job per
+    running task; its tasks that ended are settled use, in the snapshot.
+    """
     jobs = []
     for entry in Usage.objects.filter(cluster=cluster, state__in=Usage.OPEN):
         uid = entry.user.posix_account.uid
+        price = {"cpus": entry.cpus, "gpus": entry.gpus, "minutes": entry.time_limit}
+        if entry.tasks > 1:
+            if entry.tasks_queued:
+                jobs.append(plugin.live_job(uid, array_task_cnt=entry.tasks_queued, **price))
+            jobs += [plugin.live_job(uid, state=1, **price) for _ in range(entry.tasks_running)]
+            continue
         state = 1 if entry.state == Usage.State.RUNNING else 0
-        jobs.append(
-            plugin.live_job(uid, state=state, cpus=entry.cpus, gpus=entry.gpus, minutes=entry.time_limit)
-        )
+        jobs.append(plugin.live_job(uid, state=state, **price))
     return jobs
 
 
@@ -346,9 +355,78 @@ def test_an_array_is_priced_as_all_its_tasks(tmp_path, cluster, team):
         policy=policy_text(cluster),
     )
     assert [a.accepted for a in answers] == [True, True, False, False, False]
-    assert "already has 0 of 20 allowed jobs queued" in answers[2].sentence
+    assert "has 0 of 20 allowed jobs queued on Cluster One, and this array adds 21" in answers[2].sentence
     assert "asks for 12.0 CPU-hours" in answers[3].sentence
     assert "cannot be priced" in answers[4].sentence
+
+
+def test_arrays_get_the_same_answer_in_the_same_words_from_both(tmp_path, cluster, team):
+    jane = person("jane", UID, team)
+    mate = person("mate", MATE, team)
+    Grant.objects.create(cluster=cluster, group=team, all_partitions=True)
+    Quota.objects.create(
+        cluster=cluster,
+        group=team,
+        max_cpus_per_job=4,
+        max_memory_per_job=2048,
+        max_walltime=120,
+        max_running_jobs=4,
+        max_queued_jobs=30,
+        cpu_hours=40,
+        gpu_hours=6,
+    )
+    requests = [
+        Resources("cpu", time_limit=60, array="0-9%4"),  # allowed: 10 CPU-hours, 4 at once
+        Resources("cpu", cpus=4, time_limit=60, array="0-5%2"),  # 24 CPU-hours: allowed
+        Resources("cpu", cpus=5, time_limit=10, array="0-1"),  # each task over the CPU limit
+        Resources("cpu", memory_mb=4096, time_limit=10, array="0-1"),
+        Resources("cpu", array="0-1"),  # no time limit
+        Resources("cpu", time_limit=180, array="0-1"),
+        Resources("cpu", time_limit=10, array="0-99"),  # 100 at once against 4 running jobs
+        Resources("cpu", time_limit=10, array="1,3,5-9:2%8"),  # 5 at once
+        Resources("cpu", time_limit=10, array="0-30%4"),  # 31 tasks queued
+        Resources("cpu", cpus=4, time_limit=120, array="0-5%2"),  # 48 of 40 CPU-hours
+        Resources("gpu", gpus=1, time_limit=60, array="0-6%2"),  # 7 of 6 GPU-hours
+        Resources("gpu", gpus=1, time_limit=60, array="7"),  # an array of one task
+    ]
+    pairs = both(tmp_path, cluster, jane, requests)
+    assert_same(pairs)
+    assert [d.code for d, _ in pairs] == [
+        "ok",
+        "ok",
+        "max_cpus",
+        "max_memory",
+        "walltime_required",
+        "max_walltime",
+        "max_running_jobs",
+        "max_running_jobs",
+        "max_queued_jobs",
+        "cpu_budget",
+        "gpu_budget",
+        "ok",
+    ]
+    assert pairs[6][1].sentence == (
+        "This array would run up to 100 tasks at once; group ml-team's quota allows 4 running jobs on "
+        "Cluster One; add a throttle such as --array=0-99%4."
+    )
+    assert pairs[9][1].sentence.startswith("This array of 6 tasks asks for 48.0 CPU-hours; group ml-team has")
+
+    # Part of an array running, part waiting, one task ended: both count it alike.
+    rid = ledger.reserve(mate, cluster, Resources("cpu", cpus=2, time_limit=60, array="0-9%3")).reservation_id
+    ledger.attach(rid, 900)
+    ledger.started(rid)
+    ledger.task_ended(rid, elapsed_seconds=1800, cpus=2, gpus=0)
+    ledger.array_progress(rid, queued=6, running=3)
+    later = [
+        Resources("cpu", time_limit=10, array="0-1"),  # 3 running: a throttle of 2 is fine
+        Resources("cpu", time_limit=10, array="0-24%1"),  # 6 queued + 25 > 30
+        Resources("cpu", cpus=4, time_limit=60, array="0-4%1"),  # 40 - 1 used - 18 held = 21 left
+        Resources("cpu", cpus=4, time_limit=60, array="0-5%1"),  # 24 > 21
+    ]
+    pairs = both(tmp_path, cluster, jane, later)
+    assert_same(pairs)
+    assert [d.code for d, _ in pairs] == ["ok", "max_queued_jobs", "ok", "cpu_budget"]
+    assert "group ml-team has 21.0 of 40.0 left" in pairs[3][0].message
 
 
 def test_a_pending_array_in_the_queue_counts_every_task(tmp_path, cluster, team):
@@ -404,3 +482,36 @@ def test_a_refusal_is_logged_for_the_console_in_ascii(tmp_path, cluster, team):
     entry = json.loads(line)
     assert (entry["uid"], entry["code"], entry["inside_job"]) == (UID, "partition_not_granted", "42")
     assert entry["name"] == 'a"b\nc|\u00c3\u00a9'  # the name's bytes, each as a character
+
+
+EXPRESSIONS = ["0-99%10", "1,3,5-9:2", "7", "0-3%2", "0-9%20", "1-10:3", " 0-2 ", "0-1,0-1"]
+UNREADABLE = ["x", "1,,3", "1,", "5-1", "1-9:0", "0-9%0", "0-9%", "0-9%2%3", "-1"]
+
+
+def test_the_plugin_reads_an_array_expression_as_access_arrays_does(tmp_path, cluster, team):
+    """Its tasks from the queued-jobs sentence, its tasks at once from the running-jobs one."""
+    person("jane", UID, team)
+    Grant.objects.create(cluster=cluster, group=team, all_partitions=True)
+    limit = Quota.objects.create(cluster=cluster, group=team, max_queued_jobs=0)
+    cases = [
+        {"desc": plugin.desc(UID, partition="cpu", time_limit=5, array_inx=e)}
+        for e in EXPRESSIONS + UNREADABLE
+    ]
+    queued = plugin.run(tmp_path, cases, policy=policy_text(cluster))
+    limit.max_queued_jobs, limit.max_running_jobs = None, 1
+    limit.save()
+    running = plugin.run(tmp_path, cases, policy=policy_text(cluster))
+    readable = len(EXPRESSIONS)
+    for expression, by_queue, by_running in zip(
+        EXPRESSIONS, queued[:readable], running[:readable], strict=True
+    ):
+        tasks, at_once = array_tasks(expression)
+        assert f"and this array adds {tasks};" in by_queue.sentence, expression
+        if at_once == 1:
+            assert by_running.accepted, expression
+        else:
+            assert f"would run up to {at_once} tasks at once" in by_running.sentence, expression
+    for expression, answer in zip(UNREADABLE, queued[readable:], strict=True):
+        with pytest.raises(ValueError, match="array"):
+            array_tasks(expression)
+        assert "cannot be priced" in answer.sentence, expression

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -384,7 +385,8 @@ def test_submit_sends_the_v0038_body(fake):
         name="t",
         partition="gpu",
         nodes=2,
-        gpus=4,
+        gpus_per_node="2",
+        gpus="a100:4",
         get_user_environment=True,
     )
     result = client(fake).submit(spec)
@@ -392,9 +394,33 @@ def test_submit_sends_the_v0038_body(fake):
     body = fake.seen[0].json()
     assert body["script"] == "#!/bin/bash\nid\n"
     assert body["job"]["environment"] == {"FOO": "bar", "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    assert body["job"]["nodes"] == [2, 2]
-    assert body["job"]["gres"] == "gpu:2"
+    # A string, as sbatch writes it: 22.05 takes the document's [min, max] and then ignores it.
+    assert body["job"]["nodes"] == "2"
+    # sbatch's own words: 22.05 reads these keys with its sbatch option parser.
+    assert (body["job"]["gpus_per_node"], body["job"]["gpus"]) == ("2", "a100:4")
     assert body["job"]["get_user_environment"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        (JobSpec("#!/bin/sh\n", "/tmp", signal="B:USR1@60"), "cannot send --signal=B:USR1@60"),
+        (JobSpec("#!/bin/sh\n", "/tmp", exclusive="topo"), "--exclusive=topo needs Slurm 24.05"),
+        (JobSpec("#!/bin/sh\n", "/tmp", tasks_per_gpu=2), "--ntasks-per-gpu needs a GPU count"),
+    ],
+)
+def test_what_v0038_cannot_carry_is_refused_before_it_is_sent(fake, spec, words):
+    with pytest.raises(ValueError, match=words):
+        client(fake).submit(spec)
+    assert fake.seen == []
+
+
+def test_the_console_tag_takes_the_comment_only_when_the_person_left_it_free(fake):
+    fake.reply("POST", "/slurm/v0.0.38/job/submit", body={"meta": META_38, "errors": [], "job_id": 1})
+    c = client(fake)
+    c.submit(JobSpec("#!/bin/sh\n", "/tmp", tag="clusterra:1"))
+    c.submit(JobSpec("#!/bin/sh\n", "/tmp", tag="clusterra:2", comment="mine"))
+    assert [seen.json()["job"]["comment"] for seen in fake.seen] == ["clusterra:1", "mine"]
 
 
 def test_a_time_limit_warning_comes_back_with_the_job_id(fake):
@@ -459,7 +485,19 @@ def nv(n: int) -> dict:
 def test_v0042_sends_token_and_name_and_the_job_in_one_object(fake):
     fake.reply("POST", "/slurm/v0.0.42/job/submit", body={"meta": META_42, "errors": [], "job_id": 7})
     spec = JobSpec(
-        "#!/bin/sh\n", "/tmp", time_limit=5, nodes=1, gpus=1, get_user_environment=True, memory_per_node=100
+        "#!/bin/sh\n",
+        "/tmp",
+        time_limit=5,
+        nodes=1,
+        gpus_per_node="1",
+        get_user_environment=True,
+        memory_per_node=100,
+        comment="mine",
+        tag="clusterra:7",
+        exclusive="exclusive",
+        signal="B:USR1@90",
+        begin="now+60",
+        mail_type="ALL",
     )
     assert client(fake, "v0.0.42").submit(spec).job_id == 7
     seen = fake.seen[0]
@@ -470,6 +508,13 @@ def test_v0042_sends_token_and_name_and_the_job_in_one_object(fake):
     assert body["job"]["time_limit"] == nv(5)
     assert body["job"]["memory_per_node"] == nv(100)
     assert (body["job"]["nodes"], body["job"]["tres_per_node"]) == ("1", "gres/gpu:1")
+    # The person's comment stays theirs; the console's tag rides in `extra`.
+    assert (body["job"]["comment"], body["job"]["extra"]) == ("mine", "clusterra:7")
+    assert body["job"]["shared"] == ["none"]
+    assert (body["job"]["kill_warning_signal"], body["job"]["kill_warning_delay"]) == ("USR1", nv(90))
+    assert body["job"]["kill_warning_flags"] == ["BATCH_JOB"]
+    assert abs(body["job"]["begin_time"]["number"] - time.time() - 60) < 5
+    assert body["job"]["mail_type"] == ["BEGIN", "END", "FAIL", "REQUEUE", "STAGE_OUT", "INVALID_DEPENDENCY"]
     assert seen.headers["X-SLURM-USER-NAME"] == "alice"
 
 

@@ -188,7 +188,7 @@ def test_a_gpu_job_runs_on_the_gpu_partition(as_user, cleanup):
         working_directory=str(out.parent),
         environment=ENVIRONMENT,
         partition="gpu",
-        gpus=1,
+        gpus="1",
         time_limit=2,
         standard_output="/dev/null",
     )

@@ -179,16 +179,22 @@ def test_release_comes_from_either_spelling_of_meta():
 # --- JobSpec -------------------------------------------------------------------------------------
 
 
-def test_a_job_spec_spreads_gpus_evenly():
-    assert JobSpec("#!/bin/sh\n", "/tmp", nodes=2, gpus=4).gpus_per_node == 2
-    assert JobSpec("#!/bin/sh\n", "/tmp", gpus=3).gpus_per_node == 3
-    with pytest.raises(ValueError, match="evenly"):
-        JobSpec("#!/bin/sh\n", "/tmp", nodes=2, gpus=3)
+def test_a_node_range_must_rise():
+    assert JobSpec("#!/bin/sh\n", "/tmp", nodes=2, max_nodes=4).max_nodes == 4
+    with pytest.raises(ValueError, match="below nodes"):
+        JobSpec("#!/bin/sh\n", "/tmp", nodes=3, max_nodes=2)
 
 
 @pytest.mark.parametrize(
     "bad",
-    [{"nodes": 0}, {"time_limit": -5}, {"cpus_per_task": 1.5}, {"gpus": -1}, {"environment": {"A=B": "c"}}],
+    [
+        {"nodes": 0},
+        {"time_limit": -5},
+        {"cpus_per_task": 1.5},
+        {"tasks_per_node": 0},
+        {"memory_per_gpu": True},
+        {"environment": {"A=B": "c"}},
+    ],
 )
 def test_a_job_spec_refuses_nonsense(bad):
     with pytest.raises(ValueError, match="must be"):

@@ -54,7 +54,7 @@ FULL_SPEC = JobSpec(
     nodes=2,
     ntasks=4,
     cpus_per_task=2,
-    gpus=4,
+    gpus="a100:4",
     memory_per_node=4096,
     standard_output="/home/alice/run/%j.out",
     standard_error="/home/alice/run/%j.err",
@@ -63,6 +63,47 @@ FULL_SPEC = JobSpec(
     array="0-9%2",
     get_user_environment=True,
     requeue=False,
+    # Every other sbatch option the console carries, so each key is checked against each document.
+    time_min=30,
+    max_nodes=4,
+    tasks_per_node=2,
+    tasks_per_socket=1,
+    tasks_per_core=1,
+    tasks_per_gpu=1,
+    cpus_per_gpu=2,
+    min_cpus_per_node=2,
+    sockets_per_node=2,
+    threads_per_core=1,
+    gpus_per_node="2",
+    gpus_per_task="1",
+    gpus_per_socket="1",
+    gres="gpu:1",
+    memory_per_cpu=1024,
+    memory_per_gpu=8192,
+    tmp_disk_per_node=1024,
+    exclusive="user",
+    constraint="a100&ib",
+    prefer="fast",
+    nodelist="gpu[01-02]",
+    exclude="gpu07",
+    dependency="afterok:12",
+    kill_on_invalid_dependency=True,
+    begin="now+1hour",
+    deadline="2030-01-01T08:00",
+    signal="USR1@60",
+    mail_type="END,FAIL,TIME_LIMIT_90",
+    mail_user="alice@example.org",
+    open_mode="append",
+    standard_input="/dev/null",
+    reservation="maint",
+    licenses="matlab:1",
+    wckey="proj",
+    nice=10,
+    distribution="block",
+    spread_job=True,
+    hold=True,
+    comment="sweep 3",
+    tag="clusterra:0123",
 )
 MINIMAL_SPEC = JobSpec(script="#!/bin/sh\ntrue\n", working_directory="/tmp")
 
@@ -244,13 +285,36 @@ def test_the_v0038_body_validates_except_where_the_document_is_wrong():
     adapter = V0038Adapter("http://127.0.0.1:1", user_name="alice", token=TOKEN, version="v0.0.38")
     schema = request_schema("v0.0.38")
     body = adapter.submit_body(FULL_SPEC)
-    # 22.05 turns requeue on for `requeue: false`; only the undocumented `no_requeue` turns it off.
-    assert undeclared_keys("v0.0.38", body, schema) == ["/job/no_requeue"]
-    # The document says boolean; 22.05 refuses a boolean and takes the string "1" (SOURCES.md).
-    assert schema_errors("v0.0.38", schema, body) == [
-        "job/get_user_environment: '1' is not of type 'boolean'"
+    # Keys 22.05.8's parser reads (sbatch's own option names) that the document does not list, each seen
+    # working there; and 22.05 turns requeue on for `requeue: false`, only `no_requeue` turns it off.
+    assert undeclared_keys("v0.0.38", body, schema) == [
+        "/job/ntasks_per_gpu",
+        "/job/temporary_disk_per_node",
+        "/job/nodelist",
+        "/job/exclude_nodes",
+        "/job/no_requeue",
     ]
-    plain = adapter.submit_body(JobSpec(**{**FULL_SPEC.__dict__, "get_user_environment": False}))
+    # Where the document and 22.05 disagree, 22.05 wins: it refuses a boolean get_user_environment and an
+    # integer begin_time ("Unable to parse time"), ignores a [min, max] node list, and takes sbatch's
+    # strings for all three (SOURCES.md).
+    assert schema_errors("v0.0.38", schema, body) == [
+        "job/begin_time: 'now+1hour' is not of type 'integer'",
+        "job/get_user_environment: '1' is not of type 'boolean'",
+        "job/nodes: '2-4' is not of type 'array'",
+        "job/signal: 'USR1@60' does not match '(B:|)sig_num(@sig_time|)'",
+    ]
+    plain = adapter.submit_body(
+        JobSpec(
+            **{
+                **FULL_SPEC.__dict__,
+                "get_user_environment": False,
+                "begin": None,
+                "signal": None,
+                "nodes": None,
+                "max_nodes": None,
+            }
+        )
+    )
     assert schema_errors("v0.0.38", schema, plain) == []
     assert schema_errors("v0.0.38", schema, adapter.submit_body(MINIMAL_SPEC)) == []
 

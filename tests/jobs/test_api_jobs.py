@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -304,3 +305,85 @@ def test_a_page_or_size_that_is_not_a_whole_number_from_one_is_a_400_that_says_s
     huge = client.get("/v1/clusters/demo/jobs", {"per_page": "9" * 5000}, **ada.auth)
     assert huge.status_code == 200
     assert huge.json()["per_page"] == 200
+
+
+SWEEP = """#!/bin/bash
+#SBATCH --job-name=ct-inline
+#SBATCH --partition=debug --time=3
+#SBATCH --ntasks-per-node=2 --mem-per-cpu=100M
+#SBATCH --comment=sweep-3 --mail-type=END,FAIL --begin=now+1hour
+hostname
+"""
+
+
+def scontrol(job_id: int) -> dict[str, str]:
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job", str(job_id)], capture_output=True, text=True
+    ).stdout
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def test_inline_and_path_submits_give_the_same_decision_final_job_and_slurm_record(client, ada):
+    path = ada.script("sweep.sh", SWEEP)
+    answers = [
+        post(client, ada, {"script_path": path, "options": {"hold": True}}),
+        post(client, ada, {"script": SWEEP, "options": {"hold": True}}),
+    ]
+    try:
+        assert [r.status_code for r in answers] == [201, 201], [r.content for r in answers]
+        by_path, inline = (r.json() for r in answers)
+        assert by_path["decision"] == inline["decision"]
+        assert by_path["cost"] == inline["cost"]
+        assert by_path["final_job"]["script_path"] == path
+        assert inline["final_job"]["script_path"] == ""
+        same = {k: v for k, v in by_path["final_job"].items() if k != "script_path"}
+        assert same == {k: v for k, v in inline["final_job"].items() if k != "script_path"}
+        assert same["options"]["hold"] is True
+        assert (same["cpus"], same["memory_mb_total"]) == (2, 200)
+        assert same["sources"]["priced_cpus"] == (
+            "--ntasks (= nodes x --ntasks-per-node, script line 4) x --cpus-per-task"
+        )
+        records = [scontrol(r["job"]["id"]) for r in (by_path, inline)]
+        for field in (
+            "JobName",
+            "Partition",
+            "TimeLimit",
+            "NumTasks",
+            "NumCPUs",
+            "MinMemoryCPU",
+            "WorkDir",
+            "Comment",
+            "MailType",
+            "Priority",
+            "Requeue",
+        ):
+            assert records[0][field] == records[1][field], field
+        # The person's --comment is kept; the console's tag did not take its place.
+        assert records[0]["Comment"] == "sweep-3"
+        assert records[0]["Priority"] == "0"  # held, as asked in options
+        rows = {r.slurm_job_id: r for r in JobRecord.objects.filter(person=ada.user)}
+        a, b = rows[by_path["job"]["id"]], rows[inline["job"]["id"]]
+        assert (a.partition, a.cpus, a.time_limit, a.working_directory) == (
+            b.partition,
+            b.cpus,
+            b.time_limit,
+            b.working_directory,
+        )
+        assert (a.script_path, b.script_path) == (path, "")
+    finally:
+        for r in answers:
+            if r.status_code == 201:
+                subprocess.run(["scancel", str(r.json()["job"]["id"])], check=False)
+
+
+def test_an_option_the_rest_api_cannot_carry_is_refused_naming_the_line(client, ada):
+    path = ada.script("signal.sh", "#!/bin/sh\n#SBATCH -t 2\n#SBATCH --signal=B:USR1@60\nhostname\n")
+    watch = SlurmWatch(ada)
+    r = post(client, ada, {"script_path": path})
+    assert r.status_code == 400, r.content
+    error = r.json()["error"]
+    assert error["code"] == "option_unsupported"
+    assert error["message"].startswith(f"{path}, line 3: slurmrestd v0.0.38 cannot send --signal=B:USR1@60")
+    assert "write --signal=USR1@60" in error["message"]
+    assert watch.new_jobs() == set()
+    assert not Usage.objects.filter(user=ada.user).exists()

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.directives import DirectiveError, TimeFormatError, parse, parse_memory, parse_time, split_words
+from jobs.directives import (
+    DirectiveError,
+    TimeFormatError,
+    from_request,
+    parse,
+    parse_memory,
+    parse_time,
+    split_words,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -48,8 +56,8 @@ def test_every_slurm_time_format_gives_minutes_rounded_up(form, days, hours, min
             parse_time(text)
     else:
         assert parse_time(text) == expected
-        assert parse(script(f"#SBATCH --time={text}")).time_limit == expected
-        assert parse(script(f"#SBATCH -t {text}")).time_limit == expected
+        assert parse(script(f"#SBATCH --time={text}")).get("time_limit") == expected
+        assert parse(script(f"#SBATCH -t {text}")).get("time_limit") == expected
 
 
 @given(st.text(alphabet="0123456789:-x. ", min_size=1, max_size=12))
@@ -101,15 +109,14 @@ def test_every_supported_directive_in_its_long_form():
     assert found.as_dict() == {
         "partition": "gpu",
         "time_limit": 90,
-        "nodes": 2,
+        "nodes": (2, 2),
         "ntasks": 4,
         "cpus_per_task": 3,
-        "gpus": 4,
-        "gpus_per_node": None,
-        "memory_mb": 4096,
+        "gpus": "4",
+        "memory_per_node": 4096,
         "name": "train",
-        "output": "out-%j.txt",
-        "error": "err-%j.txt",
+        "standard_output": "out-%j.txt",
+        "standard_error": "err-%j.txt",
         "chdir": "/home/ada/run",
         "account": "ml",
         "qos": "high",
@@ -117,6 +124,55 @@ def test_every_supported_directive_in_its_long_form():
     }
     assert [d.line for d in found.lines] == list(range(2, 16))
     assert found.line_of("gpus") == 15
+
+
+def test_the_layout_memory_gpu_and_scheduling_options_a_torchrun_script_uses():
+    found = parse(
+        script(
+            "#SBATCH --nodes=2-4 --ntasks-per-node=8 --gpus-per-task=1",
+            "#SBATCH --mem-per-cpu=4G --mem-per-gpu=40G --cpus-per-gpu=6",
+            "#SBATCH --exclusive --constraint='a100&ib' --hold",
+            "#SBATCH --dependency=afterok:12:13 --nodelist=gpu[01-02] --exclude=gpu07",
+            "#SBATCH --begin=now+1hour --deadline=2030-01-01T08:00 --signal=B:USR1@120",
+            "#SBATCH --mail-type=END,FAIL --mail-user=ada@example.org --export=ALL,WANDB_MODE=offline",
+            "#SBATCH --open-mode=append --no-requeue --comment='sweep 3' --licenses=matlab:1",
+            "#SBATCH --reservation=maint --time-min=30 --nice=10 --ntasks-per-socket=2",
+        )
+    )
+    assert found.as_dict() == {
+        "nodes": (2, 4),
+        "tasks_per_node": 8,
+        "gpus_per_task": "1",
+        "memory_per_cpu": 4096,
+        "memory_per_gpu": 40960,
+        "cpus_per_gpu": 6,
+        "exclusive": "exclusive",
+        "constraint": "a100&ib",
+        "hold": True,
+        "dependency": "afterok:12:13",
+        "nodelist": "gpu[01-02]",
+        "exclude": "gpu07",
+        "begin": "now+1hour",
+        "deadline": "2030-01-01T08:00",
+        "signal": "B:USR1@120",
+        "mail_type": "END,FAIL",
+        "mail_user": "ada@example.org",
+        "export": "ALL,WANDB_MODE=offline",
+        "open_mode": "append",
+        "requeue": False,
+        "comment": "sweep 3",
+        "licenses": "matlab:1",
+        "reservation": "maint",
+        "time_min": 30,
+        "nice": 10,
+        "tasks_per_socket": 2,
+    }
+
+
+def test_exclusive_takes_a_value_only_after_an_equals_sign():
+    found = parse(script("#SBATCH --exclusive --job-name=x", "#SBATCH --exclusive=user"))
+    assert (found.get("exclusive"), found.get("name")) == ("user", "x")
+    assert parse(script("#SBATCH --exclusive")).get("exclusive") == "exclusive"
 
 
 def test_every_short_form_with_and_without_a_space():
@@ -127,52 +183,102 @@ def test_every_short_form_with_and_without_a_space():
             "#SBATCH -G 1 -J short",
             "#SBATCH -o o.txt -e e.txt",
             "#SBATCH -D /tmp/x -A acct -q low -a 1,3",
+            "#SBATCH -C fast -w node1 -x node2 -d afterany:5 -H -i in.txt -L lic -s -b now",
         )
     )
-    assert (found.partition, found.time_limit, found.nodes, found.ntasks, found.cpus_per_task) == (
+    got = found.as_dict()
+    assert (got["partition"], got["time_limit"], got["nodes"], got["ntasks"], got["cpus_per_task"]) == (
         "gpu",
         10,
-        2,
+        (2, 2),
         4,
         2,
     )
-    assert (found.gpus, found.name, found.output, found.error) == (1, "short", "o.txt", "e.txt")
-    assert (found.chdir, found.account, found.qos, found.array) == ("/tmp/x", "acct", "low", "1,3")
+    assert (got["gpus"], got["name"], got["standard_output"], got["standard_error"]) == (
+        "1",
+        "short",
+        "o.txt",
+        "e.txt",
+    )
+    assert (got["chdir"], got["account"], got["qos"], got["array"]) == ("/tmp/x", "acct", "low", "1,3")
+    assert (got["constraint"], got["nodelist"], got["exclude"], got["dependency"]) == (
+        "fast",
+        "node1",
+        "node2",
+        "afterany:5",
+    )
+    assert (got["hold"], got["standard_input"], got["licenses"], got["oversubscribe"], got["begin"]) == (
+        True,
+        "in.txt",
+        "lic",
+        True,
+        "now",
+    )
 
 
 def test_long_options_take_their_value_after_a_space_too():
-    assert parse(script("#SBATCH --partition debug --time 5")).as_dict()["partition"] == "debug"
+    assert parse(script("#SBATCH --partition debug --time 5")).get("partition") == "debug"
+
+
+def test_flags_sbatch_prints_differently_for_change_nothing():
+    assert parse(script("#SBATCH --parsable -Q --verbose -p gpu")).as_dict() == {"partition": "gpu"}
 
 
 @pytest.mark.parametrize(
-    ("line", "per_node", "total"),
+    ("line", "field", "value"),
     [
-        ("#SBATCH --gres=gpu:2", 2, None),
-        ("#SBATCH --gres=gpu", 1, None),
-        ("#SBATCH --gres=gpu:a100:3", 3, None),
-        ("#SBATCH --gres=gpu:a100", 1, None),
-        ("#SBATCH --gpus-per-node=2", 2, None),
-        ("#SBATCH --gpus=a100:2", None, 2),
+        ("#SBATCH --gres=gpu:2", "gres", "gpu:2"),
+        ("#SBATCH --gres=gpu", "gres", "gpu"),
+        ("#SBATCH --gres=gpu:a100:3", "gres", "gpu:a100:3"),
+        ("#SBATCH --gres=gpu:a100,mps:100", "gres", "gpu:a100,mps:100"),
+        ("#SBATCH --gpus-per-node=2", "gpus_per_node", "2"),
+        ("#SBATCH --gpus=a100:2", "gpus", "a100:2"),
+        ("#SBATCH --gpus-per-socket=1", "gpus_per_socket", "1"),
     ],
 )
-def test_gpus_from_gres_gpus_and_gpus_per_node(line, per_node, total):
-    found = parse(script(line))
-    assert (found.gpus_per_node, found.gpus) == (per_node, total)
+def test_every_gpu_form_is_kept_as_written(line, field, value):
+    assert parse(script(line)).as_dict() == {field: value}
 
 
 @pytest.mark.parametrize(
-    ("value", "mb"), [("500", 500), ("500M", 500), ("2G", 2048), ("1t", 1024 * 1024), ("1024K", 1)]
+    ("value", "mb"),
+    [("500", 500), ("500M", 500), ("2G", 2048), ("1t", 1024 * 1024), ("1024K", 1), ("4GB", 4096)],
 )
 def test_memory_units(value, mb):
     assert parse_memory(value) == mb
 
 
 def test_a_later_directive_wins_as_with_getopt():
-    assert parse(script("#SBATCH -p cpu", "#SBATCH --partition=gpu")).partition == "gpu"
+    assert parse(script("#SBATCH -p cpu", "#SBATCH --partition=gpu")).get("partition") == "gpu"
+    assert parse(script("#SBATCH --requeue", "#SBATCH --no-requeue")).get("requeue") is False
 
 
-def test_the_old_workdir_spelling_means_chdir():
-    assert parse(script("#SBATCH --workdir=/scratch")).chdir == "/scratch"
+def test_the_old_spellings_sbatch_still_takes():
+    assert parse(script("#SBATCH --workdir=/scratch")).get("chdir") == "/scratch"
+    assert parse(script("#SBATCH --tasks-per-node=2")).get("tasks_per_node") == 2
+
+
+def test_request_options_are_read_by_the_same_table():
+    found = from_request(
+        {"ntasks-per-node": "4", "exclusive": True, "hold": True, "mem": 2048, "parsable": True}
+    )
+    assert found.as_dict() == {
+        "tasks_per_node": 4,
+        "exclusive": "exclusive",
+        "hold": True,
+        "memory_per_node": 2048,
+    }
+    for options, words in (
+        ({"ntasks-per-node": True}, "options.ntasks-per-node needs a value"),
+        ({"hold": "yes"}, "options.hold is a flag: write true"),
+        ({"uid": "0"}, "only root may submit as another user"),
+        ({"bogus": "1"}, "--bogus is not an sbatch option the console knows"),
+        ({"mem": "lots"}, "memory 'lots' is not a size"),
+        ({"mem": ["4G"]}, "must be a string, a number or true"),
+    ):
+        with pytest.raises(DirectiveError) as caught:
+            from_request(options)
+        assert words in caught.value.message, (options, caught.value.message)
 
 
 # --- where parsing stops, and words --------------------------------------------------------------
@@ -180,21 +286,21 @@ def test_the_old_workdir_spelling_means_chdir():
 
 def test_parsing_stops_at_the_first_command_like_sbatch():
     found = parse("#!/bin/sh\n# a comment\n\n#SBATCH -p gpu\necho hi\n#SBATCH -p debug\n#SBATCH --bogus\n")
-    assert found.partition == "gpu"
+    assert found.get("partition") == "gpu"
     assert len(found.lines) == 1
 
 
 def test_indented_or_spaced_magic_words_are_comments_as_for_sbatch():
     found = parse("#!/bin/sh\n  #SBATCH -p gpu\n# SBATCH -p debug\n#SBATCH -p cpu\n")
-    assert found.partition == "cpu"
+    assert found.get("partition") == "cpu"
 
 
 def test_quotes_escapes_and_trailing_comments():
     found = parse(
         script("#SBATCH --job-name='my job' # the name", '#SBATCH --output="a b/%j.out"', r"#SBATCH -J x\ y")
     )
-    assert found.output == "a b/%j.out"
-    assert found.name == "x y"
+    assert found.get("standard_output") == "a b/%j.out"
+    assert found.get("name") == "x y"
     assert split_words(" --job-name='my job' # c", 1) == ["--job-name=my job"]
 
 
@@ -209,18 +315,27 @@ def test_a_script_without_directives_says_nothing():
 @pytest.mark.parametrize(
     ("line", "words"),
     [
-        ("#SBATCH --mail-type=END", "--mail-type is not supported by the console"),
-        ("#SBATCH --exclusive=user", "--exclusive is not supported by the console"),
-        ("#SBATCH -C haswell", "-C (--constraint) is not supported"),
+        ("#SBATCH --mail-type=SOMETIMES", "--mail-type=SOMETIMES is not a list of"),
+        ("#SBATCH --exclusive=always", "--exclusive=always is not one of exclusive, user, mcs, topo"),
+        ("#SBATCH --wrap='hostname'", "--wrap is not used by the console: it makes sbatch write a script"),
+        ("#SBATCH --uid=0", "only root may submit as another user"),
+        ("#SBATCH -W", "-W (--wait) is not used by the console"),
+        ("#SBATCH --priority=1000", "use --nice"),
+        ("#SBATCH --hold=1", "--hold takes no value"),
+        ("#SBATCH --signal=B:NOTASIG@60", "--signal=B:NOTASIG@60 is not"),
+        ("#SBATCH --begin=whenever", "'whenever' is not a time the console reads"),
+        ("#SBATCH --export=1BAD=x", "'1BAD' is not a variable name"),
+        ("#SBATCH --open-mode=sometimes", "is not one of append, truncate"),
+        ("#SBATCH --dependency='afterok:1;rm'", "is not type:jobid"),
         ("#SBATCH --frobnicate=1", "--frobnicate is not an sbatch option the console knows"),
         ("#SBATCH -Z 1", "-Z is not an sbatch option"),
-        ("#SBATCH --nodes=2-4", "a node range (--nodes=2-4) is not supported"),
-        ("#SBATCH --nodes=zero", "--nodes=zero is not a positive number of nodes"),
+        ("#SBATCH --nodes=4-2", "--nodes=4-2 is not a positive number of nodes or a rising range"),
+        ("#SBATCH --nodes=zero", "--nodes=zero is not a number of nodes"),
         ("#SBATCH --ntasks=0", "--ntasks=0 is not a positive number of tasks"),
         ("#SBATCH --cpus-per-task=-1", "--cpus-per-task=-1 is not a positive number"),
-        ("#SBATCH --gres=mps:100", "the generic resource 'mps'"),
+        ("#SBATCH --gres=gpu:a:b:c", "--gres=gpu:a:b:c is not name[:type][:count]"),
         ("#SBATCH --gpus=lots", "--gpus=lots is not [type:]count"),
-        ("#SBATCH --mem=4GB", "memory '4GB' is not a size"),
+        ("#SBATCH --mem=4XB", "memory '4XB' is not a size"),
         ("#SBATCH --mem=0", "memory '0' is zero"),
         ("#SBATCH --array=all", "--array=all is not an index list"),
         ("#SBATCH --partition=a;b", "has characters Slurm does not allow"),

@@ -29,7 +29,56 @@ def test_the_form_sends_only_what_the_person_filled_in():
         "gpus": None,
         "name": None,
         "working_directory": None,
+        "script": None,
+        "options": None,
     }
+
+
+def test_the_form_takes_a_written_script_and_more_options_as_on_an_sbatch_line():
+    form = SubmitForm(
+        {
+            "script": "#!/bin/bash\nhostname\n",
+            "options": "--ntasks-per-node=4 --exclusive --hold",
+            "idempotency_key": "k",
+        },
+        partitions=[],
+    )
+    assert form.is_valid(), form.errors
+    asked = SubmitRequest.model_validate(form.request_data())
+    assert (asked.script, asked.script_path) == ("#!/bin/bash\nhostname\n", None)
+    assert asked.options == {"ntasks-per-node": "4", "exclusive": True, "hold": True}
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({}, "Give the path of a script on the cluster, or write the script."),
+        ({"script_path": "/a.sh", "script": "#!/bin/sh\n"}, "not both"),
+        ({"script_path": "/a.sh", "options": "--uid=0"}, "only root may submit as another user"),
+    ],
+)
+def test_the_form_says_what_is_wrong(data, words):
+    form = SubmitForm({**data, "idempotency_key": "k"}, partitions=[])
+    assert not form.is_valid()
+    assert words in str(form.errors)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({}, "Give exactly one of script_path"),
+        ({"script_path": "/a.sh", "script": "#!/bin/sh\n"}, "Give exactly one of script_path"),
+        ({"script": 5}, "script must be the text of the job script"),
+        ({"script_path": "/a.sh", "options": ["--exclusive"]}, "options must be an object"),
+        ({"script_path": "/a.sh", "options": {"wrap": "hostname"}}, "options.wrap: --wrap is not used"),
+        ({"script_path": "/a.sh", "options": {"mem": "lots"}}, "memory 'lots' is not a size"),
+    ],
+)
+def test_script_and_options_are_checked_like_every_field(body, words):
+    with pytest.raises(Refusal) as caught:
+        SubmitRequest.model_validate(body)
+    assert words in caught.value.message
+    assert caught.value.code == "invalid_request"
 
 
 def test_a_wrong_field_is_a_refusal_that_names_it():

@@ -241,11 +241,11 @@ MATRIX: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {
     "clusters/<slug:slug>/jobs/": [("get", "/clusters/demo/jobs/", (302, 403, 200, 200, 302, 200))],
     "clusters/<slug:slug>/jobs/data": [("get", "/clusters/demo/jobs/data", (302, 403, 200, 200, 302, 200))],
     # Someone else's job is 404, the same as no job; staff may look at every job.
-    "clusters/<slug:slug>/jobs/<int:job_id>/": [
+    "clusters/<slug:slug>/jobs/<jobid:job_id>/": [
         ("get", "/clusters/demo/jobs/{job}/", (302, 404, 200, 404, 302, 200))
     ],
     # Only the owner may cancel (302 back to the job page, which says the cluster did not answer).
-    "clusters/<slug:slug>/jobs/<int:job_id>/cancel": [
+    "clusters/<slug:slug>/jobs/<jobid:job_id>/cancel": [
         ("post", "/clusters/demo/jobs/{job}/cancel", (302, 404, 302, 404, 302, 404))
     ],
     "tokens/": [("get", "/tokens/", (302, 200, 200, 200, 302, 200))],
@@ -266,11 +266,11 @@ MATRIX: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {
         # Staff without a grant may look but not submit: refused before an account is made for them.
         ("post", "/v1/clusters/demo/jobs", (401, 403, 502, 502, 401, 403)),
     ],
-    "v1/clusters/<slug:id>/jobs/<int:job_id>": [
+    "v1/clusters/<slug:id>/jobs/<jobid:job_id>": [
         ("get", "/v1/clusters/demo/jobs/{job}", (401, 404, 200, 404, 401, 200)),
         ("delete", "/v1/clusters/demo/jobs/{job}", (401, 404, 502, 404, 401, 404)),
     ],
-    "v1/clusters/<slug:id>/jobs/<int:job_id>/output": [
+    "v1/clusters/<slug:id>/jobs/<jobid:job_id>/output": [
         ("get", "/v1/clusters/demo/jobs/{job}/output", (401, 404, 200, 404, 401, 200))
     ],
     "v1/openapi.json": [("get", "/v1/openapi.json", (200,) * 6)],

@@ -146,8 +146,10 @@ def test_partitions_show_state_nodes_and_gpus_read_live(client, ada):
     assert r.status_code == 200, r.content
     assert_matches("PartitionList", r.json())
     by_name = {p["name"]: p for p in r.json()["partitions"]}
-    assert set(by_name) == {"cpu", "gpu", "debug"}
+    assert set(by_name) == {"cpu", "gpu", "debug", "wide"}
     assert by_name["cpu"]["default"] is True
+    # wide: the real node and four paper nodes that are always down (scripts/slurm-up.sh).
+    assert (by_name["wide"]["nodes"]["total"], by_name["wide"]["nodes"]["other"]) == (5, 4)
     assert by_name["debug"]["max_time_limit"] == 30
     assert by_name["gpu"]["gpus"]["total"] == 2
     assert by_name["gpu"]["state"] == "UP"
@@ -174,7 +176,7 @@ def submit(client, person, body, cluster="offline"):
         ("/home/grace/job\n.sh", "contains a control character"),
         ("/etc/passwd", "is outside the folders Offline cluster runs scripts from (/home, /scratch)"),
         ("/homework/job.sh", "is outside the folders"),
-        ("", "script_path is required"),
+        ("", "Give exactly one of script_path"),
     ],
 )
 def test_a_bad_script_path_is_400_before_anything_else_happens(client, grace, path, words, monkeypatch):

@@ -97,6 +97,8 @@ def desc_for(resources: Resources, uid: int) -> dict[str, Any]:
         fields["account"] = resources.account
     if resources.qos:
         fields["qos"] = resources.qos
+    if resources.array:
+        fields["array_inx"] = resources.array
     return desc(uid, **fields)
 
 

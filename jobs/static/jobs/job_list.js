@@ -21,16 +21,30 @@
 
   function row(job) {
     const tr = document.createElement("tr");
-    tr.dataset.job = job.id;
+    tr.dataset.job = job.job_id;
     const link = document.createElement("a");
     link.href = job.page_url;
-    link.textContent = job.id;
+    link.textContent = job.job_id;
     const first = document.createElement("td");
     first.appendChild(link);
+    if (job.tasks) {
+      const label = document.createElement("small");
+      label.className = "muted";
+      label.textContent = "array";
+      first.append(" ", label);
+    }
     tr.appendChild(first);
     tr.appendChild(cell(job.name));
     tr.appendChild(cell(job.partition));
-    tr.appendChild(cell(job.state, "job-state " + String(job.state).toLowerCase()));
+    const state = cell(job.state, "job-state " + String(job.state).toLowerCase());
+    if (job.tasks) {
+      // One row per array: its tasks by state ("3 running · 7 pending · 90 done"); its page lists them.
+      const counts = document.createElement("small");
+      counts.className = "array-counts";
+      counts.textContent = job.tasks.summary;
+      state.append(document.createElement("br"), counts);
+    }
+    tr.appendChild(state);
     const reason = cell(job.reason);
     reason.title = job.reason_text || "";
     tr.appendChild(reason);
