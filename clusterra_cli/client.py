@@ -44,6 +44,7 @@ class ApiFailure(Exception):
     status: int | None = None
     code: str = ""
     body: Any = None
+    retry_after: int | None = None  # the seconds a 429 asked to wait, for commands that keep polling
 
     def __str__(self) -> str:
         return self.message
@@ -134,7 +135,12 @@ class Client:
         error = body.get("error", {}) if isinstance(body, dict) else {}
         message = error.get("message") or f"HTTP {answer.status_code}"
         raise ApiFailure(
-            exit_code_for(answer.status_code), message, answer.status_code, error.get("code", ""), body
+            exit_code_for(answer.status_code),
+            message,
+            answer.status_code,
+            error.get("code", ""),
+            body,
+            _retry_after(answer),
         )
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:

@@ -5,15 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import requests
 
-from clusterra_cli import __version__, config
-from clusterra_cli.client import EXIT_CODES, OK, UNREACHABLE, ApiFailure, Client
+from clusterra_cli import __version__, config, watch
+from clusterra_cli.client import (
+    DENIED,
+    EXIT_CODES,
+    NOT_FOUND,
+    NOT_SIGNED_IN,
+    OK,
+    UNREACHABLE,
+    USAGE,
+    ApiFailure,
+    Client,
+)
 from clusterra_cli.login import LoginFailed, browser_login
 
 DEFAULT_URL = config.DEFAULT_URL
@@ -23,9 +35,41 @@ EPILOG = (
     + "\n".join(f"  {code}  {words}" for code, words in EXIT_CODES.items())
     + (
         "\n\nconfiguration: `clusterra login` writes the console's URL and your API token to "
-        "~/.config/clusterra/config.json (mode 0600); CLUSTERRA_URL and CLUSTERRA_TOKEN override it."
+        "~/.config/clusterra/config.json (mode 0600); CLUSTERRA_URL and CLUSTERRA_TOKEN override it. "
+        "Commands about a cluster take its id (or --cluster ID); without one they use the default set by "
+        "`clusterra config set cluster ID`, or the one cluster you may use."
     )
 )
+WAIT_EPILOG = "exit codes:\n" + "\n".join(
+    f"  {code:<6} {words}" for code, words in watch.WAIT_EXIT_CODES.items()
+)
+# A Slurm job id, or one task of an array job (123_4), passed to the URL as written.
+_JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
+# What the console's cluster ids are made of; anything else is taken as a cluster's name.
+_CLUSTER_ID = re.compile(r"^[-a-zA-Z0-9_]+$")
+_OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+class UsageError(Exception):
+    """Arguments that do not make one request; the message says what to give instead."""
+
+
+def job_id(value: str) -> str:
+    if not _JOB_ID.match(value):
+        raise argparse.ArgumentTypeError(
+            f"a job id is a number such as 123, or an array task such as 123_4, not {value!r}"
+        )
+    return value
+
+
+def _cluster_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "cluster",
+        nargs="?",
+        help="the cluster's id, as `clusterra clusters` lists it (default: the one set by "
+        "`clusterra config set cluster`, or the only one you may use)",
+    )
+    sub.add_argument("--cluster", dest="cluster_option", metavar="ID", help="the same, as an option")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -73,24 +117,59 @@ def build_parser() -> argparse.ArgumentParser:
     command("logout", cmd_logout, "forget the stored token")
     command("whoami", cmd_whoami, "who the token belongs to")
     command("clusters", cmd_clusters, "the clusters you may use")
-    command(
-        "partitions", cmd_partitions, "a cluster's partitions and what their nodes are doing"
-    ).add_argument("cluster")
-    command("quota", cmd_quota, "your quotas and budgets on a cluster").add_argument("cluster")
+    _cluster_arguments(
+        command("partitions", cmd_partitions, "a cluster's partitions and what their nodes are doing")
+    )
+    _cluster_arguments(command("quota", cmd_quota, "your quotas and budgets on a cluster"))
+
+    configure = commands.add_parser("config", help="the command's own settings: the default cluster")
+    keys = configure.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    for name, handler, words in (
+        ("set", cmd_config_set, "make a cluster (its id or name) the default for commands that take one"),
+        ("get", cmd_config_get, "print the default cluster (exit 1 when none is set)"),
+        ("unset", cmd_config_unset, "forget the default cluster"),
+    ):
+        sub = keys.add_parser(name, help=words, description=words, parents=[common])
+        sub.set_defaults(handler=handler)
+        sub.add_argument("key", choices=["cluster"])
+        if name == "set":
+            sub.add_argument("value", metavar="CLUSTER")
 
     job = commands.add_parser("job", help="submit, list, show, cancel jobs and read their output")
     jobs = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
 
-    def job_command(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        sub = jobs.add_parser(name, help=help, description=help, parents=[common])
+    def job_command(
+        name: str, handler: Callable[..., int], help: str, **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        sub = jobs.add_parser(name, help=help, description=help, parents=[common], **kwargs)
         sub.set_defaults(handler=handler)
-        sub.add_argument("cluster", help="the cluster's id, as `clusterra clusters` lists it")
+        _cluster_arguments(sub)
         return sub
 
-    submit = job_command("submit", cmd_submit, "submit a script that is on the cluster")
+    submit = job_command(
+        "submit", cmd_submit, "submit a script that is on the cluster, or send one (--script)"
+    )
     submit.add_argument("script_path", nargs="?", help="absolute path of the script on the cluster")
     submit.add_argument(
         "--script-path", dest="script_path_option", metavar="PATH", help="the same, as an option"
+    )
+    submit.add_argument(
+        "--script",
+        metavar="FILE",
+        help="send this file's text as the script instead ('-' reads standard input); "
+        "give this or --script-path",
+    )
+    submit.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an sbatch long option, without its dashes (mem=4G; a flag alone: exclusive); repeatable",
+    )
+    submit.add_argument(
+        "--hold",
+        action="store_true",
+        help="queue the job held: it stays PENDING until released (scontrol release ID)",
     )
     submit.add_argument("--partition", "-p")
     submit.add_argument("--time", "-t", help="minutes, or a Slurm time such as 1:30:00 or 2-00")
@@ -112,15 +191,48 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--page", type=int, default=1)
     listing.add_argument("--per-page", type=int, default=50)
 
-    job_command("show", cmd_show, "one job").add_argument("job_id", type=int)
-    job_command("cancel", cmd_cancel, "cancel one of your jobs").add_argument("job_id", type=int)
+    id_help = "the job's id, or an array task's (123_4)"
+    job_command("show", cmd_show, "one job").add_argument("job_id", type=job_id, help=id_help)
+    job_command("cancel", cmd_cancel, "cancel one of your jobs").add_argument(
+        "job_id", type=job_id, help=id_help
+    )
+    waiting = job_command(
+        "wait",
+        cmd_wait,
+        "wait until a job has ended, print how it ended, and exit with its exit code",
+        epilog=WAIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    waiting.add_argument("job_id", type=job_id, help=id_help)
+    waiting.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"give up after this long (exit {watch.WAIT_TIMED_OUT})",
+    )
     out = job_command("output", cmd_output, "the last lines of a job's output, read as you on the cluster")
-    out.add_argument("job_id", type=int)
+    out.add_argument("job_id", type=job_id, help=id_help)
     out.add_argument("--lines", "-n", type=int, default=50)
+    out.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="like tail -f: print the output as it grows until the job ends (from its start if it has not)",
+    )
     stream = out.add_mutually_exclusive_group()
     stream.add_argument("--stdout", dest="stream", action="store_const", const="stdout")
     stream.add_argument("--stderr", dest="stream", action="store_const", const="stderr")
     return parser
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"give a number of seconds, 0 or more, not {value!r}")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = config.load(getattr(args, "url", None))
     try:
         return args.handler(args, settings)
+    except UsageError as e:
+        print(f"clusterra: {e}", file=sys.stderr)
+        return USAGE
     except ApiFailure as e:
         if args.json and e.body is not None:
             _print_json(e.body)
@@ -140,6 +255,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _client(settings: config.Settings) -> Client:
     return Client(settings.url, settings.token)
+
+
+def _cluster(args: argparse.Namespace, settings: config.Settings, client: Client) -> str:
+    """The cluster a command is about: the one named, else the default, else the only one the person has."""
+    positional, option = getattr(args, "cluster", None), getattr(args, "cluster_option", None)
+    if positional and option and positional != option:
+        raise UsageError(f"two clusters named ({positional} and --cluster {option}): give one.")
+    named = option or positional or settings.cluster
+    if named:
+        return named if _CLUSTER_ID.match(named) else _cluster_called(named, client)
+    usable = client.get("/clusters")["clusters"]
+    if len(usable) == 1:
+        return usable[0]["id"]
+    if not usable:
+        raise ApiFailure(DENIED, "You may use no cluster yet: ask the console's administrators for a grant.")
+    ids = ", ".join(c["id"] for c in usable)
+    raise UsageError(
+        f"you may use {len(usable)} clusters ({ids}): name one (--cluster ID), "
+        "or set a default (clusterra config set cluster ID)."
+    )
+
+
+def _cluster_called(name: str, client: Client) -> str:
+    """The id of the person's cluster with this id or name (case does not matter)."""
+    usable = client.get("/clusters")["clusters"]
+    for cluster in usable:
+        if name.casefold() in (cluster["id"].casefold(), cluster["name"].casefold()):
+            return cluster["id"]
+    ids = ", ".join(f"{c['id']} ({c['name']})" for c in usable) or "none"
+    raise ApiFailure(NOT_FOUND, f"You may use no cluster called {name!r}; yours: {ids}.")
 
 
 def _print_json(data: Any) -> None:
@@ -232,7 +377,8 @@ def cmd_clusters(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_partitions(args: argparse.Namespace, settings: config.Settings) -> int:
-    body = _client(settings).get(f"/clusters/{args.cluster}/partitions")
+    client = _client(settings)
+    body = client.get(f"/clusters/{_cluster(args, settings, client)}/partitions")
     if args.json:
         _print_json(body)
         return OK
@@ -255,12 +401,14 @@ def cmd_partitions(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_quota(args: argparse.Namespace, settings: config.Settings) -> int:
-    body = _client(settings).get(f"/clusters/{args.cluster}/quota")
+    client = _client(settings)
+    cluster = _cluster(args, settings, client)
+    body = client.get(f"/clusters/{cluster}/quota")
     if args.json:
         _print_json(body)
         return OK
     if not body["quotas"]:
-        print(f"No quota applies to you on {args.cluster}.")
+        print(f"No quota applies to you on {cluster}.")
         return OK
     for q in body["quotas"]:
         print(f"{q['scope']}, per {q['period']}, renews {q['renews'][:10]}")
@@ -280,15 +428,114 @@ def cmd_quota(args: argparse.Namespace, settings: config.Settings) -> int:
     return OK
 
 
-def cmd_submit(args: argparse.Namespace, settings: config.Settings) -> int:
-    script = args.script_path_option or args.script_path
-    if not script:
+def cmd_config_set(args: argparse.Namespace, settings: config.Settings) -> int:
+    value = args.value.strip()
+    try:
+        # Kept by id, checked against the clusters the person may use: the URLs need the id, not the name.
+        cluster = _cluster_called(value, _client(settings))
+    except ApiFailure as e:
+        if e.exit_code not in (NOT_SIGNED_IN, UNREACHABLE) or not _CLUSTER_ID.match(value):
+            raise
+        # Not signed in yet, or the console is away: the first command that uses it checks it.
+        _say(f"kept {value} without checking it: {e.message}")
+        cluster = value
+    try:
+        path = config.set_cluster(settings.url, cluster)
+    except config.OtherConsole as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        _print_json({"cluster": cluster})
+    else:
+        print(f"Default cluster: {cluster} (in {path}).")
+    return OK
+
+
+def cmd_config_get(args: argparse.Namespace, settings: config.Settings) -> int:
+    if args.json:
+        _print_json({"cluster": settings.cluster or None})
+    elif settings.cluster:
+        print(settings.cluster)
+    else:
+        print(f"No default cluster is set for {settings.url}.", file=sys.stderr)
+    # As `git config --get`: 1 when there is nothing, so a script can test it.
+    return OK if settings.cluster else 1
+
+
+def cmd_config_unset(args: argparse.Namespace, settings: config.Settings) -> int:
+    if settings.cluster:
+        try:
+            config.set_cluster(settings.url, None)
+        except config.OtherConsole as e:
+            raise UsageError(str(e)) from None
+    if not args.json:
         print(
-            "clusterra: give the script's path (clusterra job submit CLUSTER /path/to/job.sh).",
-            file=sys.stderr,
+            f"Forgot the default cluster {settings.cluster}."
+            if settings.cluster
+            else "No default cluster was set."
         )
-        return 2
-    body: dict[str, Any] = {"script_path": script}
+    return OK
+
+
+def _script_body(args: argparse.Namespace) -> dict[str, Any]:
+    """`script_path` or `script`: exactly one, from the arguments."""
+    if args.cluster and "/" in args.cluster and not args.script_path:
+        # `clusterra job submit /fsx/job.sh`: a cluster id has no slash, so this is the script.
+        args.script_path, args.cluster = args.cluster, None
+    if args.script_path and args.script_path_option and args.script_path != args.script_path_option:
+        raise UsageError(
+            f"two script paths given ({args.script_path} and --script-path {args.script_path_option})."
+        )
+    path = args.script_path_option or args.script_path
+    if path and args.script is not None:
+        raise UsageError("give --script-path (a file on the cluster) or --script (sent from here), not both.")
+    if path:
+        return {"script_path": path}
+    if args.script is None:
+        raise UsageError(
+            "give the script: --script-path PATH for a file on the cluster, "
+            "or --script FILE to send one from here ('-' reads standard input)."
+        )
+    return {"script": _read_script(args.script)}
+
+
+def _read_script(name: str) -> str:
+    where = "standard input" if name == "-" else name
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--script {where} is not UTF-8 text.") from None
+    except OSError as e:
+        raise UsageError(f"--script {where}: {e.strerror or e}.") from None
+    if not text.strip():
+        raise UsageError(f"--script {where} is empty.")
+    return text
+
+
+def _sbatch_options(pairs: list[str], hold: bool) -> dict[str, str | bool]:
+    """`--option NAME=VALUE` / `--option NAME` and `--hold` as the request's `options` object."""
+    options: dict[str, str | bool] = {}
+    for pair in pairs:
+        name, has_value, value = pair.partition("=")
+        # `--option=--mem=4G` means what `--option mem=4G` does.
+        name = name.strip().removeprefix("--")
+        if not _OPTION_NAME.match(name):
+            raise UsageError(
+                f"--option {pair!r}: give an sbatch long option as NAME=VALUE (mem=4G), "
+                "or NAME alone for a flag (exclusive)."
+            )
+        if name in options:
+            raise UsageError(f"--option {name} is given twice.")
+        options[name] = value if has_value else True
+    if hold:
+        if "hold" in options:
+            raise UsageError("--hold and --option hold say the same thing: give one.")
+        options["hold"] = True
+    return options
+
+
+def cmd_submit(args: argparse.Namespace, settings: config.Settings) -> int:
+    body = _script_body(args)
+    options = _sbatch_options(args.option, args.hold)
     optional = {
         "partition": args.partition,
         "time_limit": args.time,
@@ -299,13 +546,17 @@ def cmd_submit(args: argparse.Namespace, settings: config.Settings) -> int:
         "working_directory": args.workdir,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    if options:
+        body["options"] = options
     if isinstance(body.get("time_limit"), str) and body["time_limit"].isdigit():
         body["time_limit"] = int(body["time_limit"])
+    client = _client(settings)
+    cluster = _cluster(args, settings, client)
     # One key per command: the retry below (or a re-run with --idempotency-key) never queues twice.
     key = args.idempotency_key or str(uuid.uuid4())
-    _, answer = _client(settings).request(
+    _, answer = client.request(
         "POST",
-        f"/clusters/{args.cluster}/jobs",
+        f"/clusters/{cluster}/jobs",
         params={"dry_run": "1" if args.dry_run else None},
         body=body,
         headers={"Idempotency-Key": key},
@@ -334,8 +585,9 @@ def cmd_submit(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: config.Settings) -> int:
-    body = _client(settings).get(
-        f"/clusters/{args.cluster}/jobs",
+    client = _client(settings)
+    body = client.get(
+        f"/clusters/{_cluster(args, settings, client)}/jobs",
         state=args.state,
         partition=args.partition,
         page=args.page,
@@ -399,7 +651,8 @@ def _exit_words(job: dict[str, Any]) -> str:
 
 
 def cmd_show(args: argparse.Namespace, settings: config.Settings) -> int:
-    body = _client(settings).get(f"/clusters/{args.cluster}/jobs/{args.job_id}")
+    client = _client(settings)
+    body = client.get(f"/clusters/{_cluster(args, settings, client)}/jobs/{args.job_id}")
     if args.json:
         _print_json(body)
         return OK
@@ -410,7 +663,8 @@ def cmd_show(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: config.Settings) -> int:
-    _, body = _client(settings).request("DELETE", f"/clusters/{args.cluster}/jobs/{args.job_id}")
+    client = _client(settings)
+    _, body = client.request("DELETE", f"/clusters/{_cluster(args, settings, client)}/jobs/{args.job_id}")
     if args.json:
         _print_json(body)
         return OK
@@ -418,24 +672,151 @@ def cmd_cancel(args: argparse.Namespace, settings: config.Settings) -> int:
     return OK
 
 
+def _say(words: str) -> None:
+    print(f"clusterra: {words}", file=sys.stderr, flush=True)
+
+
+def _job_or_unstarted_task(client: Client, jobs: str, job_id: str) -> dict[str, Any] | None:
+    """The job's answer, or None for an array task Slurm still holds in its array (it has not started).
+
+    Such a task has no job of its own yet, so the console answers 404 for it; while the array has
+    not ended the task is still to come. Reading the array also brings its tasks up to date.
+    """
+    try:
+        return client.get(f"{jobs}/{job_id}")
+    except ApiFailure as e:
+        if e.exit_code != NOT_FOUND or "_" not in job_id:
+            raise
+        array = client.get(f"{jobs}/{job_id.split('_')[0]}")["job"]
+        try:
+            return client.get(f"{jobs}/{job_id}")
+        except ApiFailure as again:
+            if again.exit_code != NOT_FOUND or watch.has_ended(array):
+                raise
+        return None
+
+
+def cmd_wait(args: argparse.Namespace, settings: config.Settings) -> int:
+    client = _client(settings)
+    jobs = f"/clusters/{_cluster(args, settings, client)}/jobs"
+    poller = watch.Poller(args.timeout, say=_say)
+    body: dict[str, Any] | None = None
+    last = ""
+    try:
+        while True:
+            body = poller.ask(lambda: _job_or_unstarted_task(client, jobs, args.job_id))
+            job = body["job"] if body else {"state": "PENDING", "reason": "not started by the array yet"}
+            if watch.has_ended(job):
+                break
+            # Progress goes to stderr: stdout holds only the final line (or the JSON), for scripts.
+            now = job["state"] + (f" ({job['reason']})" if job.get("reason") else "")
+            if now != last and not args.json:
+                _say(f"job {args.job_id} is {now}; waiting.")
+            last = now
+            poller.wait()
+    except watch.TimeUp:
+        if args.json and body:
+            _print_json(body)
+        seen = f" (last seen {last})" if last else ""
+        _say(f"job {args.job_id} has not ended after {args.timeout:g} s{seen}; it goes on.")
+        return watch.WAIT_TIMED_OUT
+    if args.json:
+        _print_json(body)
+    else:
+        how = _exit_words(job)
+        how = f"exit code {how}" if how.isdigit() else how
+        print(f"Job {args.job_id} ended {job['state']}" + (f", {how}." if how else "."))
+    return watch.exit_status(job)
+
+
 def cmd_output(args: argparse.Namespace, settings: config.Settings) -> int:
-    body = _client(settings).get(
-        f"/clusters/{args.cluster}/jobs/{args.job_id}/output", lines=args.lines, stream=args.stream or "both"
-    )
+    client = _client(settings)
+    jobs = f"/clusters/{_cluster(args, settings, client)}/jobs"
+    if args.follow:
+        if args.json:
+            raise UsageError("--follow prints the output as it grows; --json is for one answer.")
+        return _follow(client, jobs, args)
+    body = client.get(f"{jobs}/{args.job_id}/output", lines=args.lines, stream=args.stream or "both")
     if args.json:
         _print_json(body)
         return OK
+    for name, stream in _streams(body):
+        if stream["error"]:
+            print(f"clusterra: {name}: {stream['error']}", file=sys.stderr)
+            continue
+        _write(name, stream["text"])
+    return OK
+
+
+def _streams(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The streams an output answer holds, stderr left out when it is the stdout file again."""
+    found = []
     for name in ("stdout", "stderr"):
         stream = body.get(name)
         if stream is None or (name == "stderr" and stream.get("same_as_stdout") and "stdout" in body):
             continue
-        if stream["error"]:
-            print(f"clusterra: {name}: {stream['error']}", file=sys.stderr)
+        found.append((name, stream))
+    return found
+
+
+def _write(name: str, text: str) -> None:
+    target = sys.stdout if name == "stdout" else sys.stderr
+    target.write(text)
+    target.flush()
+
+
+# The most lines one output answer holds: the longer the window, the surer the new part is found in it.
+FOLLOW_LINES = 2000
+# An error is shown once it is the same three reads running (a file not there yet is, for a moment).
+ERROR_READS = 3
+
+
+def _follow(client: Client, jobs: str, args: argparse.Namespace) -> int:
+    """Print the job's output as it grows until the job has ended, then the rest (`tail -f`)."""
+    poller = watch.Poller(longest=5.0, say=_say)
+    followers: dict[str, watch.Follower] = {}
+    errors: dict[str, tuple[str, int]] = {}
+    shown: set[tuple[str, str]] = set()
+    started_here = False
+    while True:
+        body = poller.ask(lambda: _job_or_unstarted_task(client, jobs, args.job_id))
+        job = body["job"] if body else {"state": "PENDING", "start_time": None}
+        ended = watch.has_ended(job)
+        if not job.get("start_time") and not ended:
+            # Nothing to read before it starts; then all of it is new to the person watching.
+            started_here = True
+            poller.wait()
             continue
-        target = sys.stdout if name == "stdout" else sys.stderr
-        target.write(stream["text"])
-        target.flush()
-    return OK
+        body = poller.ask(
+            lambda: client.get(
+                f"{jobs}/{args.job_id}/output", lines=FOLLOW_LINES, stream=args.stream or "both"
+            )
+        )
+        grew = False
+        for name, stream in _streams(body):
+            if stream["error"]:
+                error, times = errors.get(name, ("", 0))
+                errors[name] = (stream["error"], times + 1 if error == stream["error"] else 1)
+                continue
+            errors.pop(name, None)
+            follower = followers.setdefault(name, watch.Follower(None if started_here else args.lines))
+            text = stream["text"]
+            whole = not stream["truncated"] and len(text.splitlines()) < FOLLOW_LINES
+            new = follower.feed(text, whole=whole)
+            if follower.skipped:
+                _say(f"{name}: part of the output went by faster than it could be read; going on from here.")
+            if new:
+                _write(name, new)
+                grew = True
+        for name, (error, times) in errors.items():
+            if (times >= ERROR_READS or ended) and (name, error) not in shown:
+                shown.add((name, error))
+                _say(f"{name}: {error}")
+        if ended:
+            return OK
+        if grew:
+            poller.again_soon()
+        poller.wait()
 
 
 if __name__ == "__main__":

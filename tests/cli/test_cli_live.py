@@ -19,8 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from access.models import Grant
 from clusterra_cli import client as cli_client
 from clusterra_cli.login import browser_login
+from clusters.models import Cluster
 from jobs.models import JobRecord
 from tests.conftest import REPO
 from tests.support.jobs_support import squeue, sync_until
@@ -62,7 +64,8 @@ def api(live_server, person, method: str, path: str, **kwargs) -> requests.Respo
 
 def test_the_cli_never_imports_django():
     code = (
-        "import sys, clusterra_cli.main, clusterra_cli.client, clusterra_cli.config, clusterra_cli.login; "
+        "import sys, clusterra_cli.main, clusterra_cli.client, clusterra_cli.config, clusterra_cli.login, "
+        "clusterra_cli.watch; "
         "server = ('django', 'jobs', 'accounts', 'clusters', 'access'); "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in server); "
         "assert not bad, bad"
@@ -223,3 +226,113 @@ def test_refusals_print_the_consoles_sentence_with_their_exit_codes(cli, live_se
     quota = json.loads(cli("quota", "demo", "--json", token=ada.token).stdout)
     assert quota == api(live_server, ada, "GET", "/clusters/demo/quota").json()
     assert cli("quota", "demo", token=ada.token).stdout.startswith("you, per month, renews ")
+
+
+@pytest.mark.slurm
+@pytest.mark.root
+@pytest.mark.django_db(transaction=True)
+def test_without_a_cluster_named_it_takes_the_only_one_then_the_default(cli, live_server, ada, tmp_path):
+    path = ada.script("fails.sh", "#!/bin/bash\n#SBATCH -p debug -t 2\necho about to fail\nexit 3\n")
+    submitted = cli("job", "submit", "--script-path", path, "--json", token=ada.token)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["job"]["id"]
+    assert JobRecord.objects.get(person=ada.user, slurm_job_id=job_id).cluster.slug == "demo"
+
+    waited = cli("job", "wait", str(job_id), token=ada.token)
+    assert waited.returncode == 3, waited.stderr
+    assert waited.stdout == f"Job {job_id} ended FAILED, exit code 3.\n"
+    shown = api(live_server, ada, "GET", f"/clusters/demo/jobs/{job_id}").json()["job"]
+    assert (shown["state"], shown["exit_code"]) == ("FAILED", 3)
+
+    # A second cluster the person may use: now the command has to be told which, or have a default.
+    key = tmp_path / "second.key"
+    key.write_bytes(b"k" * 32)
+    second = Cluster.objects.create(
+        slug="second", name="Second cluster", slurmrestd_url="http://127.0.0.1:9", jwt_key_ref=str(key)
+    )
+    Grant.objects.create(cluster=second, user=ada.user, all_partitions=True)
+    several = cli("job", "list", token=ada.token)
+    assert several.returncode == cli_client.USAGE
+    assert several.stderr == (
+        "clusterra: you may use 2 clusters (demo, second): name one (--cluster ID), "
+        "or set a default (clusterra config set cluster ID).\n"
+    )
+    assert cli("config", "set", "cluster", "Demo cluster", token=ada.token).returncode == 0
+    assert cli("config", "get", "cluster").stdout == "demo\n"
+    listed = json.loads(cli("job", "list", "--json", token=ada.token).stdout)
+    assert [j["id"] for j in listed["jobs"]] == [job_id]
+    elsewhere = json.loads(cli("job", "list", "--cluster", "second", "--json", token=ada.token).stdout)
+    assert elsewhere["total"] == 0
+
+
+@pytest.mark.slurm
+@pytest.mark.root
+@pytest.mark.django_db(transaction=True)
+def test_follow_prints_the_output_as_it_grows_and_wait_gives_the_ending(cli, live_server, ada):
+    path = ada.script(
+        "count.sh",
+        "#!/bin/bash\n#SBATCH -p debug -t 2\n"
+        "for i in 1 2 3 4; do echo line $i; sleep 1; done\necho said >&2\n",
+    )
+    job_id = json.loads(cli("job", "submit", "demo", path, "--json", token=ada.token).stdout)["job"]["id"]
+    followed = cli("job", "output", str(job_id), "--follow", token=ada.token)
+    assert followed.returncode == 0, followed.stderr
+    # Slurm writes stderr into the stdout file unless told otherwise: one stream, each line once.
+    assert followed.stdout == "line 1\nline 2\nline 3\nline 4\nsaid\n"
+    waited = cli("job", "wait", str(job_id), "--json", token=ada.token)
+    assert waited.returncode == 0
+    assert json.loads(waited.stdout)["job"]["state"] == "COMPLETED"
+
+    long = ada.script("long.sh", "#!/bin/bash\n#SBATCH -p debug -t 2\nsleep 60\n")
+    long_id = json.loads(cli("job", "submit", "demo", long, "--json", token=ada.token).stdout)["job"]["id"]
+    gave_up = cli("job", "wait", str(long_id), "--timeout", "1", token=ada.token)
+    assert gave_up.returncode == 124
+    assert f"job {long_id} has not ended after 1 s" in gave_up.stderr
+    assert cli("job", "cancel", str(long_id), token=ada.token).returncode == 0
+    cancelled = cli("job", "wait", str(long_id), token=ada.token)
+    assert (cancelled.returncode, cancelled.stdout.split(",")[0]) == (121, f"Job {long_id} ended CANCELLED")
+
+
+# Needs the server side of issue 17 item 5 (`script` and `options` in POST /v1/clusters/{id}/jobs).
+@pytest.mark.slurm
+@pytest.mark.root
+@pytest.mark.django_db(transaction=True)
+def test_an_inline_script_with_sbatch_options_is_queued_held(cli, live_server, ada):
+    script = "#!/bin/bash\n#SBATCH -p debug -t 2\necho inline\n"
+    held = cli(
+        "job", "submit", "--script", "-", "--option", "job-name=ct-inline", "--hold", "--json",
+        stdin=script,
+        token=ada.token,
+    )  # fmt: skip
+    assert held.returncode == 0, held.stderr
+    job_id = json.loads(held.stdout)["job"]["id"]
+    shown = api(live_server, ada, "GET", f"/clusters/demo/jobs/{job_id}").json()["job"]
+    assert (shown["state"], shown["reason"], shown["name"]) == ("PENDING", "JobHeldUser", "ct-inline")
+    from_path = ada.script("inline.sh", script)
+    dry_inline = cli("job", "submit", "--script", "-", "--dry-run", "--json", stdin=script, token=ada.token)
+    dry_path = cli("job", "submit", from_path, "--dry-run", "--json", token=ada.token)
+    assert json.loads(dry_inline.stdout)["decision"] == json.loads(dry_path.stdout)["decision"]
+    assert cli("job", "cancel", str(job_id), token=ada.token).returncode == 0
+
+
+# Needs the server side of issue 17 item 3 (array task ids such as 123_4 in the /v1 job routes).
+@pytest.mark.slurm
+@pytest.mark.root
+@pytest.mark.django_db(transaction=True)
+def test_an_array_tasks_id_is_taken_by_wait_show_output_and_cancel(cli, live_server, ada):
+    path = ada.script(
+        "array.sh",
+        "#!/bin/bash\n#SBATCH -p debug -t 2\n#SBATCH --array=0-1\n"
+        'echo task $SLURM_ARRAY_TASK_ID\n[ "$SLURM_ARRAY_TASK_ID" = 1 ] && sleep 60\nexit 0\n',
+    )
+    submitted = cli("job", "submit", path, "--json", token=ada.token)
+    assert submitted.returncode == 0, submitted.stderr
+    array_id = json.loads(submitted.stdout)["job"]["id"]
+    first, second = f"{array_id}_0", f"{array_id}_1"
+    assert cli("job", "wait", first, "--timeout", "60", token=ada.token).returncode == 0
+    assert cli("job", "output", first, token=ada.token).stdout == "task 0\n"
+    shown = cli("job", "show", first, "--json", token=ada.token)
+    assert json.loads(shown.stdout) == api(live_server, ada, "GET", f"/clusters/demo/jobs/{first}").json()
+    cancelled = cli("job", "cancel", second, token=ada.token)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cli("job", "wait", second, "--timeout", "60", token=ada.token).returncode == 121
