@@ -28,25 +28,15 @@ SWEEP = (
 
 
 def submit_array(client, person, path: str) -> tuple[int, str]:
-    """The array's job id, and how it was queued: through the console, or (until the console's submit
-    takes --array) with sbatch as the person, for the sync loop to adopt like any job from a shell."""
+    """The array's job id, queued through the console's /v1 submit."""
     r = client.post(
         "/v1/clusters/demo/jobs",
         json.dumps({"script_path": path}),
         content_type="application/json",
         **person.auth,
     )
-    if r.status_code == 201:
-        return r.json()["job"]["id"], "console"
-    assert r.json()["error"]["code"] == "array_unsupported", r.content
-    out = subprocess.run(
-        ["runuser", "-u", person.name, "--", "sbatch", "--parsable", path],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=str(person.home),
-    ).stdout
-    return int(out.strip().split(";")[0]), "outside"
+    assert r.status_code == 201, r.content
+    return r.json()["job"]["id"], "console"
 
 
 def wait_for_task(record: JobRecord, task_id: int, seconds: float = 30) -> None:
