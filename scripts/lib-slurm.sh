@@ -18,6 +18,9 @@ readonly CLUSTER=demo
 # NodeName is fixed so the config does not depend on the machine's hostname.
 readonly NODE=localhost
 readonly API_VERSION=v0.0.38
+# Where own_pid and stop_own find the PID files of the daemons we started; a release in a chroot
+# (slurm-release.sh) keeps its own.
+PID_DIR=$DEMO_RUN
 
 log() { printf '%s: %s\n' "${0##*/}" "$*"; }
 warn() { printf '%s: warning: %s\n' "${0##*/}" "$*" >&2; }
@@ -44,8 +47,8 @@ pid_alive() {
 # PIDs get reused, so a recorded PID only counts while /proc/PID/comm still names it.
 own_pid() {
     local name=$1 pid comm
-    [[ -r $DEMO_RUN/$name.pid ]] || return 1
-    read -r pid <"$DEMO_RUN/$name.pid" || return 1
+    [[ -r $PID_DIR/$name.pid ]] || return 1
+    read -r pid <"$PID_DIR/$name.pid" || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
     [[ $comm == "$name" ]] && pid_alive "$pid" || return 1
@@ -53,10 +56,12 @@ own_pid() {
 }
 
 # PID 1 of some sandboxes never reaps orphans, so a stopped daemon can linger as a zombie that pgrep still lists.
+# Only a process under this machine's root counts: the daemons of a release in a chroot (slurm-release.sh) have
+# the same names as the host's and must not pass for them.
 is_running() {
     local pid
     for pid in $(pgrep -x "$1"); do
-        if pid_alive "$pid"; then return 0; fi
+        if pid_alive "$pid" && [[ /proc/$pid/root -ef / ]]; then return 0; fi
     done
     return 1
 }
@@ -71,7 +76,7 @@ stop_own() {
             pids+=("$pid")
             names+=("$name")
         fi
-        rm -f "$DEMO_RUN/$name.pid" "$DEMO_RUN/$name.args"
+        rm -f "$PID_DIR/$name.pid" "$PID_DIR/$name.args"
     done
     ((${#pids[@]})) || return 0
     local t0=$EPOCHREALTIME end=$((EPOCHSECONDS + 12))

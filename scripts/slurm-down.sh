@@ -4,7 +4,13 @@
 # Settings (environment):
 #   SLURM_DEMO_CANCEL_JOBS=1   0: leave jobs alone (their state is saved and they come back with the next up)
 #   SLURM_DEMO_PURGE=0         1: also wipe Slurm's job and node state (the JWT key and the accounting DB stay)
+#   SLURM_RELEASE=22.05        24.11 or 26.05: stop that release's chroot cluster instead (slurm-release.sh)
 set -euo pipefail
+
+# Any other release runs in a chroot beside the host's, by scripts/slurm-release.sh; unset means 22.05 (the host's).
+if [[ ${SLURM_RELEASE:-22.05} != 22.05 ]]; then
+    exec bash "$(dirname "${BASH_SOURCE[0]}")/slurm-release.sh" down
+fi
 
 # shellcheck source-path=SCRIPTDIR source=lib-slurm.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-slurm.sh"

@@ -10,7 +10,13 @@
 #   SLURM_DEMO_FAKE_GPUS=2         GPUs faked with gres File= lines on character devices (0-5)
 #   SLURMRESTD_LISTEN=127.0.0.1:6820
 #   SLURM_DEMO_TIMEOUT=60          seconds to wait for each daemon to become ready
+#   SLURM_RELEASE=22.05            24.11 or 26.05: that release instead, in a chroot beside this one (slurm-release.sh)
 set -euo pipefail
+
+# Any other release runs in a chroot beside the host's, by scripts/slurm-release.sh; unset means 22.05 (the host's).
+if [[ ${SLURM_RELEASE:-22.05} != 22.05 ]]; then
+    exec bash "$(dirname "${BASH_SOURCE[0]}")/slurm-release.sh" up
+fi
 
 # shellcheck source-path=SCRIPTDIR source=lib-slurm.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-slurm.sh"
@@ -542,6 +548,10 @@ SLURM_CLUSTER=$CLUSTER
 SLURM_PARTITIONS="cpu gpu debug wide"
 SLURM_DEMO_USERS="$DEMO_USERS"
 SLURM_ACCOUNTING=$ACCOUNTING
+SLURM_RELEASE=22.05
+SLURM_BIN=/usr/bin
+SLURM_POLICY_FILE=$POLICY_DIR/policy.lua
+SLURM_REFUSAL_LOG=$REFUSAL_LOG
 EOF
     )
     write_if_changed "$DEMO_RUN/env" 0644 root:root "$env_text" >/dev/null || true

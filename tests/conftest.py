@@ -85,9 +85,30 @@ class SlurmEnv:
         return self.key_file.read_bytes()
 
 
-def read_slurm_env() -> SlurmEnv | None:
+# The Slurm releases a live test marked `every_release` runs on: the host's (scripts/slurm-up.sh) and the two
+# in debootstrap chroots beside it (SLURM_RELEASE=24.11|26.05 scripts/slurm-up.sh), each its own cluster.
+RELEASES = ("22.05", "24.11", "26.05")
+
+
+def slurm_env_file(release: str) -> Path:
+    return SLURM_ENV_FILE if release == RELEASES[0] else Path(f"/run/slurm-demo-{release}/env")
+
+
+def pytest_generate_tests(metafunc):
+    """A test marked `every_release` that uses the real Slurm runs once per release (ids 22.05, 24.11, 26.05)."""
+    if metafunc.definition.get_closest_marker("every_release") and "slurm_env" in metafunc.fixturenames:
+        metafunc.parametrize("slurm_release", RELEASES, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def slurm_release(request) -> str:
+    """Which Slurm release `slurm_env` is: the host's unless the test runs on every release."""
+    return getattr(request, "param", RELEASES[0])
+
+
+def read_slurm_env(path: Path = SLURM_ENV_FILE) -> SlurmEnv | None:
     try:
-        text = SLURM_ENV_FILE.read_text()
+        text = path.read_text()
     except OSError:
         return None
     values = {}
@@ -108,11 +129,14 @@ def read_slurm_env() -> SlurmEnv | None:
 
 
 @pytest.fixture(scope="session")
-def slurm_env() -> SlurmEnv:
-    """The real single-node Slurm started by scripts/slurm-up.sh."""
-    env = read_slurm_env()
+def slurm_env(slurm_release) -> SlurmEnv:
+    """The real single-node Slurm of `slurm_release` started by scripts/slurm-up.sh."""
+    path = slurm_env_file(slurm_release)
+    env = read_slurm_env(path)
+    up = "" if slurm_release == RELEASES[0] else f"SLURM_RELEASE={slurm_release} "
     require(
-        env is not None, f"real Slurm not running ({SLURM_ENV_FILE} missing): run scripts/slurm-up.sh as root"
+        env is not None,
+        f"real Slurm {slurm_release} not running ({path} missing): run {up}scripts/slurm-up.sh as root",
     )
     require(os.access(env.key_file, os.R_OK), f"cannot read the Slurm JWT key {env.key_file}: run as root")
     return env
