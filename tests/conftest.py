@@ -205,9 +205,17 @@ FIGURES = (
     "scripts matching sbatch:",
 )
 _figures: list[tuple[str, str]] = []
+# Per Slurm release, for the tests that run on every release: [passed, failed, skipped, seconds].
+_lanes: dict[str, list[float]] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    release = _release_of(report.nodeid)
+    if release:
+        lane = _lanes.setdefault(release, [0, 0, 0, 0.0])
+        lane[3] += report.duration
+        if report.when == "call" or report.outcome != "passed":
+            lane[("passed", "failed", "skipped").index(report.outcome)] += 1
     if report.when != "call":
         return
     for line in report.capstdout.splitlines():
@@ -215,7 +223,21 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             _figures.append((report.nodeid, line.strip()))
 
 
+def _release_of(nodeid: str) -> str:
+    """The release in a test id such as test_x[24.11] (parametrised by pytest_generate_tests above)."""
+    if not nodeid.endswith("]"):
+        return ""
+    found = [r for r in RELEASES if f"[{r}]" in nodeid or f"-{r}]" in nodeid or f"[{r}-" in nodeid]
+    return found[0] if found else ""
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
+    if _lanes:
+        lanes = ", ".join(
+            f"{r}: {int(p)} passed, {int(f)} failed, {int(k)} skipped in {t:.1f} s"
+            for r, (p, f, k, t) in sorted(_lanes.items())
+        )
+        _figures.append(("tests/conftest.py", f"Slurm releases (live tests on each): {lanes}"))
     if not _figures:
         return
     terminalreporter.section("figures")

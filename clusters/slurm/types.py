@@ -239,6 +239,8 @@ class Controller:
     hostname: str
     state: str
     primary: bool | None = None
+    # Why it does not respond, where the API says (v0.0.45: "Protocol authentication error").
+    status: str = ""
 
 
 @dataclass(frozen=True)

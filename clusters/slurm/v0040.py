@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from clusters.slurm import options
 from clusters.slurm.base import Adapter, environment_with_path, items_of, job_path
-from clusters.slurm.errors import SlurmError, SlurmErrorItem, error_for
+from clusters.slurm.errors import SlurmAuthError, SlurmError, SlurmErrorItem, error_for
 from clusters.slurm.http import SlurmResponse
 from clusters.slurm.parsing import (
     decode_verbose_exit,
@@ -27,6 +28,9 @@ from clusters.slurm.types import (
     Partition,
     SubmitResult,
 )
+
+# What a v0.0.45 ping says of a controller that refused the caller's token.
+_AUTH_REFUSED = "Protocol authentication error"
 
 
 def _set(value: int) -> dict[str, Any]:
@@ -191,6 +195,27 @@ class V0040Adapter(Adapter):
     def decode_exit(self, raw: Any) -> tuple[int | None, int | None]:
         return decode_verbose_exit(raw)
 
+    def info(self) -> ClusterInfo:
+        """The ping, with a refused token told apart from a controller that is down.
+
+        From 24.11 slurmrestd passes the token on to slurmctld, and a token slurmctld refuses (expired,
+        wrong key) comes back as a 200 ping whose controllers do not respond (seen on 24.11.5 and
+        26.05.5). v0.0.45 says why in `status`; before it one cheap query (the queue since a moment in
+        the future, 511 for a refused token) tells the two apart.
+        """
+        info = super().info()
+        if info.controllers and not info.is_up:
+            if any(c.status == _AUTH_REFUSED for c in info.controllers):
+                raise SlurmAuthError(_AUTH_REFUSED, 200)
+            if self.minor < 45:
+                try:
+                    self.jobs(update_time=int(time.time()) + 3600)
+                except SlurmAuthError:
+                    raise
+                except SlurmError:
+                    pass  # slurmctld is down indeed: the ping said so
+        return info
+
     def parse_info(self, data: Mapping[str, Any]) -> ClusterInfo:
         release, cluster = release_from_meta(data.get("meta"))
         controllers = []
@@ -204,7 +229,7 @@ class V0040Adapter(Adapter):
                 primary = bool(p.get("primary"))
             else:
                 primary = (text(p.get("mode")) == "primary") if p.get("mode") else None
-            controllers.append(Controller(text(p.get("hostname")), state, primary))
+            controllers.append(Controller(text(p.get("hostname")), state, primary, text(p.get("status"))))
         return ClusterInfo(self.version, release, tuple(controllers), cluster)
 
     def parse_partition(self, raw: Mapping[str, Any]) -> Partition:
