@@ -36,7 +36,10 @@ class ClusterAdmin(AuditedModelAdmin):
                 ]
             },
         ),
-        ("Head node", {"fields": ["transport", "ssm_instance_id", "aws_region", "ssm_role_arn"]}),
+        (
+            "Head node",
+            {"fields": ["transport", "ssm_instance_id", "aws_region", "ssm_role_arn", "slurm_bin"]},
+        ),
         (
             "Slurm enforces the policy",
             {

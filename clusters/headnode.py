@@ -95,12 +95,41 @@ def run(
     `argv[0]` is the program and every other item one argument: nothing is ever
     pasted into shell text unquoted, whatever a value contains.
     """
-    argv = _checked(argv)
+    argv = _with_slurm_bin(cluster, _checked(argv))
     if cluster.transport == "local":
         return _run_local(cluster, argv, timeout, input)
     if cluster.transport == "ssm":
         return _run_ssm(cluster, argv, timeout, input)
     raise HeadNodeError(cluster, f"unknown transport {cluster.transport!r}")
+
+
+# Slurm's client commands: where the cluster keeps them elsewhere (`slurm_bin`), they are called by path.
+SLURM_COMMANDS = frozenset(
+    [
+        "sacct",
+        "sacctmgr",
+        "salloc",
+        "sbatch",
+        "scancel",
+        "scontrol",
+        "sinfo",
+        "sprio",
+        "squeue",
+        "srun",
+        "sshare",
+    ]
+)
+
+
+def _with_slurm_bin(cluster: HeadNode, argv: list[str]) -> list[str]:
+    """`argv` with each Slurm command (the program, or the one after `--` of runuser) as its full path."""
+    folder = getattr(cluster, "slurm_bin", "")
+    if not folder:
+        return argv
+    return [
+        f"{folder.rstrip('/')}/{item}" if item in SLURM_COMMANDS and (i == 0 or argv[i - 1] == "--") else item
+        for i, item in enumerate(argv)
+    ]
 
 
 def forget() -> None:

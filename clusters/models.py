@@ -96,6 +96,13 @@ class Cluster(models.Model):
         help_text="One absolute path per line; job scripts must live under one of them.",
     )
     home_root = models.CharField(max_length=200, default="/home", validators=[validate_roots])
+    slurm_bin = models.CharField(
+        "Slurm commands folder",
+        max_length=255,
+        blank=True,
+        help_text="Where sbatch, sacct, sacctmgr and scontrol are on the head node when they are not on the "
+        "default PATH (AWS ParallelCluster: /opt/slurm/bin). Empty: found on the PATH.",
+    )
     offboard_jobs = models.CharField(
         "jobs of an offboarded person",
         max_length=8,

@@ -43,6 +43,7 @@ readonly ROOT=$CACHE/slurm-$RELEASE
 readonly BUILT_MARK=$ROOT/etc/clusterra-chroot
 readonly RUN_DIR=/run/slurm-demo-$RELEASE
 readonly BIN_DIR=/run/slurm-$RELEASE/bin
+readonly ACCOUNT=demo
 PID_DIR=$RUN_DIR
 # Its own database and MariaDB user: a newer slurmdbd converts a database it opens, and 22.05 cannot go back.
 readonly DB_NAME=slurm_acct_db_${RELEASE/./} DB_USER=slurm${RELEASE/./}
@@ -521,20 +522,22 @@ node_ready() {
 }
 
 ensure_associations() {
+    # The account is named as on the host's cluster ("demo"), so a grant's account reads the same on every
+    # release; the cluster name keeps the associations apart.
     local have u missing=()
-    have=$(in_root sacctmgr -n -P list assoc cluster="$CLUSTER_NAME" account="$CLUSTER_NAME" format=user)
+    have=$(in_root sacctmgr -n -P list assoc cluster="$CLUSTER_NAME" account="$ACCOUNT" format=user)
     if [[ -z $have ]]; then
-        in_root sacctmgr -i add account "$CLUSTER_NAME" cluster="$CLUSTER_NAME" description="demo users" \
+        in_root sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER_NAME" description="demo users" \
             organization=demo >/dev/null
-        log "added account $CLUSTER_NAME"
+        log "added account $ACCOUNT"
     fi
     for u in $DEMO_USERS slurm; do
         grep -qx "$u" <<<"$have" || missing+=("$u")
     done
     ((${#missing[@]})) || return 0
     local IFS=,
-    in_root sacctmgr -i add user name="${missing[*]}" account="$CLUSTER_NAME" cluster="$CLUSTER_NAME" >/dev/null
-    log "added associations for ${missing[*]} in account $CLUSTER_NAME"
+    in_root sacctmgr -i add user name="${missing[*]}" account="$ACCOUNT" cluster="$CLUSTER_NAME" >/dev/null
+    log "added associations for ${missing[*]} in account $ACCOUNT"
 }
 
 TOKEN="" TOKEN_AT=0
@@ -622,6 +625,7 @@ SLURM_DEMO_USERS="$DEMO_USERS"
 SLURM_ACCOUNTING=1
 SLURM_RELEASE=$RELEASE
 SLURM_BIN=$BIN_DIR
+SLURM_ROOT=$ROOT
 SLURM_POLICY_FILE=$ROOT/etc/slurm/clusterra/policy.lua
 SLURM_REFUSAL_LOG=$ROOT/var/log/slurm/clusterra-refusals.log
 EOF

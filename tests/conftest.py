@@ -79,6 +79,16 @@ class SlurmEnv:
     partitions: tuple[str, ...]
     users: tuple[str, ...]
     accounting: bool
+    release: str = "22.05"
+    # Where this release's commands are (a chroot's wrappers), and its policy file and refusal log.
+    bin: str = "/usr/bin"
+    root: str = "/"
+    policy_file: str = "/etc/slurm/clusterra/policy.lua"
+    refusal_log: str = "/var/log/slurm/clusterra-refusals.log"
+
+    def command(self, name: str) -> str:
+        """The path of one of this release's Slurm commands."""
+        return f"{self.bin}/{name}"
 
     @property
     def key(self) -> bytes:
@@ -95,7 +105,7 @@ def slurm_env_file(release: str) -> Path:
 
 
 def pytest_generate_tests(metafunc):
-    """A test marked `every_release` that uses the real Slurm runs once per release (ids 22.05, 24.11, 26.05)."""
+    """A test marked `every_release` that uses the real Slurm runs once per release (ids 22.05, 24.11, …)."""
     if metafunc.definition.get_closest_marker("every_release") and "slurm_env" in metafunc.fixturenames:
         metafunc.parametrize("slurm_release", RELEASES, indirect=True, scope="session")
 
@@ -125,6 +135,11 @@ def read_slurm_env(path: Path = SLURM_ENV_FILE) -> SlurmEnv | None:
         partitions=tuple(values.get("SLURM_PARTITIONS", "").split()),
         users=tuple(values.get("SLURM_DEMO_USERS", "").split()),
         accounting=values.get("SLURM_ACCOUNTING", "1") == "1",
+        release=values.get("SLURM_RELEASE", "22.05"),
+        bin=values.get("SLURM_BIN", "/usr/bin"),
+        root=values.get("SLURM_ROOT", "/"),
+        policy_file=values.get("SLURM_POLICY_FILE", "/etc/slurm/clusterra/policy.lua"),
+        refusal_log=values.get("SLURM_REFUSAL_LOG", "/var/log/slurm/clusterra-refusals.log"),
     )
 
 
@@ -155,6 +170,10 @@ def demo_cluster(db, slurm_env):
         jwt_key_source="file",
         jwt_key_ref=str(slurm_env.key_file),
         has_accounting=slurm_env.accounting,
+        # The host's release is on the PATH; a chroot's commands are its wrappers.
+        slurm_bin="" if slurm_env.release == RELEASES[0] else slurm_env.bin,
+        policy_path=slurm_env.policy_file,
+        refusal_log=slurm_env.refusal_log,
     )
 
 

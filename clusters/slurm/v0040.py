@@ -29,6 +29,8 @@ from clusters.slurm.types import (
     SubmitResult,
 )
 
+# Slurm's 16-bit "no value": the field was not given.
+NO_VAL16 = 0xFFFE
 # What a v0.0.45 ping says of a controller that refused the caller's token.
 _AUTH_REFUSED = "Protocol authentication error"
 
@@ -85,7 +87,7 @@ class V0040Adapter(Adapter):
             "threads_per_core": spec.threads_per_core,
             "tres_per_job": _gpu_tres(spec.gpus),
             "tres_per_node": _per_node_tres(spec),
-            "tres_per_task": _gpu_tres(spec.gpus_per_task),
+            "tres_per_task": _per_task_tres(spec),
             "tres_per_socket": _gpu_tres(spec.gpus_per_socket),
             "memory_per_tres": _gpu_tres(spec.memory_per_gpu),
             "temporary_disk_per_node": spec.tmp_disk_per_node,
@@ -168,6 +170,13 @@ class V0040Adapter(Adapter):
             )
         if flags:
             job["flags"] = flags
+        if spec.gpus_per_task:
+            # What sbatch (24.11, 26.05) sends with --gpus-per-task: each task bound to its own GPUs.
+            job["tres_bind"] = f"gres/gpu:per_task:{spec.gpus_per_task.rpartition(':')[2]}"
+        if self.minor >= 42:
+            # NO_VAL16, "not said", as sbatch leaves it: without the key the parser writes 0 (never kill the
+            # step on an OOM), overriding the site's default (seen on 24.11.5 and 26.05.5).
+            job["oom_kill_step"] = NO_VAL16
         if spec.hold:
             job["hold"] = True
         if spec.requeue is not None:
@@ -310,6 +319,15 @@ def _kill_failures(status: Any) -> tuple[SlurmErrorItem, ...]:
 def _gpu_tres(value: str | int | None) -> str | None:
     """A per-GPU or GPU-count value as this family's TRES string: "a100:2" -> "gres/gpu:a100:2"."""
     return None if value is None else f"gres/gpu:{value}"
+
+
+def _per_task_tres(spec: JobSpec) -> str | None:
+    """Per-task TRES as sbatch 24.11+ writes them: "cpu=6,gres/gpu=1" (--cpus-per-task, --gpus-per-task)."""
+    items = [f"cpu={spec.cpus_per_task}"] if spec.cpus_per_task else []
+    if spec.gpus_per_task:
+        kind, _, count = spec.gpus_per_task.rpartition(":")
+        items.append(f"gres/gpu:{kind}={count}" if kind else f"gres/gpu={count}")
+    return ",".join(items) or None
 
 
 def _per_node_tres(spec: JobSpec) -> str | None:

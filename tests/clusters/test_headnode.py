@@ -92,6 +92,20 @@ def test_it_refuses_anything_but_a_list_of_strings(argv):
         headnode.run(local_cluster(), argv)
 
 
+def test_slurm_commands_come_from_the_clusters_slurm_folder_and_nothing_else_does(tmp_path):
+    """Where Slurm is not on the PATH (ParallelCluster's /opt/slurm/bin; a chroot's release), its commands
+    are called by path, also after runuser's `--`; other programs and arguments are left alone."""
+    (tmp_path / "sacct").write_text('#!/bin/sh\necho this-is-sacct "$@"\n')
+    (tmp_path / "sacct").chmod(0o755)
+    cluster = Cluster(slug="pc", name="PC", transport="local", slurm_bin=str(tmp_path))
+    assert headnode.run(cluster, ["sacct", "-j", "sacct"]).stdout == "this-is-sacct -j sacct\n"
+    assert headnode._with_slurm_bin(cluster, ["runuser", "-u", "ada", "--", "sacct", "--json"]) == [
+        "runuser", "-u", "ada", "--", f"{tmp_path}/sacct", "--json",
+    ]  # fmt: skip
+    assert headnode._with_slurm_bin(cluster, ["echo", "sbatch"]) == ["echo", "sbatch"]
+    assert headnode._with_slurm_bin(local_cluster(), ["sacct"]) == ["sacct"]
+
+
 def test_an_unknown_transport_is_a_head_node_error():
     with pytest.raises(headnode.HeadNodeError, match="unknown transport"):
         headnode.run(Cluster(slug="x", name="X", transport="carrier-pigeon"), ["true"])

@@ -198,7 +198,8 @@ def test_a_time_limit_over_the_partition_maximum_queues_and_says_why(as_user, cl
     assert result.warnings == ()
     deadline = time.monotonic() + WAIT_SECONDS
     while (job := alice.job(result.job_id)).state_reason != "PartitionTimeLimit":
-        assert job.state == "PENDING" and time.monotonic() < deadline, (job.state, job.state_reason)
+        assert job.state == "PENDING", (job.state, job.state_reason)
+        assert time.monotonic() < deadline, f"still {job.state_reason!r}"
         time.sleep(0.3)
 
 

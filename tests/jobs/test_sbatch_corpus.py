@@ -39,7 +39,7 @@ from jobs.models import JobRecord
 from jobs.submit import submit
 from jobs.submit_request import SubmitRequest
 
-pytestmark = [pytest.mark.slurm, pytest.mark.root, pytest.mark.django_db]
+pytestmark = [pytest.mark.slurm, pytest.mark.root, pytest.mark.django_db, pytest.mark.every_release]
 
 CORPUS = Path(__file__).with_name("corpus")
 # The project folder the scripts are copied into, and the folders a researcher would have made in it
@@ -62,6 +62,7 @@ NOT_COMPARED = {
     "AllocNode:Sid": "who sent the job: the person's shell for sbatch, slurmrestd for the console",
     "Command": "the path sbatch was given; slurmrestd is sent the script's text, compared as Script instead",
     "AdminComment": "the job_submit plugin's price stamp, written by Slurm, not by the script",
+    "SubmitLine": "the command line sbatch was run with (26.05); a REST submit has none",
 }
 # Times an option sets relative to "now" (--begin=now+2hours, --deadline=now+3days): each submit reads its
 # own clock, so these may differ by the seconds between the two submits, and by no more.
@@ -84,10 +85,12 @@ StdErr StdIn StdOut BurstBuffer BurstBufferState CpuFreqMin CpuFreqMax CpuFreqGo
 CpusPerTres MemPerTres TresBind TresFreq TresPerJob TresPerNode TresPerSocket TresPerTask NtasksPerTRES
 MailUser MailType Power Container KillOInInvalidDependent SpreadJob SELinuxContext Extra CronJob
 CrontabSpec FedOrigin FedViableSiblings FedActiveSiblings
+ReqTRES AllocTRES MinMemoryTRES Exclusive LicensesAlloc SubmitLine OOMKillStep ResvPorts SegmentSize
 """
 KEYS = tuple(_FIELD_NAMES.split())
 FREE_TEXT = {
-    "JobName", "Comment", "AdminComment", "SystemComment", "Command", "WorkDir", "StdErr", "StdIn", "StdOut"
+    "JobName", "Comment", "AdminComment", "SystemComment", "Command", "WorkDir", "StdErr", "StdIn", "StdOut",
+    "SubmitLine", "Extra",
 }  # fmt: skip
 _SPLIT = re.compile(r" (?=(?:{})=)".format("|".join(re.escape(k) for k in KEYS)))
 # A script header saying which option an API version cannot carry (22.05's REST parser refuses
@@ -137,8 +140,21 @@ def depending_on(text: str, job_id: int) -> str:
     )
 
 
+# The release under test: its commands (a chroot's wrappers) and the root its paths are under.
+RELEASE = {"bin": "/usr/bin", "root": "/"}
+SLURM_COMMANDS = {"sbatch", "scontrol", "scancel"}
+
+
+@pytest.fixture(autouse=True)
+def _release_commands(slurm_env):
+    """Slurm's commands and state for the release this test runs on (tests/conftest.py, every_release)."""
+    RELEASE.update(bin=slurm_env.bin, root=slurm_env.root)
+
+
 def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False, **kwargs)
+    """A command of the release under test (sbatch, scontrol, scancel by its path) or of this host."""
+    found = [f"{RELEASE['bin']}/{c}" if c in SLURM_COMMANDS else c for c in command]
+    return subprocess.run(found, capture_output=True, text=True, timeout=30, check=False, **kwargs)
 
 
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
@@ -210,7 +226,7 @@ def underpriced(job_id: int) -> list[tuple[str, str, str]]:
     return found
 
 
-def record(job_id: int) -> dict[str, str]:
+def record(job_id: int, user: str = "") -> dict[str, str]:
     """`scontrol show job -o` for the job (the meta record of an array), as field → value."""
     out = run("scontrol", "show", "job", "-o", str(job_id)).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith(f"JobId={job_id} ")), None)
@@ -221,6 +237,9 @@ def record(job_id: int) -> dict[str, str]:
         value = value.rstrip()
         if key not in FREE_TEXT and " " in value:
             raise AssertionError(f"a field this test does not know is inside {key}={value!r}: add it to KEYS")
+        # The person's name first: a job id may be part of it (ct1ce46p0 and job 46).
+        if user:
+            value = value.replace(user, "{user}")
         # Not \b: in "asm_271.log" or "%A_%a" paths the number follows a word character.
         fields[key] = re.sub(rf"(?<!\d){job_id}(?!\d)", "{id}", value)
     return fields
@@ -234,7 +253,8 @@ def state_dir() -> Path:
     out = run("scontrol", "show", "config").stdout
     match = re.search(r"^StateSaveLocation\s*=\s*(\S+)", out, re.M)
     assert match, "scontrol show config names no StateSaveLocation"
-    return Path(match[1])
+    # A chroot's slurmctld names a path inside the chroot.
+    return Path(RELEASE["root"]) / match[1].lstrip("/")
 
 
 def environment(job_id: int) -> dict[str, str]:
@@ -279,11 +299,11 @@ def differences(sbatch: dict[str, str], console: dict[str, str], slack: float) -
 
 
 def the_consoles_tag(difference: tuple[str, str, str], job_id: int) -> bool:
-    """On slurmrestd v0.0.38 the console's submit tag rides in the comment a script leaves empty: 22.05's REST
-    API keeps and lists back no other free field (`extra` came with 23.02), and the tag is how a submit whose
-    answer was lost is found (jobs.claims). That difference, and exactly that one, is the console's."""
+    """The console's submit tag, how a submit whose answer was lost is found (jobs.claims): from v0.0.40 in
+    job's `extra`, which sbatch leaves empty; on v0.0.38 in the comment a script leaves empty, as 22.05's REST
+    API keeps and lists back no other free field. That difference, and exactly that one, is the console's."""
     name, by_sbatch, by_console = difference
-    if name != "Comment" or by_sbatch not in ("(absent)", "(null)"):
+    if name not in ("Comment", "Extra") or by_sbatch not in ("(absent)", "(null)"):
         return False
     tag = JobRecord.objects.get(slurm_job_id=job_id).submit_tag
     return bool(tag) and by_console == tag
@@ -326,7 +346,7 @@ def compare(
     if by_console is None:
         result.differences.append(("submit", "queued", f"refused: {refusal}"))
         return result
-    found = differences(record(by_sbatch), record(by_console), slack)
+    found = differences(record(by_sbatch, person.name), record(by_console, person.name), slack)
     if second is console_held:
         found = [d for d in found if not the_consoles_tag(d, by_console)] + underpriced(by_console)
     result.differences += found
