@@ -147,10 +147,7 @@ def apply(cluster: Cluster, slurm_cluster: str, name: str, want: Wanted) -> bool
         return bool(have)
     asked = False
     for account, partition in sorted(want.associations - have):
-        argv = ["sacctmgr", "-i", "add", "user", name, f"account={account}", f"cluster={slurm_cluster}"]
-        if partition:
-            argv.append(f"partition={partition}")
-        _sacctmgr(cluster, argv, f"add the association {account}/{partition or 'every partition'}")
+        _add(cluster, slurm_cluster, name, account, partition)
         asked = True
     for account, partition in sorted(want.associations):
         _set(cluster, slurm_cluster, name, account, partition, want.limits)
@@ -159,6 +156,19 @@ def apply(cluster: Cluster, slurm_cluster: str, name: str, want: Wanted) -> bool
         where = _where(slurm_cluster, name, account, partition)
         delete = ["sacctmgr", "-i", "delete", "user", "where", *where]
         removed = headnode.run(cluster, delete, timeout=SACCTMGR_TIMEOUT)
+        if not removed.ok and "default account" in removed.output():
+            # Slurm 24.11 and 26.05 refuse to remove the association that holds the user's default account
+            # (the first one made: provisioning's, without a partition) while any other remains ("You can
+            # not remove the default account of a user"); 22.05 removed it and kept the partition ones.
+            # Removing all of them at once is allowed; the wanted ones are then made again, the first of
+            # them the default. Between the two, Slurm takes no job of theirs: it fails closed.
+            all_of_them = [f"name={name}", f"cluster={slurm_cluster}"]
+            removed = headnode.run(
+                cluster, ["sacctmgr", "-i", "delete", "user", "where", *all_of_them], timeout=SACCTMGR_TIMEOUT
+            )
+            if removed.ok:
+                _add_again(cluster, slurm_cluster, name, want)
+                return True
         if not removed.ok:
             # Jobs still run under it (sacctmgr refuses): block it now, remove it in a later round.
             _set(cluster, slurm_cluster, name, account, partition, {"MaxSubmitJobs": "0"})
@@ -168,6 +178,21 @@ def apply(cluster: Cluster, slurm_cluster: str, name: str, want: Wanted) -> bool
             )
         asked = True
     return asked
+
+
+def _add(cluster: Cluster, slurm_cluster: str, name: str, account: str, partition: str) -> None:
+    argv = ["sacctmgr", "-i", "add", "user", name, f"account={account}", f"cluster={slurm_cluster}"]
+    if partition:
+        argv.append(f"partition={partition}")
+    _sacctmgr(cluster, argv, f"add the association {account}/{partition or 'every partition'}")
+
+
+def _add_again(cluster: Cluster, slurm_cluster: str, name: str, want: Wanted) -> None:
+    """The wanted associations made again after every one of `name`'s was removed, with their limits."""
+    for account, partition in sorted(want.associations):
+        _add(cluster, slurm_cluster, name, account, partition)
+    for account, partition in sorted(want.associations):
+        _set(cluster, slurm_cluster, name, account, partition, want.limits)
 
 
 def existing(cluster: Cluster, slurm_cluster: str, name: str) -> frozenset[tuple[str, str]]:

@@ -47,6 +47,8 @@ _sleep: Callable[[float], None] = time.sleep
 # What sacctmgr accepts as an account name without it being split or reinterpreted.
 _SLURM_ACCOUNT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CLUSTER_NAME = re.compile(r"^ClusterName\s*=\s*(\S+)\s*$", re.MULTILINE)
+# A user of slurmctld's association cache, `scontrol show assoc_mgr flags=users`: UserName=ada(60123) …
+_SLURM_USER_UID = re.compile(r"^UserName=(\S+?)\((\d+)\)", re.MULTILINE)
 
 
 class ProvisioningError(Refusal):
@@ -497,6 +499,14 @@ def _ensure_association(ctx: _Context) -> None:
         ctx, ["sacctmgr", "-i", "add", "user", name, f"account={slurm_account}", f"cluster={slurm_cluster}"]
     )
     if not result.ok and not present():
+        holder = _slurm_user_with_uid(ctx, ctx.account.uid, name)
+        if holder:
+            raise _StepFailed(
+                "slurm_uid_taken",
+                f"Slurm already has a user {holder} with UID {ctx.account.uid} and takes no second name for "
+                f"that UID. If {holder} left (its Linux user may be gone), an administrator can remove it "
+                f"from Slurm with `sacctmgr delete user {holder}`; then try again.",
+            )
         raise _StepFailed("sacctmgr_failed", f"sacctmgr could not add the association: {result.output()}")
     ctx.audit(
         "association",
@@ -518,6 +528,20 @@ def _slurm_user(ctx: _Context, name: str) -> tuple[str, str] | None:
         if len(fields) >= 3 and fields[0] == name:
             return fields[1] or "None", fields[2]
     return None
+
+
+def _slurm_user_with_uid(ctx: _Context, uid: int, name: str) -> str | None:
+    """Another Slurm user holding `uid`, which is why Slurm 24.11 and later refuse `name` an association.
+
+    They keep the UID a user had when it was added even after its Linux user is gone, and answer a new
+    name with that UID only "Nothing added. Make sure the accounts requested here have been added to the
+    system/cluster" (seen on 24.11.5 and 26.05.5; 22.05 adds it). slurmctld's cache lists each user's UID.
+    """
+    shown = _run(ctx, ["scontrol", "show", "assoc_mgr", "flags=users"])
+    if not shown.ok:
+        return None
+    holders = [user for user, number in _SLURM_USER_UID.findall(shown.stdout) if int(number) == uid]
+    return next((user for user in holders if user != name), None)
 
 
 def _slurm_cluster_name(ctx: _Context) -> str:

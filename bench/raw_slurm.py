@@ -38,6 +38,12 @@ class SlurmSite:
     api_version: str
     key_file: Path
     cluster: str
+    release: str = "22.05"
+    # Where the release's commands are ("" on the host: the PATH), and its job_submit plugin's files.
+    bin: str = ""
+    root: str = "/"
+    policy_file: str = "/etc/slurm/clusterra/policy.lua"
+    refusal_log: str = "/var/log/slurm/clusterra-refusals.log"
 
     @classmethod
     def read(cls, path: Path = ENV_FILE) -> SlurmSite:
@@ -47,11 +53,17 @@ class SlurmSite:
             if sep and not name.lstrip().startswith("#"):
                 words = shlex.split(raw)
                 values[name.strip()] = words[0] if words else ""
+        release = values.get("SLURM_RELEASE") or "22.05"
         return cls(
             url=values["SLURMRESTD_URL"].rstrip("/"),
             api_version=values.get("SLURM_API_VERSION") or "v0.0.38",
             key_file=Path(values["SLURM_JWT_KEY_FILE"]),
             cluster=values.get("SLURM_CLUSTER", "demo"),
+            release=release,
+            bin="" if release == "22.05" else values.get("SLURM_BIN", ""),
+            root=values.get("SLURM_ROOT") or "/",
+            policy_file=values.get("SLURM_POLICY_FILE") or cls.policy_file,
+            refusal_log=values.get("SLURM_REFUSAL_LOG") or cls.refusal_log,
         )
 
 
@@ -129,52 +141,66 @@ def job_body(
     return {"script": script, "job": job}
 
 
-def _scontrol(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=check, timeout=60)
+def _command(bin_dir: str, name: str) -> str:
+    """A Slurm command of the host ("": on the PATH) or of the release whose commands are in `bin_dir`."""
+    return f"{bin_dir.rstrip('/')}/{name}" if bin_dir else name
 
 
-def create_parking() -> None:
+def _run(
+    bin_dir: str, name: str, *args: str, check: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    # A chroot release's wrappers want a working directory the chroot shares (/tmp or /home).
+    return subprocess.run(
+        [_command(bin_dir, name), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        cwd="/tmp",
+    )
+
+
+def _scontrol(*args: str, check: bool = True, bin_dir: str = "") -> subprocess.CompletedProcess[str]:
+    return _run(bin_dir, "scontrol", *args, check=check)
+
+
+def create_parking(bin_dir: str = "") -> None:
     """The DOWN partition every benchmark job goes to; one left by an interrupted run is reused."""
-    shown = _scontrol("show", "partition", PARKING, check=False)
+    shown = _scontrol("show", "partition", PARKING, check=False, bin_dir=bin_dir)
     if shown.returncode == 0:
-        _scontrol("update", f"PartitionName={PARKING}", "State=DOWN")
+        _scontrol("update", f"PartitionName={PARKING}", "State=DOWN", bin_dir=bin_dir)
         return
-    _scontrol("create", f"PartitionName={PARKING}", "Nodes=ALL", "State=DOWN", "MaxTime=INFINITE")
+    _scontrol(
+        "create", f"PartitionName={PARKING}", "Nodes=ALL", "State=DOWN", "MaxTime=INFINITE", bin_dir=bin_dir
+    )
 
 
-def cancel(job_ids: Iterable[int]) -> None:
+def cancel(job_ids: Iterable[int], bin_dir: str = "") -> None:
     """Cancel these jobs (as root, so whoever owns them), a thousand ids per scancel."""
     ids = [str(i) for i in job_ids]
     for start in range(0, len(ids), CANCEL_CHUNK):
-        subprocess.run(["scancel", *ids[start : start + CANCEL_CHUNK]], capture_output=True, timeout=120)
+        _run(bin_dir, "scancel", *ids[start : start + CANCEL_CHUNK], timeout=120)
 
 
-def parked_jobs() -> list[int]:
+def parked_jobs(bin_dir: str = "") -> list[int]:
     """Ids of every job still queued in the parking partition, whoever submitted it."""
-    listed = subprocess.run(
-        ["squeue", "-h", "-a", "-p", PARKING, "-t", "PD,R,S,CG,CF", "-o", "%i"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    listed = _run(bin_dir, "squeue", "-h", "-a", "-p", PARKING, "-t", "PD,R,S,CG,CF", "-o", "%i", timeout=120)
     return [int(word) for word in listed.stdout.split() if word.isdigit()]
 
 
-def remove_parking(submitted: Sequence[int] = ()) -> int:
+def remove_parking(submitted: Sequence[int] = (), bin_dir: str = "") -> int:
     """Cancel what this run submitted and anything else still parked, then delete the partition."""
-    cancel(submitted)
+    cancel(submitted, bin_dir)
     # A job submitted by an interrupted request (whose id never came back) is caught here.
-    left = parked_jobs()
-    cancel(left)
+    left = parked_jobs(bin_dir)
+    cancel(left, bin_dir)
     with contextlib.suppress(subprocess.SubprocessError):
-        _scontrol("delete", f"PartitionName={PARKING}", check=False)
+        _scontrol("delete", f"PartitionName={PARKING}", check=False, bin_dir=bin_dir)
     return len(left)
 
 
-def slurm_release() -> str:
+def slurm_release(bin_dir: str = "") -> str:
     """The Slurm release the cluster runs, from `sinfo --version`."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return subprocess.run(
-            ["sinfo", "--version"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+        return _run(bin_dir, "sinfo", "--version", timeout=10).stdout.strip()
     return "unknown"

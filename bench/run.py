@@ -1,8 +1,9 @@
-"""`make bench`: the six benchmarks against a live console and their raw baselines, one table, one JSON file.
+"""`make bench`: seven benchmarks against a live console and their raw baselines, one table, one JSON file.
 
     python -m bench.run            full run (several minutes; 10,000 queued jobs, 500 terminals)
     python -m bench.run --smoke    seconds, small sizes: CI runs it so the benchmarks never rot (rows 1-5;
                                    `--smoke --only 6` for row 6)
+    python -m bench.run --only 7   submit on each Slurm release that is up (22.05, 24.11, 26.05)
 
 Needs root on the machine that runs scripts/slurm-up.sh's Slurm (it provisions a Linux user,
 starts login shells as that user and parks jobs in a partition of its own), PostgreSQL, and
@@ -97,8 +98,9 @@ PLANS = {
     ),
 }
 # Quiet work first: echo, then the job_submit plugin while slurmctld holds few jobs (the console's script
-# reads all of them on every submit) and before row 1's leave any behind, the 500 shells of the fan-out last.
-ORDER = (3, 6, 1, 2, 5, 4)
+# reads all of them on every submit) and before row 1's leave any behind, the submits on each release before
+# row 2 queues its 10,000 jobs, the 500 shells of the fan-out last.
+ORDER = (3, 6, 1, 7, 2, 5, 4)
 # A full run waits before each row until others' work has stayed under QUIET_SHARE this long (or gives up).
 QUIET_SPELL = 15.0
 QUIET_LIMIT = 300.0
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     _log_to_file(settings.data_dir / "driver.log")
-    from bench import echo, fanout, job_list, job_submit, machine, policy, submit
+    from bench import echo, fanout, job_list, job_submit, machine, policy, releases, submit
     from bench.ssm_host import SsmHost
     from tests.support.slurm_shell import restore_policy, save_policy
 
@@ -319,6 +321,19 @@ def main(argv: list[str] | None = None) -> int:
                 "policy",
                 lambda: policy.run(
                     cast.local_cluster, cast.person, people=plan.policy_people, seconds=plan.policy_seconds
+                ),
+            ),
+            7: (
+                "submit on each release",
+                lambda: releases.run(
+                    url,
+                    cast.api_token,
+                    cast,
+                    stage.SCRIPT_TEXT,
+                    raw,
+                    count=plan.submit_count,
+                    warmup=plan.submit_warmup,
+                    submitted=submitted,
                 ),
             ),
             6: (

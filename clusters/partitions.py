@@ -9,14 +9,23 @@ partition shows up almost at once.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
 
+from clusters import headnode
 from clusters.models import Cluster
 from clusters.slurm import Node, Partition
 
+log = logging.getLogger(__name__)
+
 CACHE_SECONDS = 15.0
+# Which partition is the default changes only when an admin edits slurm.conf: asked of the head node
+# (where slurmrestd does not say) once in this long, so a page view seldom waits on an SSM round trip.
+DEFAULT_CACHE_SECONDS = 300.0
 
 _cache: dict[tuple[str, str], tuple[float, object]] = {}
 _lock = threading.Lock()
@@ -69,12 +78,12 @@ class PartitionView:
         }
 
 
-def _cached(cluster: Cluster, what: str, read):
+def _cached(cluster: Cluster, what: str, read, seconds: float = CACHE_SECONDS):
     key = (f"{cluster.pk}:{cluster.slurmrestd_url}", what)
     now = time.monotonic()
     with _lock:
         hit = _cache.get(key)
-        if hit and now - hit[0] < CACHE_SECONDS:
+        if hit and now - hit[0] < seconds:
             return hit[1]
     value = read()
     with _lock:
@@ -90,7 +99,42 @@ def forget() -> None:
 
 def partitions(cluster: Cluster) -> list[Partition]:
     """The cluster's partitions; raises SlurmError (and token errors) when slurmrestd does not answer."""
-    return _cached(cluster, "partitions", lambda: cluster.service_slurm().partitions())
+    return _cached(
+        cluster, "partitions", lambda: _with_default(cluster, cluster.service_slurm().partitions())
+    )
+
+
+def _with_default(cluster: Cluster, found: list[Partition]) -> list[Partition]:
+    """The partitions with the default marked, asking the head node when slurmrestd does not say.
+
+    slurmrestd v0.0.40 … v0.0.44 have no partition flags (Slurm 24.11 speaks v0.0.42 at most: seen on
+    24.11.5), so is_default comes back None for every partition; v0.0.38 (22.05) and v0.0.45 (26.05) say.
+    Without it the submit form would preselect a partition for someone the default is open to (their
+    script's --partition would then lose to it) and a job that names none would be priced on the first.
+    """
+    if not found or any(p.is_default is not None for p in found):
+        return found
+    name = _cached(cluster, "default", lambda: _default_on_head_node(cluster), DEFAULT_CACHE_SECONDS)
+    if name not in {p.name for p in found}:
+        return found  # the head node could not say, or names a partition slurmrestd does not list
+    return [dataclasses.replace(p, is_default=p.name == name) for p in found]
+
+
+_DEFAULT_YES = re.compile(r"^PartitionName=(\S+) .*\bDefault=YES\b", re.M)
+
+
+def _default_on_head_node(cluster: Cluster) -> str | None:
+    """The partition `scontrol show partition` marks Default=YES, or None when the head node does not say."""
+    try:
+        shown = headnode.run(cluster, ["scontrol", "-o", "show", "partition"], timeout=15)
+    except headnode.HeadNodeError as e:
+        log.warning("default partition of %s: %s", cluster.slug, e)
+        return None
+    if not shown.ok:
+        log.warning("default partition of %s: scontrol said %s", cluster.slug, shown.output())
+        return None
+    match = _DEFAULT_YES.search(shown.stdout)
+    return match[1] if match else None
 
 
 def nodes(cluster: Cluster) -> list[Node]:
@@ -102,7 +146,7 @@ def find(cluster: Cluster, name: str) -> Partition | None:
 
 
 def default(cluster: Cluster) -> Partition | None:
-    """Slurm's default partition (Default=YES), or the first one when the API version does not say."""
+    """Slurm's default partition (Default=YES); the first one when nothing says which it is."""
     found = partitions(cluster)
     return next((p for p in found if p.is_default), found[0] if found else None)
 

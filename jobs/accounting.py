@@ -23,6 +23,8 @@ log = logging.getLogger("clusterra.jobs.accounting")
 
 SACCT_TIMEOUT = 20.0
 _EPOCH = datetime.fromtimestamp(0, UTC)
+# State flags of a run that Slurm started over; sacct prints them in place of the base state.
+_REQUEUE_FLAGS = frozenset({"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SPECIAL_EXIT"})
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,10 @@ def _run(raw: dict[str, Any], job_id: int) -> Run:
     times = raw.get("time") or {}
     state = (raw.get("state") or {}).get("current")
     if isinstance(state, list):
-        state = state[0] if state else ""
+        # 22.05 writes the word sacct prints ("REQUEUED"); 24.11's and 26.05's data_parser the base state
+        # and its flags: a requeued run is ["PENDING", "REQUEUED"]. The flag says how it ended, as sacct does.
+        words = [text(word) for word in state]
+        state = next((w for w in words if w in _REQUEUE_FLAGS), words[0] if words else "")
     code, signal = _exit(raw.get("exit_code") or {})
     allocated = (raw.get("tres") or {}).get("allocated") or []
     nodes = text(raw.get("nodes"))

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the real local Slurm, the console on http://127.0.0.1:8000 with its demo signup, until Ctrl-C.
 # Ctrl-C stops only what this run started; a second run reuses what exists (data/, the admin, the Slurm).
+# `make demo SLURM_RELEASE=26.05` (or 24.11) serves it on that release instead of the host's 22.05: its cluster
+# runs in a chroot beside the host's (scripts/slurm-release.sh) and is registered under its own ClusterName.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -8,9 +10,23 @@ PORT=${CLUSTERRA_PORT:-8000}
 URL="http://127.0.0.1:$PORT"
 # The demo's administrator signs in with a password; people use the IdP or the demo signup.
 export CLUSTERRA_LOCAL_LOGIN=${CLUSTERRA_LOCAL_LOGIN:-1}
-# Opens /demo/ on the cluster registered below. Without a mail server (CLUSTERRA_EMAIL_HOST),
-# sign-in links are printed in this terminal, in the web server's log.
-export CLUSTERRA_DEMO_CLUSTER=${CLUSTERRA_DEMO_CLUSTER:-demo}
+RELEASE=${SLURM_RELEASE:-22.05}
+case $RELEASE in
+22.05)
+  ENV_FILE=/run/slurm-demo/env
+  SCONTROL=scontrol
+  ;;
+24.11 | 26.05)
+  ENV_FILE=/run/slurm-demo-$RELEASE/env
+  SCONTROL=/run/slurm-$RELEASE/bin/scontrol
+  ;;
+*)
+  echo "SLURM_RELEASE must be 22.05 (the default), 24.11 or 26.05, not '$RELEASE'." >&2
+  exit 1
+  ;;
+esac
+# slurm-up.sh and slurm-down.sh read it too.
+export SLURM_RELEASE=$RELEASE
 
 if [ "$(id -u)" != 0 ]; then
   echo "make demo runs the real Slurm on this machine and needs root (sudo make demo)." >&2
@@ -24,7 +40,7 @@ fi
 
 started_slurm=0
 # Slurm that was already up before this run is someone else's: leave it running on Ctrl-C.
-if ! command -v scontrol >/dev/null 2>&1 || ! scontrol ping 2>/dev/null | grep -q UP; then
+if ! command -v "$SCONTROL" >/dev/null 2>&1 || ! "$SCONTROL" ping 2>/dev/null | grep -q UP; then
   started_slurm=1
 fi
 
@@ -58,16 +74,21 @@ trap 'stop 0' INT TERM
 trap 'stop $?' EXIT
 
 bash scripts/slurm-up.sh
-# shellcheck disable=SC1091
-. /run/slurm-demo/env
+# shellcheck disable=SC1090
+. "$ENV_FILE"
+# Opens /demo/ on the cluster registered below: `demo` on 22.05, else the release's ClusterName (demo2605),
+# so that people's accounts and jobs on one release are never taken for another's. Without a mail server
+# (CLUSTERRA_EMAIL_HOST), sign-in links are printed in this terminal, in the web server's log.
+export CLUSTERRA_DEMO_CLUSTER=${CLUSTERRA_DEMO_CLUSTER:-$SLURM_CLUSTER}
+name="Demo cluster"
+[ "$RELEASE" = 22.05 ] || name="Demo cluster (Slurm $RELEASE)"
 
 $BIN/python manage.py migrate --no-input
 $BIN/python manage.py collectstatic --no-input --verbosity 0
-accounting=()
-[ "${SLURM_ACCOUNTING:-1}" = 1 ] || accounting=(--no-accounting)
-$BIN/python manage.py register_cluster "$CLUSTERRA_DEMO_CLUSTER" --name "Demo cluster" --url "$SLURMRESTD_URL" \
-  --api-version "$SLURM_API_VERSION" --key-file "$SLURM_JWT_KEY_FILE" --transport local --enforce-policy \
-  "${accounting[@]}"
+# slurmrestd's address, API version and JWT key, accounting, the release's commands, policy file and
+# refusal log: all as slurm-up.sh wrote them for clients.
+$BIN/python manage.py register_cluster "$CLUSTERRA_DEMO_CLUSTER" --name "$name" --slurm-env "$ENV_FILE" \
+  --transport local --enforce-policy
 $BIN/python manage.py seed_demo --cluster "$CLUSTERRA_DEMO_CLUSTER"
 # Strangers get shells on this host: close its databases, Redis and the rest to them (and to their jobs),
 # and hide other people's processes. Their own shells are capped by the cluster's shell limits.
@@ -104,6 +125,7 @@ cat <<EOF
 
 Clusterra is running on $URL/  (Ctrl-C stops it)
   $admin_login
+  Cluster $CLUSTERRA_DEMO_CLUSTER: Slurm $RELEASE, slurmrestd $SLURMRESTD_URL ($SLURM_API_VERSION)
   Try the demo: $URL/demo/  ($mail)
 
 EOF

@@ -19,7 +19,9 @@
 --   or an error in this script refuses a governed person's job. On 22.05/24.11 a Lua error would accept
 --   the job, so every check runs under pcall.
 -- * Modifies: a governed person may not raise a pending job's time limit or move it to another partition,
---   account or QOS (the job was priced as submitted); operators may.
+--   account or QOS (the job was priced as submitted); operators may. 22.05 drops the sentence of a refused
+--   modify (scontrol prints only the code's text); 24.11 and 26.05 print it (tests/access/
+--   test_policy_enforced_by_slurm.py checks both).
 --
 -- Lua 5.1 (Debian links slurmctld against liblua5.1): no integers, no goto, no bit operators.
 

@@ -18,7 +18,7 @@ from accounts.models import User
 from jobs import accounting, sync
 from tests.conftest import require
 from tests.support.fake_headnode import ct_email, free_uid_block, remove_linux_user
-from tests.support.slurm_shell import cancel_all, shell, wait_for_state
+from tests.support.slurm_shell import Release
 
 TRICKY_NAME = "a|debug|COMPLETED|0:0|x"
 
@@ -82,8 +82,24 @@ def test_newer_shapes_are_read_too():
     assert (run.state, run.elapsed_seconds, run.cpus, run.gpus) == ("COMPLETED", 30, 4, 2)
 
 
+def test_a_requeued_run_reads_as_requeued_in_the_newer_shape_too():
+    """24.11's and 26.05's sacct write a requeued run's state as its base state and flags (seen on both)."""
+    newer = {"current": ["PENDING", "REQUEUED"], "reason": "None"}
+    text = sacct_json(
+        7,
+        run_entry(7, "", 1000, 1060, 2, state=newer),
+        run_entry(7, "", 2000, 2100, 2, state={"current": ["COMPLETED"], "reason": "None"}),
+    )
+    assert [r.state for r in accounting.parse(text, 7)] == ["REQUEUED", "COMPLETED"]
+
+
 @pytest.fixture
-def person(db, settings, demo_cluster):
+def release(slurm_env) -> Release:
+    return Release.of(slurm_env)
+
+
+@pytest.fixture
+def person(db, settings, demo_cluster, release):
     require(subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0", "needs root")
     start = free_uid_block()
     settings.CLUSTERRA_UID_MIN, settings.CLUSTERRA_UID_MAX = start, start + 19
@@ -91,25 +107,28 @@ def person(db, settings, demo_cluster):
     name = posix.ensure_account(someone).username
     provisioning.ensure_ready(someone, demo_cluster)
     yield someone
-    cancel_all(name)
+    release.cancel_all(name)
     remove_linux_user(name)
 
 
 @pytest.mark.slurm
 @pytest.mark.root
-def test_a_requeued_job_is_charged_for_every_run(person, demo_cluster):
+@pytest.mark.every_release
+def test_a_requeued_job_is_charged_for_every_run(person, demo_cluster, release):
     name = person.posix_account.username
-    typed = shell(name, f"sbatch --parsable --requeue -p debug -t 2 -J '{TRICKY_NAME}' --wrap 'sleep 3'")
+    typed = release.shell(
+        name, f"sbatch --parsable --requeue -p debug -t 2 -J '{TRICKY_NAME}' --wrap 'sleep 3'"
+    )
     assert typed.code == 0, typed
     job_id = int(typed.out.strip())
-    wait_for_state(job_id, "RUNNING")
+    release.wait_for_state(job_id, "RUNNING")
     time.sleep(1.5)
-    subprocess.run(["scontrol", "requeue", str(job_id)], check=True, capture_output=True)
-    wait_for_state(job_id, "PENDING")
+    subprocess.run([release.command("scontrol"), "requeue", str(job_id)], check=True, capture_output=True)
+    release.wait_for_state(job_id, "PENDING")
     # A requeued job waits two minutes before it may start again; an operator may let it go at once,
     # once slurmd has finished killing the first run (a launch before that fails at once).
     time.sleep(3)
-    let_go = ["scontrol", "update", f"jobid={job_id}", "StartTime=now"]
+    let_go = [release.command("scontrol"), "update", f"jobid={job_id}", "StartTime=now"]
     subprocess.run(let_go, check=True, capture_output=True)
 
     entry = None

@@ -1,6 +1,6 @@
 """Issue 3's promise end to end: IdP sign-in → a POSIX account made just in time → a job run as that
 person → offboarding leaves them able to do nothing. Every part is real: the IdP, useradd, sacctmgr,
-slurmrestd and the job."""
+slurmrestd and the job, on each Slurm release (tests/conftest.py, every_release)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,17 @@ from accounts.models import ClusterAccount, User
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from clusters.slurm import JobSpec
 from tests.conftest import require
+from tests.support import slurm_commands
 from tests.support.fake_headnode import free_uid_block, remove_linux_user
 from tests.support.fixtures_idp import sign_in
 
-pytestmark = [pytest.mark.idp, pytest.mark.slurm, pytest.mark.root, pytest.mark.django_db]
+pytestmark = [
+    pytest.mark.idp,
+    pytest.mark.slurm,
+    pytest.mark.root,
+    pytest.mark.django_db,
+    pytest.mark.every_release,
+]
 
 
 @pytest.fixture
@@ -47,7 +54,7 @@ def newcomer(idp, settings):
 
 def association_account(name: str) -> str:
     answer = subprocess.run(
-        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={name}", "format=account"],
+        [slurm_commands.command("sacctmgr"), "-n", "-P", "show", "assoc", f"user={name}", "format=account"],
         capture_output=True,
         text=True,
         check=True,

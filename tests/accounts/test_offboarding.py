@@ -20,6 +20,7 @@ from audit.models import AuditEvent
 from clusterra_site import env
 from clusters.models import Cluster
 from clusters.slurm import Job, JobList, JobSpec, SlurmError
+from tests.support import slurm_commands
 
 State = ClusterAccount.State
 
@@ -295,9 +296,13 @@ def shadow_entry(name: str) -> list[str]:
     ).stdout.split(":")
 
 
+# The tests below run on each Slurm release (tests/conftest.py, every_release); root's scontrol, squeue and
+# sacctmgr are that release's (tests/support/slurm_commands.py).
+
+
 def job_state(job_id: int) -> str:
     shown = subprocess.run(
-        ["scontrol", "-o", "show", "job", str(job_id)], capture_output=True, text=True
+        [slurm_commands.command("scontrol"), "-o", "show", "job", str(job_id)], capture_output=True, text=True
     ).stdout
     fields = dict(f.split("=", 1) for f in shown.split() if "=" in f)
     return fields.get("JobState", "")
@@ -305,6 +310,7 @@ def job_state(job_id: int) -> str:
 
 @pytest.mark.root
 @pytest.mark.slurm
+@pytest.mark.every_release
 def test_offboarding_a_real_person_locks_them_out_everywhere(real_person, demo_cluster, monkeypatch):
     Cluster.objects.filter(pk=demo_cluster.pk).update(offboard_jobs="cancel")
     name = posix.ensure_account(real_person).username
@@ -341,6 +347,7 @@ def test_offboarding_a_real_person_locks_them_out_everywhere(real_person, demo_c
 
 @pytest.mark.root
 @pytest.mark.slurm
+@pytest.mark.every_release
 def test_offboarding_leaves_nothing_of_theirs_running_and_nothing_they_hold_working(
     real_person, demo_cluster
 ):
@@ -351,8 +358,9 @@ def test_offboarding_leaves_nothing_of_theirs_running_and_nothing_they_hold_work
     # and a token of their own (refused: only the console mints tokens).
     for line in ("setsid -f sleep 4000", "nohup sleep 4001 >/dev/null 2>&1 &"):
         subprocess.run(["runuser", "-l", name, "-c", line], check=True, timeout=30)
+    scontrol = slurm_commands.command("scontrol")
     minted = subprocess.run(
-        ["runuser", "-l", name, "-c", "scontrol token lifespan=31536000"], capture_output=True, text=True
+        ["runuser", "-l", name, "-c", f"{scontrol} token lifespan=31536000"], capture_output=True, text=True
     )
     assert minted.returncode != 0
     assert "SLURM_JWT" not in minted.stdout
@@ -376,7 +384,7 @@ def test_offboarding_leaves_nothing_of_theirs_running_and_nothing_they_hold_work
         earlier.submit(spec)
     assert not [line for line in squeue_of(name) if line.strip()]
     blocked = subprocess.run(
-        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={name}", "format=maxsubmit"],
+        [slurm_commands.command("sacctmgr"), "-n", "-P", "show", "assoc", f"user={name}", "format=maxsubmit"],
         capture_output=True,
         text=True,
         check=True,
@@ -391,4 +399,6 @@ def test_offboarding_leaves_nothing_of_theirs_running_and_nothing_they_hold_work
 
 
 def squeue_of(name: str) -> list[str]:
-    return subprocess.run(["squeue", "-h", "-u", name], capture_output=True, text=True).stdout.splitlines()
+    return subprocess.run(
+        [slurm_commands.command("squeue"), "-h", "-u", name], capture_output=True, text=True
+    ).stdout.splitlines()

@@ -25,6 +25,7 @@ from clusters.headnode import Result as R
 from clusters.models import Cluster
 from clusters.slurm import JobSpec
 from tests.conftest import require
+from tests.support import slurm_commands
 from tests.support.fake_headnode import ct_email, remove_linux_user
 
 State = ClusterAccount.State
@@ -245,6 +246,20 @@ def test_a_failed_association_resumes_without_recreating_the_user(jane, cluster,
     assert fake.programs() == ["sacctmgr -n", "scontrol show", "sacctmgr -n", "sacctmgr -i"]
 
 
+def test_a_uid_slurm_keeps_for_a_user_who_left_is_named_in_the_refusal(jane, cluster, fake):
+    # Slurm 24.11 and later keep a user's UID after its Linux user is gone, and refuse another name with it.
+    fake.slurm_uids["olduser"] = 60100
+    with pytest.raises(provisioning.ProvisioningError) as caught:
+        provisioning.ensure_ready(jane, cluster)
+    assert (caught.value.code, caught.value.step) == ("slurm_uid_taken", "association")
+    assert "Slurm already has a user olduser with UID 60100" in caught.value.message
+    assert "sacctmgr delete user olduser" in caught.value.message
+    assert ("jane", "demo") not in fake.associations
+
+    del fake.slurm_uids["olduser"]  # an administrator removed it
+    assert provisioning.ensure_ready(jane, cluster).state == State.READY
+
+
 def test_an_unreachable_head_node_says_try_again_and_the_next_call_resumes(jane, cluster, fake):
     fake.down = True
     with pytest.raises(provisioning.ProvisioningError, match="try again later") as caught:
@@ -417,7 +432,8 @@ def test_slurm_for_passes_on_the_clusters_own_refusal(jane, cluster, fake):
 
 
 # --- for real: a Linux user on this machine, a Slurm association, a job that runs as them -------
-# `real_person` comes from tests/accounts/conftest.py.
+# `real_person` comes from tests/accounts/conftest.py. The tests that use Slurm run on each release
+# (tests/conftest.py, every_release): the association is made on that release's cluster.
 
 
 def wait_for_job(client, job_id, seconds: float = 30):
@@ -432,6 +448,7 @@ def wait_for_job(client, job_id, seconds: float = 30):
 
 @pytest.mark.root
 @pytest.mark.slurm
+@pytest.mark.every_release
 def test_it_creates_a_real_user_whose_jobs_run_under_the_allocated_uid(real_person, demo_cluster, slurm_env):
     account = posix.ensure_account(real_person)
     name, uid = account.username, account.uid
@@ -447,12 +464,7 @@ def test_it_creates_a_real_user_whose_jobs_run_under_the_allocated_uid(real_pers
     assert fields[6] == "/bin/bash"
     assert home.stat().st_uid == uid
     if slurm_env.accounting:
-        assoc = subprocess.run(
-            ["sacctmgr", "-n", "-P", "show", "assoc", f"user={name}", "format=cluster,account,user"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        assoc = sacctmgr("-n", "-P", "show", "assoc", f"user={name}", "format=cluster,account,user")
         assert f"{slurm_env.cluster_name}|demo|{name}" in assoc.splitlines()
 
     client = slurm_for(real_person, demo_cluster)
@@ -474,7 +486,11 @@ def test_it_creates_a_real_user_whose_jobs_run_under_the_allocated_uid(real_pers
 
 
 def sacctmgr(*args: str) -> str:
-    return subprocess.run(["sacctmgr", *args], capture_output=True, text=True, check=True).stdout
+    """sacctmgr of the release under test, as root."""
+    done = subprocess.run(
+        [slurm_commands.command("sacctmgr"), *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout
 
 
 @pytest.fixture
@@ -492,6 +508,7 @@ def second_slurm_cluster(slurm_env):
 
 @pytest.mark.root
 @pytest.mark.slurm
+@pytest.mark.every_release
 def test_the_association_is_made_on_this_slurm_cluster_only(
     real_person, demo_cluster, slurm_env, second_slurm_cluster
 ):
@@ -556,6 +573,7 @@ def test_a_real_name_clash_on_this_host_is_reported_not_overwritten(real_person,
 
 @pytest.mark.root
 @pytest.mark.slurm
+@pytest.mark.every_release
 def test_a_name_the_real_slurm_already_knows_is_refused_before_a_linux_user_is_made(
     real_person, demo_cluster, slurm_env
 ):
@@ -572,3 +590,32 @@ def test_a_name_the_real_slurm_already_knows_is_refused_before_a_linux_user_is_m
         assert subprocess.run(["getent", "passwd", name], capture_output=True).returncode == 2
     finally:
         sacctmgr("-i", "delete", "user", f"name={name}")
+
+
+@pytest.mark.root
+@pytest.mark.slurm
+@pytest.mark.every_release
+def test_a_uid_a_former_slurm_user_still_holds_is_named_in_the_refusal(
+    real_person, demo_cluster, slurm_env, slurm_release
+):
+    require(slurm_env.accounting, "needs slurmdbd")
+    account = posix.ensure_account(real_person)
+    # Someone had this UID before: a Slurm user once, whose Linux user was removed and Slurm user was not.
+    departed = f"{account.username}x"
+    subprocess.run(["useradd", "--no-log-init", "-M", "-N", "-u", str(account.uid), departed], check=True)
+    try:
+        sacctmgr("-i", "add", "user", departed, "account=demo", f"cluster={slurm_env.cluster_name}")
+    finally:
+        subprocess.run(["userdel", departed], check=True)
+    try:
+        if slurm_release == "22.05":
+            # 22.05 gives the UID a second name.
+            assert provisioning.ensure_ready(real_person, demo_cluster).state == State.READY
+            return
+        # 24.11 and 26.05 keep the UID and refuse the new name, in words that blame the account.
+        with pytest.raises(provisioning.ProvisioningError) as refused:
+            provisioning.ensure_ready(real_person, demo_cluster)
+        assert (refused.value.code, refused.value.step) == ("slurm_uid_taken", "association")
+        assert f"Slurm already has a user {departed} with UID {account.uid}" in refused.value.message
+    finally:
+        sacctmgr("-i", "delete", "user", f"name={departed}")

@@ -1,5 +1,5 @@
 """A job array on the real Slurm: submitted, its tasks run and are listed under one row, one is cancelled
-through /v1 by its `123_4` id, and its output is read with %A/%a expanded."""
+through /v1 by its `123_4` id, and its output is read with %A/%a expanded. On Slurm 22.05, 24.11 and 26.05."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from django.core.management import call_command
 from access.models import Usage
 from audit.models import AuditEvent
 from jobs.models import JobRecord
+from tests.support import slurm_commands
 from tests.support.jobs_support import assert_matches, squeue, sync_until
 
-pytestmark = [pytest.mark.slurm, pytest.mark.root, pytest.mark.django_db]
+pytestmark = [pytest.mark.slurm, pytest.mark.root, pytest.mark.django_db, pytest.mark.every_release]
 
 # Four tiny tasks, two at a time; task 3 waits long enough to be cancelled while it runs or waits.
 SWEEP = (
@@ -100,7 +101,7 @@ def test_an_arrays_tasks_run_are_listed_under_it_and_one_is_cancelled_through_v1
             assert charged.count() == record.tasks.filter(start_time__isnull=False).count()
             assert set(charged.values_list("state", flat=True)) == {"settled"}
     finally:
-        subprocess.run(["scancel", str(array_id)], check=False)
+        subprocess.run([slurm_commands.command("scancel"), str(array_id)], check=False)
         deadline = time.monotonic() + 15
         while squeue(ada.name) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -104,6 +104,7 @@ def test_the_dashboard_shows_quota_gauges_and_the_use_chart(client, lin, offline
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 def test_the_dashboard_shows_partitions_nodes_and_gpus_read_live(client, ada):
     client.force_login(ada.user)
     page = client.get("/").content.decode()
@@ -242,6 +243,7 @@ def test_someone_elses_job_page_is_404(client, lin, offline):
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 @pytest.mark.django_db
 def test_preview_then_submit_then_watch_and_read_output(client, ada):
     path = ada.script("page.sh", "#!/bin/bash\n#SBATCH -J ct-page\n#SBATCH -t 3\necho from the page\n")
@@ -287,6 +289,7 @@ def test_preview_then_submit_then_watch_and_read_output(client, ada):
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 @pytest.mark.django_db
 def test_the_form_starts_on_a_partition_the_person_may_use(client, people, demo_cluster):
     # Slurm's default partition (cpu) is not theirs: the form must not start on a refusal.
@@ -304,6 +307,7 @@ def test_the_form_starts_on_a_partition_the_person_may_use(client, people, demo_
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 @pytest.mark.django_db
 def test_a_denied_preview_shows_the_sentence_and_the_job_it_refused(client, people):
     capped = people(quota={"max_walltime": 10})
@@ -324,6 +328,7 @@ def test_a_denied_preview_shows_the_sentence_and_the_job_it_refused(client, peop
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 @pytest.mark.django_db
 def test_cancel_from_the_job_page(client, ada):
     path = ada.script("wait.sh", "#!/bin/sh\n#SBATCH -p debug -t 5\nsleep 60\n")

@@ -21,6 +21,7 @@ from clusters.slurm import Job
 from jobs import claims, sync, sync_lock, tracking
 from jobs.models import JobRecord, SyncLock
 from tests.conftest import require
+from tests.support import slurm_commands
 from tests.support.jobs_support import squeue, sync_until
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -199,12 +200,13 @@ def test_a_lock_row_left_by_a_crashed_loop_expires():
     taker.release()
 
 
-# --- against the real Slurm ---------------------------------------------------------------------------
+# --- against the real Slurm, on each release (tests/conftest.py, every_release) -------------------------
 
 
 def sbatch_as(name: str, *args: str) -> int:
+    """sbatch of the release under test, as `name` would type it in a terminal."""
     out = subprocess.run(
-        ["runuser", "-u", name, "--", "sbatch", "--parsable", *args],
+        ["runuser", "-u", name, "--", slurm_commands.command("sbatch"), "--parsable", *args],
         capture_output=True,
         text=True,
         check=True,
@@ -215,6 +217,7 @@ def sbatch_as(name: str, *args: str) -> int:
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 @pytest.mark.django_db
 def test_a_job_submitted_with_sbatch_in_a_terminal_is_adopted_and_its_use_recorded(ada):
     job_id = sbatch_as(
@@ -242,6 +245,7 @@ def test_a_job_submitted_with_sbatch_in_a_terminal_is_adopted_and_its_use_record
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 @pytest.mark.django_db
 def test_a_submit_in_flight_is_not_mistaken_for_an_outside_job(ada, demo_cluster):
     claim = JobRecord.objects.create(cluster=demo_cluster, person=ada.user, posix_user=ada.name)
@@ -254,11 +258,12 @@ def test_a_submit_in_flight_is_not_mistaken_for_an_outside_job(ada, demo_cluster
     claim.save()
     call_command("sync_jobs", "--once", stdout=io.StringIO())
     assert JobRecord.objects.get(slurm_job_id=job_id).pk == claim.pk
-    subprocess.run(["scancel", str(job_id)], check=True)
+    subprocess.run([slurm_commands.command("scancel"), str(job_id)], check=True)
 
 
 @pytest.mark.slurm
 @pytest.mark.root
+@pytest.mark.every_release
 @pytest.mark.django_db
 def test_a_job_slurmctld_forgot_is_read_from_accounting(ada, demo_cluster):
     job_id = sbatch_as(ada.name, "-p", "debug", "-t", "1", "--wrap", "exit 3")

@@ -23,6 +23,7 @@ ROWS = {
     4: "terminal fan-out",
     5: "policy",
     6: "job_submit plugin",
+    7: "submit on each release",
 }
 
 

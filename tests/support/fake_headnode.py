@@ -7,12 +7,12 @@ import grp
 import pwd
 import random
 import secrets
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 
 from clusters.headnode import HeadNodeError, Result
+from tests.support import slurm_commands
 
 TEST_UIDS = range(60000, 61000)
 
@@ -39,6 +39,9 @@ class FakeHeadNode:
     blocked: set[str] = field(default_factory=set)
     # Slurm users made outside the console: name → (AdminLevel, accounts they coordinate).
     slurm_users: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Slurm users by the UID Slurm keeps for them, their Linux user gone or not: Slurm 24.11 and later
+    # add no other name with one of these UIDs.
+    slurm_uids: dict[str, int] = field(default_factory=dict)
     processes: dict[int, int] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
     broken: dict[str, Result] = field(default_factory=dict)
@@ -129,6 +132,9 @@ class FakeHeadNode:
                 f"ClusterName             = {self.slurm_cluster}\n",
                 "",
             )
+        if args == ["show", "assoc_mgr", "flags=users"]:
+            users = "".join(f"UserName={n}({uid}) DefAccount=demo\n" for n, uid in self.slurm_uids.items())
+            return Result(0, f"Current Association Manager state\n\nUser Records\n\n{users}", "")
         raise AssertionError(f"unexpected scontrol call {args}")
 
     def _sacctmgr(self, args):
@@ -155,6 +161,13 @@ class FakeHeadNode:
                 return Result(1, f" This account '{account}' doesn't exist.\n", "")
             if (name, account) in self.associations:
                 return Result(1, " Nothing new added.\n", "")
+            if any(other != name and uid == self.passwd.get(name) for other, uid in self.slurm_uids.items()):
+                return Result(
+                    1,
+                    "Request didn't affect anything\n Nothing added.\n Make sure the accounts requested here "
+                    "have been added to the system/cluster. (sacctmgr add account...)\n",
+                    "",
+                )
             self.associations.add((name, account))
             return Result(0, " Adding User(s)\n", "")
         if args[:4] == ["-i", "modify", "user", "where"] and args[-2:] == ["set", "MaxSubmitJobs=0"]:
@@ -201,14 +214,28 @@ def free_uid_block(size: int = 20) -> int:
     starts = list(range(TEST_UIDS.start, TEST_UIDS.stop - size, size))
     random.shuffle(starts)
     starts.sort(key=lambda start: start in _handed_out)
+    held = _held_by_slurm()
     for start in starts:
-        if all(not _uid_used(n) for n in range(start, start + size)):
+        if all(not _uid_used(n) and n not in held for n in range(start, start + size)):
             _handed_out.add(start)
             return start
     raise RuntimeError(f"no {size} free UIDs left in {TEST_UIDS}")
 
 
 _handed_out: set[int] = set()
+_slurm_held: set[int] | None = None
+
+
+def _held_by_slurm() -> set[int]:
+    """UIDs a Slurm user left by an earlier run still holds (slurm_commands.uids_slurm_holds), read once.
+
+    Once is enough: the users this process makes are removed from every release's Slurm with their
+    Linux user (remove_linux_user), so their UIDs are free again.
+    """
+    global _slurm_held
+    if _slurm_held is None:
+        _slurm_held = slurm_commands.uids_slurm_holds()
+    return _slurm_held
 
 
 def _uid_used(number: int) -> bool:
@@ -231,14 +258,14 @@ def remove_linux_user(name: str) -> None:
     if not name.startswith("ct"):
         raise ValueError(f"refusing to remove {name!r}: tests only remove ct… users")
     quiet = {"capture_output": True, "check": False}
-    subprocess.run(["scancel", "-u", name], **quiet)
+    # The person may have jobs and an association on each Slurm release of this machine.
+    slurm_commands.on_every_release("scancel", "-u", name)
     # userdel refuses while a job step of the user still runs.
     for _ in range(50):
         if not subprocess.run(["pgrep", "-u", name], **quiet).stdout.strip():
             break
         time.sleep(0.1)
-    if shutil.which("sacctmgr"):
-        subprocess.run(["sacctmgr", "-i", "delete", "user", f"name={name}"], **quiet)
+    slurm_commands.on_every_release("sacctmgr", "-i", "delete", "user", f"name={name}")
     subprocess.run(["userdel", "-r", name], **quiet)
     with contextlib.suppress(KeyError):
         grp.getgrnam(name)

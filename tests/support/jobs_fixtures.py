@@ -15,11 +15,29 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import RELEASES, require
+from tests.support import slurm_commands
 from tests.support.fake_headnode import free_uid_block, remove_linux_user
 
 if TYPE_CHECKING:
     from tests.support.jobs_support import Person
+
+
+@pytest.fixture(autouse=True)
+def _slurm_commands_of_the_release(request):
+    """The helpers' squeue, sacct, scancel… are those of the release a test using `slurm_env` runs on.
+
+    Set up before the test's other fixtures and torn down after them, so that `people` still empties
+    the right queue at the end.
+    """
+    if "slurm_env" not in request.fixturenames:
+        yield
+        return
+    env = request.getfixturevalue("slurm_env")
+    # The host's release is on the PATH (as demo_cluster's slurm_bin says); a chroot's by its wrappers.
+    slurm_commands.use("" if env.release == RELEASES[0] else env.bin)
+    yield
+    slurm_commands.use("")
 
 
 @pytest.fixture
@@ -75,7 +93,7 @@ def quiesce(person: Person) -> None:
     """Cancel the person's jobs, wait for the queue to let go of them, and empty their home."""
     from tests.support.jobs_support import squeue
 
-    subprocess.run(["scancel", "-u", person.name], capture_output=True, check=False)
+    subprocess.run([slurm_commands.command("scancel"), "-u", person.name], capture_output=True, check=False)
     deadline = time.monotonic() + 15
     while squeue(person.name) and time.monotonic() < deadline:
         time.sleep(0.1)

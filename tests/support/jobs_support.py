@@ -17,6 +17,7 @@ from accounts import api_tokens, posix, provisioning
 from accounts.models import PosixAccount, User
 from clusters.models import Cluster
 from jobs.models import JobRecord
+from tests.support import slurm_commands
 from tests.support.fake_headnode import ct_email
 
 
@@ -67,9 +68,15 @@ def make_person(
 
 
 def squeue(name: str) -> list[str]:
-    """Job ids Slurm holds for a user, as root sees them (PrivateData does not hide them from root)."""
+    """Job ids Slurm holds for a user, as root sees them (PrivateData does not hide them from root).
+
+    The release the test runs on answers (tests/support/slurm_commands.py), as for the helpers below.
+    """
     out = subprocess.run(
-        ["squeue", "-h", "-u", name, "-o", "%i"], capture_output=True, text=True, check=True
+        [slurm_commands.command("squeue"), "-h", "-u", name, "-o", "%i"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return out.split()
 
@@ -81,11 +88,14 @@ def slurm_jobs_of(uid: int) -> set[str]:
     holds jobs of an earlier test's user with the same number.
     """
     queue = subprocess.run(
-        ["squeue", "-h", "-a", "-o", "%i %U"], capture_output=True, text=True, check=True
+        [slurm_commands.command("squeue"), "-h", "-a", "-o", "%i %U"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     ids = {line.split()[0] for line in queue.splitlines() if line.split()[1:] == [str(uid)]}
     acct = subprocess.run(
-        ["sacct", "-a", "-n", "-X", "-P", "-S", "now-1hour", "-o", "JobID,UID"],
+        [slurm_commands.command("sacct"), "-a", "-n", "-X", "-P", "-S", "now-1hour", "-o", "JobID,UID"],
         capture_output=True,
         text=True,
     ).stdout

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -15,12 +18,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug")
         parser.add_argument("--name", help="Display name (default: the slug).")
-        parser.add_argument("--url", required=True, help="slurmrestd base URL.")
-        parser.add_argument("--api-version", default="", help="e.g. v0.0.38; empty = auto-detect.")
+        parser.add_argument(
+            "--slurm-env",
+            type=Path,
+            metavar="FILE",
+            help="The settings scripts/slurm-up.sh writes for clients (/run/slurm-demo[-RELEASE]/env): "
+            "the slurmrestd URL, API version, JWT key file, accounting, commands folder, policy file and "
+            "refusal log come from it unless given below.",
+        )
+        parser.add_argument("--url", help="slurmrestd base URL (required without --slurm-env).")
+        parser.add_argument("--api-version", help="e.g. v0.0.38; empty = auto-detect.")
         parser.add_argument("--key-file", help="HS256 key file (slurm.conf jwt_key).")
         parser.add_argument("--key-env", help="Environment variable holding the key, base64.")
         parser.add_argument("--transport", choices=["local", "ssm"], default="local")
         parser.add_argument("--no-accounting", action="store_true")
+        parser.add_argument("--slurm-bin", help="Folder of the head node's Slurm commands; empty = the PATH.")
+        parser.add_argument("--policy-path", help="Where the job_submit plugin reads the policy snapshot.")
+        parser.add_argument("--refusal-log", help="Where the job_submit plugin writes its refusals.")
         parser.add_argument("--account", default="demo", help="Slurm account for new associations.")
         parser.add_argument("--script-roots", default="/home", help="Comma-separated allowed script roots.")
         parser.add_argument("--no-check", action="store_true", help="Do not contact slurmrestd.")
@@ -31,17 +45,25 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        if opts["slurm_env"] is not None:
+            _fill_from_slurm_env(opts, opts["slurm_env"])
+        if not opts["url"]:
+            raise CommandError("Give --url (slurmrestd's address) or --slurm-env with a SLURMRESTD_URL line.")
         if bool(opts["key_file"]) == bool(opts["key_env"]):
             raise CommandError("Give exactly one of --key-file or --key-env.")
         source, ref = ("file", opts["key_file"]) if opts["key_file"] else ("env", opts["key_env"])
         cluster = Cluster.objects.filter(slug=opts["slug"]).first() or Cluster(slug=opts["slug"])
         cluster.name = opts["name"] or cluster.name or opts["slug"]
         cluster.slurmrestd_url = opts["url"]
-        cluster.api_version = opts["api_version"]
+        cluster.api_version = opts["api_version"] or ""
         cluster.jwt_key_source, cluster.jwt_key_ref = source, ref
         cluster.transport = opts["transport"]
         cluster.has_accounting = not opts["no_accounting"]
         cluster.slurm_account = opts["account"]
+        # Given (or in the settings file) they are set; left out, an existing cluster keeps its own.
+        for field in ("slurm_bin", "policy_path", "refusal_log"):
+            if opts[field] is not None:
+                setattr(cluster, field, opts[field])
         if opts["enforce_policy"]:
             cluster.enforce_policy = True
         cluster.allowed_script_roots = "\n".join(
@@ -66,3 +88,46 @@ class Command(BaseCommand):
             if not result.ok:
                 raise CommandError(f"{cluster.slug} does not answer: {result.summary}")
             self.stdout.write(result.summary)
+
+
+# The keys of scripts/slurm-up.sh's settings file, and the option each one fills when it is not given.
+SLURM_ENV_KEYS = {
+    "SLURMRESTD_URL": "url",
+    "SLURM_API_VERSION": "api_version",
+    "SLURM_JWT_KEY_FILE": "key_file",
+    "SLURM_BIN": "slurm_bin",
+    "SLURM_POLICY_FILE": "policy_path",
+    "SLURM_REFUSAL_LOG": "refusal_log",
+}
+
+
+def _fill_from_slurm_env(opts: dict, path: Path) -> None:
+    """Options not given on the command line, from the NAME=VALUE lines slurm-up.sh writes (shell quoting)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise CommandError(
+            f"--slurm-env {path}: cannot read it ({e.strerror or e}); is that Slurm up (scripts/slurm-up.sh)?"
+        ) from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, raw = line.partition("=")
+        try:
+            words = shlex.split(raw)
+        except ValueError as e:
+            raise CommandError(f"--slurm-env {path}, line {number}: {e}") from None
+        if not sep or len(words) > 1:
+            raise CommandError(f"--slurm-env {path}, line {number}: not a NAME=VALUE line: {line!r}")
+        values[name.strip()] = words[0] if words else ""
+    if "SLURMRESTD_URL" not in values:
+        raise CommandError(f"--slurm-env {path}: it has no SLURMRESTD_URL line")
+    # A key file given on the command line (or --key-env) wins over the file's.
+    if opts["key_env"]:
+        values.pop("SLURM_JWT_KEY_FILE", None)
+    for key, option in SLURM_ENV_KEYS.items():
+        if opts[option] is None and key in values:
+            opts[option] = values[key]
+    if values.get("SLURM_ACCOUNTING") == "0":
+        opts["no_accounting"] = True

@@ -49,6 +49,10 @@ class Command(BaseCommand):
             url = urlsplit(cluster.slurmrestd_url)
             if url.hostname in ("127.0.0.1", "localhost", "::1") and url.port:
                 ports.add(url.port)
+            # A Slurm of its own beside the host's (make demo SLURM_RELEASE=26.05: a chroot on other ports):
+            # people's jobs there call its slurmctld and slurmd too (srun in a batch script).
+            if cluster.slurm_bin:
+                ports.update(slurm_ports(f"{cluster.slurm_bin.rstrip('/')}/scontrol"))
         bad = sorted(p for p in ports if not 0 < p < 65536)
         if bad:
             raise CommandError(f"not a port: {bad[0]}")
@@ -65,9 +69,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
 
-def slurm_ports() -> list[int]:
-    """slurmctld's and slurmd's ports as this host's Slurm says (its defaults without scontrol)."""
-    scontrol = shutil.which("scontrol")
+def slurm_ports(command: str = "scontrol") -> list[int]:
+    """slurmctld's and slurmd's ports as this Slurm's `command` says (its defaults without scontrol)."""
+    scontrol = shutil.which(command)
     out = ""
     if scontrol:
         argv = [scontrol, "show", "config"]
