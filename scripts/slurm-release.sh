@@ -583,6 +583,22 @@ start_slurmrestd() {
 # Host-side client commands: each runs the release's own command inside the chroot, as whoever calls it.
 # root goes in with chroot; anyone else (runuser -u alice -- sbatch ...) through a user namespace that maps only
 # their own ids, so munge and Slurm see exactly who they are and nothing more is allowed than outside.
+# A console terminal on a cluster whose Slurm commands are elsewhere (Cluster.slurm_bin, which the terminal
+# passes as CLUSTERRA_SLURM_BIN) finds them first: /etc/profile sets PATH anew for a login shell, then reads
+# this. Only an absolute folder is taken; other shells are left as they are.
+write_profile() {
+    local text
+    text=$(
+        cat <<'PROFILE'
+# Written by clusterra scripts/slurm-release.sh: a console terminal finds its cluster's Slurm commands first.
+case "${CLUSTERRA_SLURM_BIN:-}" in
+/*) PATH="$CLUSTERRA_SLURM_BIN:$PATH"; export PATH ;;
+esac
+PROFILE
+    )
+    write_if_changed /etc/profile.d/clusterra-slurm.sh 0644 root:root "$text" >/dev/null || true
+}
+
 write_wrappers() {
     local runner=/run/slurm-$RELEASE/run text c
     install -d -m 0755 "$BIN_DIR"
@@ -682,6 +698,7 @@ up() {
     ensure_associations
     start_slurmrestd
     write_wrappers
+    write_profile
     write_env
     check_plugin
 

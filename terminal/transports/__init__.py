@@ -32,7 +32,7 @@ def for_cluster(cluster: Cluster, *, posix_user: str, cwd: str, reason: str) -> 
             memory_mb=cluster.shell_max_memory_mb,
             cpus=cluster.shell_max_cpus,
         )
-        return LocalPtyTransport(posix_user, cwd or None, limits)
+        return LocalPtyTransport(posix_user, cwd or None, limits, slurm_bin=cluster.slurm_bin)
     if cluster.transport == "ssm":
         from .ssm import SsmTransport, login_command
 

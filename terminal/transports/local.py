@@ -59,10 +59,14 @@ class LocalPtyTransport(Transport):
     terminal so job control and SIGWINCH work.
     """
 
-    def __init__(self, user: str, cwd: str | None = None, limits: confine.Limits | None = None) -> None:
+    def __init__(
+        self, user: str, cwd: str | None = None, limits: confine.Limits | None = None, *, slurm_bin: str = ""
+    ) -> None:
         if not _POSIX_NAME.fullmatch(user):
             raise ValueError(f"not a POSIX user name: {user!r}")
         self.user = user
+        # The cluster's Slurm commands folder (Cluster.slurm_bin), for the shell to find them first.
+        self.slurm_bin = slurm_bin
         self.cwd = check_cwd(cwd)
         self.limits = limits or DEFAULT_LIMITS
         self.placement: confine.Placement | None = None
@@ -220,12 +224,17 @@ class LocalPtyTransport(Transport):
                 "an administrator should check the account's provisioning."
             ) from None
         # runuser -u sets none of these (su would set some); the login shell expects all four.
-        return SHELL_ENVIRONMENT | {
+        environment = SHELL_ENVIRONMENT | {
             "HOME": entry.pw_dir,
             "SHELL": entry.pw_shell or "/bin/sh",
             "USER": self.user,
             "LOGNAME": self.user,
         }
+        if self.slurm_bin:
+            # A login shell's /etc/profile sets PATH anew, so a PATH given here would be lost;
+            # /etc/profile.d/clusterra-slurm.sh (scripts/slurm-release.sh) puts this folder first.
+            environment["CLUSTERRA_SLURM_BIN"] = self.slurm_bin
+        return environment
 
     def _resume_reading(self) -> None:
         if self._master is not None and not self._ended:

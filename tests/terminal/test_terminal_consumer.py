@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import channels.consumer
@@ -411,3 +412,24 @@ async def test_keystrokes_written_into_the_channel_layer_never_reach_a_shell(rea
         )
         await page.run("echo still-here", "still-here")
     assert not marker.exists()
+
+
+@pytest.mark.root
+async def test_a_clusters_own_slurm_commands_come_first_in_its_terminal(real_person, cluster):
+    """On a cluster whose Slurm is not the host's (slurm_bin: a chroot release here, /opt/slurm/bin on
+    ParallelCluster), `sbatch` in the person's login shell is that cluster's, not the one on the PATH."""
+    from tests.conftest import read_slurm_env, require, slurm_env_file
+
+    release = read_slurm_env(slurm_env_file("26.05"))
+    require(release is not None, "Slurm 26.05 not running: run SLURM_RELEASE=26.05 scripts/slurm-up.sh")
+    require(os.path.exists("/etc/profile.d/clusterra-slurm.sh"), "scripts/slurm-release.sh did not run")
+    cluster.slurm_bin = release.bin
+    await sync_to_async(cluster.save)(update_fields=["slurm_bin"])
+    cookie = await session_cookie(real_person)
+    async with open_page(application, cluster.slug, cookie=cookie) as (connected, _, page):
+        assert connected
+        await page.connected()
+        await page.run("command -v sbatch", f"{release.bin}/sbatch")
+        await page.run("sbatch --version | cut -d. -f1,2", "slurm-wlm 26.05")  # Debian names its build so
+        await page.control({"type": "close"})
+        await page.until_closed()
