@@ -240,9 +240,15 @@ def record(job_id: int, user: str = "") -> dict[str, str]:
         # The person's name first: a job id may be part of it (ct1ce46p0 and job 46).
         if user:
             value = value.replace(user, "{user}")
-        # Not \b: in "asm_271.log" or "%A_%a" paths the number follows a word character.
-        fields[key] = re.sub(rf"(?<!\d){job_id}(?!\d)", "{id}", value)
+        # Times stay as they are: a small job id (a fresh chroot's 12) is also a month or an hour.
+        fields[key] = value if key in TIMES or key.endswith("Time") else _as_recorded(value, job_id)
     return fields
+
+
+def _as_recorded(value: str, job_id: int) -> str:
+    """`value` with the job's own id written as {id}, as record() keeps every field."""
+    # Not \b: in "asm_271.log" or "%A_%a" paths the number follows a word character.
+    return re.sub(rf"(?<!\d){job_id}(?!\d)", "{id}", value)
 
 
 def batch_script(job_id: int) -> str:
@@ -306,7 +312,8 @@ def the_consoles_tag(difference: tuple[str, str, str], job_id: int) -> bool:
     if name not in ("Comment", "Extra") or by_sbatch not in ("(absent)", "(null)"):
         return False
     tag = JobRecord.objects.get(slurm_job_id=job_id).submit_tag
-    return bool(tag) and by_console == tag
+    # The record's values had the job's id written as {id}; the tag's hex may hold those digits too.
+    return bool(tag) and by_console == _as_recorded(tag, job_id)
 
 
 def script_difference(a: str, b: str) -> tuple[str, str, str] | None:
