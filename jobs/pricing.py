@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from access import arrays, policy
+from access import policy
 from clusters.slurm import JobSpec, Partition
 from jobs.sbatch_options import gpu_count, gres_gpus
 
@@ -53,9 +53,6 @@ def price(spec: JobSpec, partition: Partition, array: str | None) -> tuple[polic
     elif spec.memory_per_gpu and gpus:
         memory, sources["priced_memory"] = spec.memory_per_gpu * gpus, "--mem-per-gpu x GPUs"
 
-    tasks_of_array, at_once = _array(array)
-    if array:
-        sources["priced_array"] = f"--array={array}: {tasks_of_array} tasks, up to {at_once} at once"
     resources = policy.Resources(
         partition=partition.name,
         nodes=nodes,
@@ -65,10 +62,12 @@ def price(spec: JobSpec, partition: Partition, array: str | None) -> tuple[polic
         memory_mb=memory,
         account=spec.account or "",
         qos=spec.qos or "",
-        tasks=tasks_of_array,
-        at_once=at_once,
+        # Resources reads the array's tasks and throttle from the expression (access.arrays).
         array=array or "",
     )
+    if array:
+        tasks, at_once = resources.tasks, resources.at_once
+        sources["priced_array"] = f"--array={array}: {tasks} tasks, up to {at_once} at once"
     return resources, sources
 
 
@@ -98,9 +97,3 @@ def _cpus_per_node(partition: Partition) -> int:
     if partition.total_cpus and partition.total_nodes:
         return math.ceil(partition.total_cpus / partition.total_nodes)
     return 1
-
-
-def _array(array: str | None) -> tuple[int, int]:
-    if not array:
-        return 1, 1
-    return arrays.array_tasks(array)
