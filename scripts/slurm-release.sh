@@ -251,8 +251,10 @@ build_chroot() {
 }
 
 # The installed Slurm, as `slurmctld -V` says it ("slurm-wlm 24.11.5"), if the tree is complete and runs.
+# The binaries are tested from inside: Debian makes /usr/sbin/slurmctld an absolute link through
+# /etc/alternatives, which from the host would resolve against the host's /etc (no Slurm there yet, or another).
 chroot_version() {
-    [[ -f $BUILT_MARK && -x $ROOT/usr/sbin/slurmctld && -x $ROOT/usr/sbin/slurmrestd ]] || return 1
+    [[ -f $BUILT_MARK ]] && in_root test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmrestd || return 1
     [[ $(<"$BUILT_MARK") == $(printf 'suite=%s\npackages=%s' "$SUITE" "$PACKAGES") ]] || return 1
     in_root /usr/sbin/slurmctld -V 2>/dev/null
 }

@@ -222,6 +222,7 @@ FIGURES = (
     "healthz probes:",
     "sparse output:",
     "scripts matching sbatch:",
+    "make demo SLURM_RELEASE=",
 )
 _figures: list[tuple[str, str]] = []
 # Per Slurm release, for the tests that run on every release: [passed, failed, skipped, seconds].

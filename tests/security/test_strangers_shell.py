@@ -27,9 +27,10 @@ from django.core.management import call_command
 from accounts import posix, provisioning
 from accounts.models import User
 from clusterra_site.asgi import application
-from terminal import confine, confine_host, live
+from terminal import confine, live
 from tests.conftest import require
 from tests.support import live_daphne
+from tests.support.confinement import restore_table, saved_table
 from tests.support.fake_headnode import ct_email
 from tests.support.slurm_shell import cancel_all, shell
 from tests.support.terminal_support import (
@@ -91,10 +92,10 @@ def console(django_db_blocker):
 @pytest.fixture
 def confined_host(settings, people, console):
     """This host as `make demo` leaves it, for the test's UID block; the previous table is put back after."""
-    before = _saved_table()
+    before = saved_table()
     call_command("confine_shells", open_port=[_port(console)], stdout=open(os.devnull, "w"))  # noqa: SIM115
     yield
-    _restore_table(before)
+    restore_table(before)
 
 
 class Terminal:
@@ -319,19 +320,6 @@ def _host_address() -> str:
     return next((w for w in words if ":" not in w and not w.startswith("127.")), "127.0.0.2")
 
 
-def _saved_table() -> str:
-    """The console's nftables table as it is (a running demo's), or "" when there is none."""
-    listed = subprocess.run(
-        ["nft", "list", "table", "inet", confine_host.TABLE], capture_output=True, text=True, check=False
-    )
-    return listed.stdout if listed.returncode == 0 else ""
-
-
-def _restore_table(saved: str) -> None:
-    restore = f"table inet {confine_host.TABLE} {{}}\ndelete table inet {confine_host.TABLE}\n{saved}"
-    subprocess.run(["nft", "-f", "-"], input=restore, text=True, check=True)
-
-
 def _require_confinement_tools() -> None:
     tools = shutil.which("nft", path=SBIN) and shutil.which("setfacl", path=SBIN)
     require(bool(tools), "needs nftables and acl (scripts/test-prepare.sh)")
@@ -419,10 +407,10 @@ def test_a_strangers_job_reaches_nothing_either(demo_cluster, settings, slurm_en
         script = Path(f"/home/{name}/attempts.sh")
         script.write_text("#!/bin/bash\n" + "\n".join(lines) + "\necho done\n")
         os.chown(script, pwd.getpwnam(name).pw_uid, pwd.getpwnam(name).pw_gid)
-        before = _saved_table()
+        before = saved_table()
         try:
             # The control: with the ports left open, the same script does get through.
-            _restore_table("")
+            restore_table("")
             assert "ESCAPED PostgreSQL on 127.0.0.1:5432" in shell(name, "bash attempts.sh").out
             call_command("confine_shells", stdout=open(os.devnull, "w"))  # noqa: SIM115
             typed = shell(name, "sbatch --parsable -t 2 -o attempts.out attempts.sh")
@@ -433,7 +421,7 @@ def test_a_strangers_job_reaches_nothing_either(demo_cluster, settings, slurm_en
                 time.sleep(0.2)
             said = out.read_text()
         finally:
-            _restore_table(before)
+            restore_table(before)
     finally:
         cancel_all(name)
         forget_real_person(name)

@@ -2,22 +2,30 @@
 
 scripts/demo.sh registers the demo with `register_cluster <ClusterName> --slurm-env
 /run/slurm-demo[-RELEASE]/env --transport local --enforce-policy`, then seeds it; the first test does the
-same against each running release.
+same against each running release, and the last runs `make demo SLURM_RELEASE=26.05` itself, as a newcomer
+would, until its administrator sees that cluster healthy on /healthz.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import signal
+import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
+import requests
 from django.core.management import CommandError, call_command
 
 from accounts.provisioning import slurm_cluster_name
 from clusters import probe
 from clusters.models import Cluster
-from tests.conftest import REPO, slurm_env_file
+from tests.conftest import REPO, require, slurm_env_file
+from tests.support.confinement import table_kept
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +133,97 @@ def test_demo_sh_names_the_releases_it_serves_before_starting_anything():
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "SLURM_RELEASE must be 22.05 (the default), 24.11 or 26.05, not '25.11'."
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_healthz(url: str, demo: subprocess.Popen, log: Path, timeout: float) -> float:
+    """Seconds until `url`/healthz answers; fails with the demo's own words if it ends or stalls first."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if demo.poll() is not None:
+            pytest.fail(f"make demo ended with status {demo.returncode} first:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"make demo did not answer /healthz in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _staff_health(url: str, password: str) -> dict:
+    """/healthz as the demo's administrator sees it, signed in through the admin's own login form."""
+    with requests.Session() as browser:
+        form = browser.get(f"{url}/admin/login/", timeout=10)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
+        signed_in = browser.post(
+            f"{url}/admin/login/?next=/admin/",
+            data={"csrfmiddlewaretoken": token, "username": "admin", "password": password},
+            headers={"Referer": f"{url}/admin/login/"},
+            timeout=10,
+        )
+        assert signed_in.url == f"{url}/admin/", "the printed administrator password did not sign in"
+        return browser.get(f"{url}/healthz", timeout=30).json()
+
+
+@pytest.mark.slurm
+def test_make_demo_on_slurm_26_05_serves_that_release_until_ctrl_c(tmp_path):
+    """The README's `make demo SLURM_RELEASE=26.05` run whole, as a newcomer would (SQLite, no Redis)."""
+    require(os.geteuid() == 0, "make demo runs the real Slurm and needs root")
+    env_file = slurm_env_file("26.05")
+    was_up = env_file.exists()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    log = tmp_path / "demo.log"
+    newcomer = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    newcomer |= {"SLURM_RELEASE": "26.05", "CLUSTERRA_PORT": str(port), "CLUSTERRA_DATA_DIR": str(data)}
+    # The demo confines shells for its own clusters only: the suite's table comes back after it.
+    with table_kept(), log.open("w") as out:
+        demo = subprocess.Popen(
+            ["make", "demo"],
+            cwd=REPO,
+            env=newcomer,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            seconds = _wait_for_healthz(url, demo, log, timeout=240)
+            assert requests.get(f"{url}/healthz", timeout=10).json() == {"ok": True, "degraded": []}
+            health = _staff_health(url, (data / "admin.password").read_text().strip())
+            said = log.read_text()
+        finally:
+            # Ctrl-C, as the README says to stop it: to the whole group, as a terminal would send it.
+            os.killpg(demo.pid, signal.SIGINT)
+            try:
+                status = demo.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(demo.pid, signal.SIGKILL)
+                raise
+
+    assert "Cluster demo2605: Slurm 26.05, slurmrestd http://127.0.0.1:" in said
+    assert f"Clusterra is running on {url}/" in said
+    cluster = health["clusters"]["demo2605"]
+    assert cluster["ok"] is True, cluster["detail"]
+    assert "on Slurm 26.05" in cluster["detail"]
+    # make ends itself by the SIGINT it got, as it should for the shell (-2); the script under it ends with 0.
+    assert status in (0, -signal.SIGINT), log.read_text()[-3000:]
+    assert "Stopping the console..." in log.read_text()
+    assert "stopping the rest" not in log.read_text()
+    # Nothing it started is left: not the web server (its port is free), not the loops.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(demo.pid, 0)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    print(
+        f"make demo SLURM_RELEASE=26.05: /healthz answered in {seconds:.1f} s, cluster demo2605 healthy "
+        f"({cluster['detail'].rstrip('.')}); Ctrl-C stopped it cleanly"
+    )
+    # A Slurm that was up before the demo is someone else's: Ctrl-C leaves it running.
+    assert env_file.exists() == was_up
