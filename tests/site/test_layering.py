@@ -21,6 +21,7 @@ FLOORS = {
     "accounts": 1,
     "clusters": 0,
     "audit": 0,
+    "ui": 0,
 }
 # The `clusterra` command talks to /v1 over HTTP and is installed without the server's dependencies.
 CLI = "clusterra_cli"
