@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import RELEASES, require
 from tests.support import slurm_commands
 from tests.support.fake_headnode import free_uid_block, remove_linux_user
+from tests.support.slurm_shell import Release
 
 if TYPE_CHECKING:
     from tests.support.jobs_support import Person
@@ -34,10 +35,9 @@ def _slurm_commands_of_the_release(request):
         yield
         return
     env = request.getfixturevalue("slurm_env")
-    # The host's release is on the PATH (as demo_cluster's slurm_bin says); a chroot's by its wrappers.
-    slurm_commands.use("" if env.release == RELEASES[0] else env.bin)
+    slurm_commands.use(Release() if env.release == RELEASES[0] else Release.of(env))
     yield
-    slurm_commands.use("")
+    slurm_commands.use(Release())
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
-"""The Slurm commands of the release the running test talks to, for helpers that call them as root.
+"""The Slurm release the running test talks to, for helpers that call its commands as root.
 
 A test that runs on every release (tests/conftest.py, `every_release`) talks to a chroot's cluster as
 well as the host's: squeue, sacct, scancel… of the host would answer for the wrong cluster. The autouse
-fixture `_slurm_commands_of_the_release` (tests/support/jobs_fixtures.py) points this module at the
-release of each test that uses `slurm_env`; any other test gets the host's commands, on the PATH.
-Imports nothing of Django: the root conftest loads the fixture module even with `-p no:django`.
+fixture `_slurm_commands_of_the_release` (tests/support/jobs_fixtures.py) makes the release of each test
+that uses `slurm_env` the current one (a `Release` of tests/support/slurm_shell.py); any other test gets
+the host's, `Release()`.
+Imports nothing of Django (nor does slurm_shell): the root conftest loads the fixture module even with
+`-p no:django`.
 """
 
 from __future__ import annotations
@@ -12,40 +14,39 @@ from __future__ import annotations
 import re
 import subprocess
 
-# The folder of the release's commands ("" for the host's, found on the PATH).
-_folder = ""
+from tests.support.slurm_shell import Release
+
+_current = Release()
 
 
-def use(folder: str) -> None:
-    """Call the commands in `folder` from now on ("" for the host's)."""
-    global _folder
-    _folder = folder.rstrip("/")
+def use(release: Release) -> None:
+    """Call the commands of `release` from now on (`Release()` for the host's)."""
+    global _current
+    _current = release
 
 
 def command(name: str) -> str:
     """How to call the Slurm command `name` (squeue, sacctmgr, …) of the release under test."""
-    return f"{_folder}/{name}" if _folder else name
+    return _current.command(name)
 
 
-def every_release() -> list[str]:
-    """The command folders of the host's Slurm ("") and of each chroot release running beside it."""
+def every_release() -> list[Release]:
+    """The host's Slurm and each chroot release running beside it."""
     from tests.conftest import RELEASES, read_slurm_env, slurm_env_file
 
-    found = [""]
-    for release in RELEASES[1:]:
-        env = read_slurm_env(slurm_env_file(release))
+    found = [Release()]
+    for name in RELEASES[1:]:
+        env = read_slurm_env(slurm_env_file(name))
         if env is not None:
-            found.append(env.bin.rstrip("/"))
+            found.append(Release.of(env))
     return found
 
 
 def on_every_release(name: str, *args: str) -> None:
     """Run the Slurm command `name` with `args` on each release that is up, as root, whatever it answers."""
-    for folder in every_release():
+    for release in every_release():
         try:
-            subprocess.run(
-                [f"{folder}/{name}" if folder else name, *args], capture_output=True, check=False, timeout=30
-            )
+            subprocess.run([release.command(name), *args], capture_output=True, check=False, timeout=30)
         except (FileNotFoundError, subprocess.TimeoutExpired):
             continue  # no Slurm on this host (a laptop), or one not answering: the others still are
 
@@ -61,10 +62,10 @@ def uids_slurm_holds() -> set[int]:
     have been added…"; 22.05 allows it). A test's person must not get a UID a user left behind holds.
     """
     held: set[int] = set()
-    for folder in every_release():
+    for release in every_release():
         try:
             shown = subprocess.run(
-                [f"{folder}/scontrol" if folder else "scontrol", "show", "assoc_mgr", "flags=users"],
+                [release.command("scontrol"), "show", "assoc_mgr", "flags=users"],
                 capture_output=True,
                 text=True,
                 check=False,

@@ -4,6 +4,7 @@
 node; nothing here goes through the console. The module's functions act on the host's Slurm
 (22.05); `Release.of(slurm_env)` gives the same for one release of tests/conftest.py's `slurm_env`
 (a chroot's commands first on the person's PATH, its plugin and policy files under its root).
+Which release the running test talks to is tests/support/slurm_commands.py's. Imports nothing of Django.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Release:
 
     @classmethod
     def of(cls, slurm_env: Any) -> Release:
-        return cls(slurm_env.bin, slurm_env.root, Path(slurm_env.policy_file))
+        return cls(slurm_env.bin.rstrip("/"), slurm_env.root, Path(slurm_env.policy_file))
 
     @property
     def plugin_file(self) -> Path:
@@ -59,8 +60,12 @@ class Release:
         return Path(self.root) / PLUGIN_FILE.relative_to("/")
 
     def command(self, name: str) -> str:
-        """The path of one of this release's Slurm commands (a chroot's wrapper), for root's own calls."""
-        return f"{self.bin}/{name}"
+        """How root calls one of this release's Slurm commands: a chroot's by its wrapper's path.
+
+        The host's go by name, found on the PATH, as the demo cluster's empty `slurm_bin` has the console
+        call them and as a person's login shell finds them.
+        """
+        return name if self.bin == HOST_BIN else f"{self.bin}/{name}"
 
     def shell(self, user: str, command: str, *, timeout: float = 60) -> Typed:
         """`command` in `user`'s login shell, in their home directory, with this release's commands first."""
