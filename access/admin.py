@@ -6,13 +6,16 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from access import ledger
 from access.models import Grant, Quota, QuotaChange, Usage
 from access.quota import QuotaStatus, charged_to, date_words, status_of
+from accounts.admin import ask_first, confirmed
 from audit.admin import AuditedModelAdmin
 from audit.log import record
+from ui.templatetags.ui import figure, when
 
 
 @admin.register(Grant)
@@ -170,9 +173,9 @@ class QuotaAdmin(AuditedModelAdmin):
                         u.job_id or "(submitting)",
                         u.get_state_display(),
                         u.partition,
-                        f"{u.reserved_gpu_hours:.1f}",
-                        f"{u.reserved_cpu_hours:.1f}",
-                        u.created.strftime("%Y-%m-%d %H:%M"),
+                        figure(u.reserved_gpu_hours),
+                        figure(u.reserved_cpu_hours),
+                        when(u.created),
                     )
                     for u in rows
                 ),
@@ -214,18 +217,38 @@ class UsageAdmin(admin.ModelAdmin):
         "gpus",
         "cpus",
         "time_limit",
-        "reserved_gpu_hours",
-        "used_gpu_hours",
-        "used_cpu_hours",
+        "reserved_gpu_hours_shown",
+        "used_gpu_hours_shown",
+        "used_cpu_hours_shown",
     ]
     list_filter = ["state", "origin", "cluster"]
     search_fields = ["username", "=job_id", "partition"]
     date_hierarchy = "created"
     actions = ["release_selected"]
 
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Hours as every page writes a figure (0.00167, not 0.0016666666666666668).
+        return [f"{name}_shown" if name in HOURS else name for name in _ledger_fields()]
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # The ledger changes only through access.ledger, so its totals stay explainable.
-        return [f.name for f in Usage._meta.get_fields() if f.concrete]
+        return self.get_fields(request, obj)
+
+    @admin.display(description="reserved GPU-hours", ordering="reserved_gpu_hours")
+    def reserved_gpu_hours_shown(self, entry: Usage) -> str:
+        return figure(entry.reserved_gpu_hours)
+
+    @admin.display(description="reserved CPU-hours", ordering="reserved_cpu_hours")
+    def reserved_cpu_hours_shown(self, entry: Usage) -> str:
+        return figure(entry.reserved_cpu_hours)
+
+    @admin.display(description="used GPU-hours", ordering="used_gpu_hours")
+    def used_gpu_hours_shown(self, entry: Usage) -> str:
+        return figure(entry.used_gpu_hours)
+
+    @admin.display(description="used CPU-hours", ordering="used_cpu_hours")
+    def used_cpu_hours_shown(self, entry: Usage) -> str:
+        return figure(entry.used_cpu_hours)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -234,7 +257,9 @@ class UsageAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(description="Release selected reservations (queued jobs only)", permissions=["change"])
-    def release_selected(self, request: HttpRequest, queryset: Any) -> None:
+    def release_selected(self, request: HttpRequest, queryset: Any) -> TemplateResponse | None:
+        if not confirmed(request):
+            return self._ask_before_releasing(request, queryset)
         reason = f"released in the admin by {request.user.get_username()}"
         released = 0
         for entry in queryset.filter(state=Usage.State.QUEUED).select_related("cluster"):
@@ -255,6 +280,50 @@ class UsageAdmin(admin.ModelAdmin):
             f"{released} reservation(s) released; running and ended jobs are settled by the sync loop.",
             messages.SUCCESS,
         )
+
+    def _ask_before_releasing(self, request: HttpRequest, queryset: Any) -> TemplateResponse:
+        queued = list(queryset.filter(state=Usage.State.QUEUED).select_related("cluster").order_by("pk"))
+        others = queryset.exclude(state=Usage.State.QUEUED).count()
+        items = []
+        for entry in queued:
+            job = f"job {entry.job_id}" if entry.job_id else "never submitted"
+            items.append(
+                {
+                    "name": f"Reservation {entry.pk} of {entry.username} on {entry.cluster.slug} ({job})",
+                    "lines": [
+                        f"{figure(entry.reserved_gpu_hours)} GPU-hours and "
+                        f"{figure(entry.reserved_cpu_hours)} CPU-hours no longer held against the budget.",
+                        "The entry stays in the ledger, marked released; this cannot be undone.",
+                    ],
+                }
+            )
+        notes = (
+            [
+                f"{others} selected reservation(s) are not for queued jobs and stay as they are: the sync "
+                "loop settles them."
+            ]
+            if others
+            else []
+        )
+        return ask_first(
+            self,
+            request,
+            queryset,
+            action="release_selected",
+            title=f"Release {len(queued)} reservation(s)?",
+            intro="Releasing hands a stuck reservation's hours back to the quotas it was charged to. "
+            "The audit log keeps who did it.",
+            items=items,
+            notes=notes,
+            confirm_label="Yes, release",
+        )
+
+
+HOURS = {"reserved_gpu_hours", "reserved_cpu_hours", "used_gpu_hours", "used_cpu_hours"}
+
+
+def _ledger_fields() -> list[str]:
+    return [f.name for f in Usage._meta.get_fields() if f.concrete and f.name != "id"]
 
 
 def describe_change(change: QuotaChange) -> str:
@@ -279,5 +348,5 @@ def _status(quota: Quota) -> QuotaStatus:
 
 def _budget(limit: float | None, used: float, reserved: float, left: float | None) -> str:
     if limit is None:
-        return f"{used:.1f} used, {reserved:.1f} reserved (no limit)"
-    return f"{used:.1f} used + {reserved:.1f} reserved of {limit:.1f}: {left:.1f} left"
+        return f"{figure(used)} used, {figure(reserved)} reserved (no limit)"
+    return f"{figure(used)} used + {figure(reserved)} reserved of {figure(limit)}: {figure(left)} left"

@@ -1,4 +1,4 @@
-"""A person's quotas and use on one cluster as the dashboard draws them: gauges, and a chart per day."""
+"""A person's quotas and use on one cluster in words, and what a preview costs, as the pages say them."""
 
 from __future__ import annotations
 
@@ -11,17 +11,21 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from access.models import Usage
+from access.policy import Decision, Resources
 from access.quota import QuotaStatus, quota_status
 from clusters.models import Cluster
+from ui.templatetags.ui import figure
 
 CHART_HEIGHT = 90
+# How access.policy joins an allowed verdict and the hours it asks for ("…may run on X; it asks for …").
+_ASKS = "; it asks for "
 
 
 def quota_panel(person: Any, cluster: Cluster) -> dict[str, Any]:
-    """The gauges of every quota that applies, and the use chart since the current period began."""
+    """Every quota that applies, in words with what is left, and the use chart since the period began."""
     quotas = quota_status(person, cluster)
     start = quotas[0].period_start if quotas else timezone.now() - timedelta(days=30)
-    return {"quotas": [gauges(q) for q in quotas], "chart": use_chart(person, cluster, start)}
+    return {"quotas": [quota_words(q) for q in quotas], "chart": use_chart(person, cluster, start)}
 
 
 def _percent(part: float, whole: float | None) -> int:
@@ -30,52 +34,67 @@ def _percent(part: float, whole: float | None) -> int:
     return max(0, min(100, round(100 * part / whole)))
 
 
-def gauges(q: QuotaStatus) -> dict[str, Any]:
-    """A quota as bars: used and reserved against each limit that is set."""
-    bars = []
+def _plural(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
+
+
+def quota_words(q: QuotaStatus) -> dict[str, Any]:
+    """One quota as sentences a person reads at a glance: "12.3 of 100 CPU-hours left this month".
+
+    Each line also carries its bar: the share used, and the share reserved by queued and running jobs.
+    """
+    whose = "Your own quota" if q.scope == "you" else f"The quota of {q.scope}, shared by its members"
+    lines = []
     for kind in ("gpu", "cpu"):
         limit = getattr(q, f"{kind}_hours_limit")
         if limit is None:
             continue
         used, reserved = getattr(q, f"{kind}_hours_used"), getattr(q, f"{kind}_hours_reserved")
-        bars.append(
+        left = getattr(q, f"{kind}_hours_left") or 0.0
+        unit = f"{kind.upper()}-hours"
+        detail = f"{figure(used)} used"
+        if reserved:
+            detail += f", {figure(reserved)} reserved by queued and running jobs"
+        lines.append(
             {
-                "label": f"{kind.upper()}-hours",
-                "used": round(used, 1),
-                "reserved": round(reserved, 1),
-                "left": round(getattr(q, f"{kind}_hours_left") or 0, 1),
-                "limit": limit,
+                "label": unit,
+                "words": f"{figure(left)} of {figure(limit)} {unit} left {q.period_words}",
+                "detail": detail,
                 "used_pct": _percent(used, limit),
                 "reserved_pct": min(100 - _percent(used, limit), _percent(reserved, limit)),
             }
         )
-    for label, now, limit in (
-        ("Running jobs", q.running_jobs, q.max_running_jobs),
-        ("Queued jobs", q.queued_jobs, q.max_queued_jobs),
+    for label, now, limit, verb in (
+        ("Running jobs", q.running_jobs, q.max_running_jobs, "running"),
+        ("Queued jobs", q.queued_jobs, q.max_queued_jobs, "queued"),
     ):
         if limit is not None:
-            bars.append(
+            lines.append(
                 {
                     "label": label,
-                    "used": now,
-                    "reserved": 0,
-                    "left": max(0, limit - now),
-                    "limit": limit,
+                    "words": f"{now} of {limit} {_plural(limit, 'job', 'jobs')} {verb}",
+                    "detail": "",
                     "used_pct": _percent(now, limit),
                     "reserved_pct": 0,
                 }
             )
     limits = [
-        (label, value)
-        for label, value in (
-            ("nodes per job", q.max_nodes_per_job),
-            ("CPUs per job", q.max_cpus_per_job),
-            ("GPUs per job", q.max_gpus_per_job),
-            ("minutes per job", q.max_walltime),
+        f"{value} {_plural(value, one, many)}"
+        for value, one, many in (
+            (q.max_nodes_per_job, "node", "nodes"),
+            (q.max_cpus_per_job, "CPU", "CPUs"),
+            (q.max_gpus_per_job, "GPU", "GPUs"),
+            (q.max_memory_per_job, "MB of memory", "MB of memory"),
+            (q.max_walltime, "minute", "minutes"),
         )
         if value is not None
     ]
-    return {"status": q, "gauges": bars, "limits": limits}
+    return {
+        "status": q,
+        "title": f"{whose}, per {q.period}",
+        "lines": lines,
+        "per_job": f"Each job may use at most {', '.join(limits)}." if limits else "",
+    }
 
 
 def use_chart(person: Any, cluster: Cluster, start: datetime) -> dict[str, Any]:
@@ -106,22 +125,67 @@ def use_chart(person: Any, cluster: Cluster, start: datetime) -> dict[str, Any]:
                 "day": day,
                 "x": x,
                 "gpu_x": x + width,
-                "cpu": round(values["cpu"], 2),
-                "gpu": round(values["gpu"], 2),
+                "cpu": figure(values["cpu"]),
+                "gpu": figure(values["gpu"]),
                 "cpu_h": cpu_h,
                 "gpu_h": gpu_h,
                 "cpu_y": round(CHART_HEIGHT - cpu_h, 1),
                 "gpu_y": round(CHART_HEIGHT - gpu_h, 1),
             }
         )
-    total_gpu = f"{sum(b['gpu'] for b in bars):.2f}"
-    total_cpu = f"{sum(b['cpu'] for b in bars):.2f}"
     return {
         "bars": bars,
         "width": width,
         "svg_width": max(1, len(bars) * (2 * width + 4)),
-        "peak": round(peak, 2),
+        "peak": figure(peak),
         "since": first,
-        "total_gpu": total_gpu,
-        "total_cpu": total_cpu,
+        "total_gpu": figure(sum(by_day[d]["gpu"] for d in days if d in by_day)),
+        "total_cpu": figure(sum(by_day[d]["cpu"] for d in days if d in by_day)),
     }
+
+
+def preview_words(decision: Decision | None, resources: Resources | None) -> dict[str, str]:
+    """What a submit preview says: the policy's verdict, and the job's cost said once.
+
+    The cost is the reservation submitting makes (the exact hours access.ledger reserves), in the one
+    way pages write a figure. The policy's allowed sentence also names the hours, rounded up to a tenth
+    for its own reasons (the API and the CLI print it whole), so the page keeps only its verdict. A
+    refused job reserves nothing: its sentence is all there is to say (a budget refusal names the hours).
+    """
+    verdict = ""
+    if decision is not None:
+        verdict = decision.message
+        if decision.allowed and _ASKS in verdict:
+            verdict = verdict.split(_ASKS, 1)[0] + "."
+    refused = decision is not None and not decision.allowed
+    cost = "" if resources is None or refused else reservation_words(resources, decision)
+    return {"verdict": verdict, "cost": cost}
+
+
+def reservation_words(resources: Resources, decision: Decision | None = None) -> str:
+    """ "Submitting reserves 0.0333 CPU-hours …": what access.ledger.reserve would hold for this job."""
+    asked = [(resources.gpu_hours, "GPU"), (resources.cpu_hours, "CPU")]
+    said = [f"{figure(hours)} {kind}-hours" for hours, kind in asked if hours > 0]
+    whose = "all its tasks together, " if resources.is_array else ""
+    if not said:
+        return "Submitting reserves no GPU- or CPU-hours."
+    sentence = (
+        f"Submitting reserves {' and '.join(said)} ({whose}for its whole time limit); when it ends, what "
+        "it really used replaces the reservation."
+    )
+    left = _tightest_left(resources, decision)
+    return f"{sentence} {left}" if left else sentence
+
+
+def _tightest_left(resources: Resources, decision: Decision | None) -> str:
+    """What is left of the budget the job draws on most tightly, from the allowed decision's numbers."""
+    if decision is None or not decision.allowed:
+        return ""
+    quotas = decision.facts.get("quotas") or []
+    for kind, asked in (("gpu", resources.gpu_hours), ("cpu", resources.cpu_hours)):
+        budgets = [q for q in quotas if q.get(f"{kind}_hours_left") is not None]
+        if asked > 0 and budgets:
+            tightest = min(budgets, key=lambda q: q[f"{kind}_hours_left"])
+            holder = "You have" if tightest["scope"] == "you" else f"{tightest['scope'].capitalize()} has"
+            return f"{holder} {figure(tightest[f'{kind}_hours_left'])} {kind.upper()}-hours left."
+    return ""

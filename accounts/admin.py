@@ -2,17 +2,63 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Group
-from django.db.models import Count
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from accounts import api_tokens, offboarding, provisioning, scim
 from accounts.models import ApiToken, ClusterAccount, IdpGroup, PosixAccount, ScimToken, User
 from audit.admin import AuditedModelAdmin
 from audit.log import record
+from ui.templatetags.ui import when
+
+CONFIRM_TEMPLATE = "accounts/admin/confirm_action.html"
+
+
+def confirmed(request: HttpRequest) -> bool:
+    """Whether an action's POST comes from its confirmation page (the list's menu only asks for it)."""
+    return request.POST.get("post") == "yes"
+
+
+def ask_first(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    action: str,
+    title: str,
+    intro: str,
+    items: list[dict[str, Any]],
+    confirm_label: str,
+    notes: list[str] | None = None,
+) -> TemplateResponse:
+    """The page an action that takes something away shows first, as Django's "Delete selected" does.
+
+    `items` are {"name", "lines"}: each selected object and what the action will do to it. Its button
+    posts the same action again with post=yes, which `confirmed` recognises.
+    """
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "title": title,
+        "intro": intro,
+        "items": items,
+        "notes": notes or [],
+        "queryset": queryset,
+        "action": action,
+        "confirm_label": confirm_label,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, CONFIRM_TEMPLATE, context)
 
 
 @admin.register(User)
@@ -27,7 +73,9 @@ class PersonAdmin(AuditedModelAdmin, UserAdmin):
     actions = ["offboard_selected"]
 
     @admin.action(description="Deactivate (offboard)", permissions=["change"])
-    def offboard_selected(self, request, queryset) -> None:
+    def offboard_selected(self, request, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            return self._ask_before_offboarding(request, queryset)
         for user in queryset:
             if user.pk == request.user.pk:
                 self.message_user(request, "You cannot offboard yourself.", messages.WARNING)
@@ -36,6 +84,31 @@ class PersonAdmin(AuditedModelAdmin, UserAdmin):
                 user, by=request.user, reason=f"Deactivated in the admin by {request.user.get_username()}"
             )
             self._report(request, result)
+
+    def _ask_before_offboarding(self, request, queryset) -> TemplateResponse:
+        people = list(queryset.order_by("username"))
+        others = [p for p in people if p.pk != request.user.pk]
+        notes = ["You cannot offboard yourself: you are left out."] if len(others) < len(people) else []
+        count = len(others)
+        return ask_first(
+            self,
+            request,
+            queryset,
+            action="offboard_selected",
+            title=f"Offboard {count} {'person' if count == 1 else 'people'}?",
+            intro="Each person below loses every way in at once, and what they left running is ended. "
+            "Their files and their history stay; reactivating them later does not bring back tokens "
+            "or unlock their cluster accounts by itself.",
+            items=[
+                {
+                    "name": f"{p.get_username()} ({p.email})" if p.email else p.get_username(),
+                    "lines": offboarding.foresee(p),
+                }
+                for p in others
+            ],
+            notes=notes,
+            confirm_label=f"Yes, offboard {'them' if count != 1 else 'this person'}",
+        )
 
     def save_model(self, request, obj, form, change) -> None:
         turned_off = change and "is_active" in form.changed_data and not obj.is_active
@@ -265,7 +338,29 @@ class ApiTokenAdmin(AuditedModelAdmin):
         return False
 
     @admin.action(description="Revoke", permissions=["change"])
-    def revoke_selected(self, request, queryset) -> None:
+    def revoke_selected(self, request, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            live = queryset.filter(revoked__isnull=True).select_related("user")
+            return ask_first(
+                self,
+                request,
+                queryset,
+                action="revoke_selected",
+                title=f"Revoke {live.count()} API token(s)?",
+                intro="A revoked token stops working at once: the CLI or script using it is refused (401) "
+                "until its owner makes a new one. This cannot be undone.",
+                items=[
+                    {
+                        "name": f"{t.name} ({t.prefix}…) of {t.user.get_username()}",
+                        "lines": [f"Last used {when(t.last_used)}." if t.last_used else "Never used."],
+                    }
+                    for t in live
+                ],
+                notes=["Tokens already revoked are left as they are."]
+                if live.count() < queryset.count()
+                else [],
+                confirm_label="Yes, revoke",
+            )
         count = sum(api_tokens.revoke(t, by=request.user, reason="admin") for t in queryset)
         self.message_user(request, f"{count} token(s) revoked.")
 
@@ -293,7 +388,20 @@ class ScimTokenAdmin(AuditedModelAdmin):
         )
 
     @admin.action(description="Revoke the selected SCIM tokens")
-    def revoke(self, request, queryset) -> None:
+    def revoke(self, request, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            live = queryset.filter(revoked__isnull=True)
+            return ask_first(
+                self,
+                request,
+                queryset,
+                action="revoke",
+                title=f"Revoke {live.count()} SCIM token(s)?",
+                intro="The identity provider using a revoked token can no longer create, change or "
+                "deactivate people here until it is given a new one. This cannot be undone.",
+                items=[{"name": f"{t.name} ({t.prefix}…)", "lines": []} for t in live],
+                confirm_label="Yes, revoke",
+            )
         count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
         record(
             "scim.token_revoked",

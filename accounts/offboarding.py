@@ -18,6 +18,9 @@ never mints.
 
 From async code (a consumer), call `offboard` through `sync_to_async`: it sends
 the close message with `async_to_sync`, which cannot run inside an event loop.
+
+`foresee` says what `offboard` would do, before anyone confirms it (the admin asks first). What it
+cannot know from here (live terminals, queued jobs: apps above this one) the `foreseen` signal asks.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts import api_tokens
@@ -52,6 +56,11 @@ JOB_POLICIES = ("leave", "cancel")
 PROCESS_ROUNDS = 10
 # Every state `pgrep -r` knows but Z and X: a process that still runs, sleeps or is stopped.
 LIVE_STATES = "D,R,S,T,t,W,P,I"
+
+
+# Sent by `foresee(user)` with `user=`; a receiver answers with counts of what offboarding will end
+# that its app keeps: {"live_terminals": 2} or {"unfinished_jobs": {cluster_pk: 3}}.
+foreseen = Signal()
 
 
 def person_group(user_pk: int) -> str:
@@ -92,6 +101,54 @@ def offboard(user: User, *, by: Any = None, reason: str = "") -> OffboardResult:
         message="; ".join(result.done + result.problems),
     )
     return result
+
+
+def foresee(user: User) -> list[str]:
+    """What `offboard(user)` would do now, step by step as it does it, in words; changes nothing.
+
+    Counts come from the console's own records (the jobs as the sync loop last saw them); offboarding
+    itself asks each cluster again when it runs.
+    """
+    known: dict[str, Any] = {"live_terminals": 0, "unfinished_jobs": {}}
+    for _, answer in foreseen.send(sender=User, user=user):
+        for key, value in (answer or {}).items():
+            if isinstance(value, dict):
+                known.setdefault(key, {}).update(value)
+            else:
+                known[key] = known.get(key, 0) + value
+    if user.is_active or user.deactivated_at is None:
+        lines = ["Deactivated now: no sign-in, API call or new Slurm token works for them any more."]
+    else:
+        lines = [
+            f"Already deactivated ({user.deactivated_reason}); offboarding again finishes what was left."
+        ]
+    tokens_live = user.api_tokens.filter(revoked__isnull=True).count()
+    lines.append(f"{tokens_live} API token{'' if tokens_live == 1 else 's'} revoked.")
+    terminals = known["live_terminals"]
+    lines.append(f"{terminals} live terminal{'' if terminals == 1 else 's'} closed.")
+    rows = ClusterAccount.objects.filter(account__user=user).select_related("account", "cluster")
+    for row in rows.order_by("cluster__name"):
+        lines += _foresee_on(row, known["unfinished_jobs"].get(row.cluster_id, 0))
+    return lines
+
+
+def _foresee_on(row: ClusterAccount, unfinished: int) -> list[str]:
+    """What `_lock_and_jobs` would do on one cluster."""
+    name, cluster = row.account.username, row.cluster
+    lines = []
+    if row.user_created_at is not None and cluster.has_accounting:
+        lines.append(f"{name} takes no new Slurm job on {cluster.name} (MaxSubmitJobs=0).")
+    if row.state != State.LOCKED:
+        lines.append(f"{name} locked on {cluster.name} (usermod -L).")
+    if row.user_created_at is None:
+        return lines
+    jobs = f"{unfinished} queued or running job{'' if unfinished == 1 else 's'}"
+    if cluster.offboard_jobs == "leave":
+        lines.append(f"{jobs} on {cluster.name} left to finish (the cluster's setting).")
+    else:
+        lines.append(f"{jobs} on {cluster.name} cancelled.")
+    lines.append(f"Every process of {name} (UID {row.account.uid}) on {cluster.name}'s head node killed.")
+    return lines
 
 
 def on_idp_refusal(user: User, detail: str = "") -> OffboardResult:

@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "accounts",
     "access",
     "jobs",
+    "files",
+    "job_templates",
     "terminal",
 ]
 
@@ -229,6 +231,12 @@ if CLUSTERRA_SUBMIT_CONFIRM_SECONDS < 30:
 # the walltime in minutes of a job that asks for none on a partition that names no default either.
 CLUSTERRA_MAX_SCRIPT_BYTES = env.integer("CLUSTERRA_MAX_SCRIPT_BYTES", 1024 * 1024)
 CLUSTERRA_DEFAULT_TIME_LIMIT = env.integer("CLUSTERRA_DEFAULT_TIME_LIMIT", 60)
+# Files (the person's home in the browser): the largest file the editor opens, an upload may bring and a
+# download may take; each travels whole through one head-node command as the person. The editor's text is
+# posted as a form field, so DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) must hold it with CRLF line breaks.
+CLUSTERRA_MAX_EDIT_BYTES = env.integer("CLUSTERRA_MAX_EDIT_BYTES", 1024 * 1024, minimum=1)
+CLUSTERRA_MAX_UPLOAD_BYTES = env.integer("CLUSTERRA_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1)
+CLUSTERRA_MAX_DOWNLOAD_BYTES = env.integer("CLUSTERRA_MAX_DOWNLOAD_BYTES", 20 * 1024 * 1024, minimum=1)
 
 # Browser terminals. The longest one may stay open: a working day at the terminal, and a forgotten tab
 # does not live for weeks (a cluster may set its own). How long a shell waits for its page to come back

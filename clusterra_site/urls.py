@@ -23,6 +23,8 @@ urlpatterns = [
     path("scim/v2/", include("accounts.scim_urls")),
     path("", include("terminal.urls")),
     path("", include("jobs.urls")),
+    path("", include("files.urls")),
+    path("", include("job_templates.urls")),
     path("", include("accounts.token_urls")),
     path("v1/", include("clusterra_site.api")),
 ]

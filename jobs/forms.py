@@ -6,7 +6,8 @@ from typing import Any
 
 from django import forms
 
-from jobs import directives
+from clusters.refusal import Refusal
+from jobs import directives, present
 from jobs.submit_request import SubmitRequest
 
 
@@ -15,7 +16,7 @@ class SubmitForm(forms.Form):
         required=False,
         max_length=4096,
         help_text="The absolute path of the script on the cluster, e.g. /home/you/run.sh.",
-        widget=forms.TextInput(attrs={"size": 60, "placeholder": "/home/you/job.sh", "autofocus": True}),
+        widget=forms.TextInput(attrs={"placeholder": "/home/you/job.sh", "autofocus": True}),
     )
     script = forms.CharField(
         required=False,
@@ -23,9 +24,7 @@ class SubmitForm(forms.Form):
         label="Or the script itself",
         help_text="Paste or write the script here instead of giving a path; it runs in your home folder "
         "unless it says --chdir.",
-        widget=forms.Textarea(
-            attrs={"rows": 8, "cols": 80, "placeholder": "#!/bin/bash\n#SBATCH --time=10\n"}
-        ),
+        widget=forms.Textarea(attrs={"rows": 8, "placeholder": "#!/bin/bash\n#SBATCH --time=10\n"}),
     )
     partition = forms.ChoiceField(
         required=False, help_text="Empty: the script's --partition, else Slurm's default."
@@ -49,7 +48,6 @@ class SubmitForm(forms.Form):
         label="More sbatch options",
         help_text="As on an #SBATCH line, e.g. --ntasks-per-node=4 --exclusive --hold; they override the "
         "script's lines.",
-        widget=forms.TextInput(attrs={"size": 60}),
     )
     # Made once per form, so a double-clicked Submit queues one job.
     idempotency_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
@@ -75,7 +73,21 @@ class SubmitForm(forms.Form):
             raise forms.ValidationError("Give the path of a script on the cluster, or write the script.")
         if not has_text:
             cleaned["script"] = None
+        if not self.errors:
+            self._check_as_the_api_does()
         return cleaned
+
+    def _check_as_the_api_does(self) -> None:
+        """The API's own checks of each field, their sentences under the field they are about.
+
+        A time limit such as "1:xx" passes the form's fields but not SubmitRequest; saying so here marks
+        the right input (aria-invalid) and names it as the form does ("Time limit", not time_limit).
+        """
+        try:
+            SubmitRequest.model_validate(self.request_data())
+        except Refusal as e:
+            field = present.field_named(e.message)
+            self.add_error(field if field in self.fields else None, present.for_people(e.message))
 
     def request_data(self) -> dict[str, Any]:
         """The fields the API takes (SubmitRequest's), leaving out what the person left empty."""

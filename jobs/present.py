@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,6 +80,55 @@ TASK_WORDS = (
     ("PREEMPTED", "preempted"),
     ("CANCELLED", "cancelled"),
 )
+
+
+# The fields of a submit (and of the final job) as the pages name them; the API keeps its JSON names.
+FIELD_LABELS = {
+    "script_path": "Script path",
+    "script": "Script",
+    "options": "More sbatch options",
+    "partition": "Partition",
+    "time_limit": "Time limit",
+    "nodes": "Nodes",
+    "ntasks": "Tasks",
+    "cpus_per_task": "CPUs per task",
+    "gpus": "GPUs",
+    "name": "Job name",
+    "working_directory": "Working directory",
+    "memory_per_node": "Memory per node (MB)",
+    "standard_output": "Output file",
+    "standard_error": "Error file",
+    "account": "Account",
+    "qos": "QOS",
+    "array": "Array",
+}
+# A name with an underscore is never a plain word, so it is replaced wherever it stands; a one-word
+# name ("name", "nodes") only where a sentence starts with it, as the API's checks write them. Not inside
+# a path or a file name: /home/ada/time_limit.sh stays as it is.
+_COMPOUND = re.compile(r"(?<![\w/.-])(" + "|".join(n for n in FIELD_LABELS if "_" in n) + r")(?![\w/-]|\.\w)")
+
+
+def label(field: str) -> str:
+    """A field's name for people: "time_limit" -> "Time limit"."""
+    return FIELD_LABELS.get(field) or field.replace("_", " ").capitalize()
+
+
+def field_named(message: str) -> str | None:
+    """The submit field a refusal's sentence is about, when it starts by naming one."""
+    first = re.match(r"[a-z_]+", message)
+    word = first.group(0) if first else ""
+    return word if word in FIELD_LABELS and message[len(word) : len(word) + 1] in (" ", ":") else None
+
+
+def for_people(message: str) -> str:
+    """A refusal's sentence with the fields named as the form names them ("Time limit must be …").
+
+    The same sentence reaches /v1 naming the JSON field; only the pages reword it.
+    """
+    field = field_named(message)
+    if field:
+        message = label(field) + message[len(field) :]
+    return _COMPOUND.sub(lambda m: label(m.group(1)), message)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -185,6 +235,24 @@ def _row(record: JobRecord) -> dict[str, Any]:
     if record.array_parent_id is not None:
         row["array_parent__slurm_job_id"] = record.array_parent.slurm_job_id
     return row
+
+
+def for_page(job: dict[str, Any]) -> dict[str, Any]:
+    """The API's Job object with what a page draws besides: its times as datetimes, whether it ticks.
+
+    Only the pages read these; the live list draws the same from the JSON (jobs/static/jobs/job_list.js).
+    """
+    times = {key: _parse(job[f"{key}_time"]) for key in ("submit", "start", "end")}
+    return job | {"times": times, "ticking": is_ticking(job), "finished": job["state"] in FINISHED_JOB_STATES}
+
+
+def is_ticking(job: dict[str, Any]) -> bool:
+    """Whether the job's elapsed time still grows (a live page redraws it every second)."""
+    return job["state"] == "RUNNING" and bool(job["start_time"]) and not job["end_time"]
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def task_rows(array: JobRecord) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ Decisions:
   the one sbatch would get: a script they cannot read is refused by the kernel, not by a
   rule of ours. Remotely (SSM) through `runuser -u NAME`; on this host (the local
   transport) through `setpriv` with the person's uid, gid and supplementary groups, which
-  gives the kernel the same credentials without runuser's PAM session (see `_as_user`).
+  gives the kernel the same credentials without runuser's PAM session (see clusters.headnode.as_user).
 - Symbolic links are followed, as sbatch follows them, but the **resolved** path must
   also be under a root: a link in the home folder pointing at `/etc/…` is refused.
   The resolution happens as the user in the same command that reads, so the check and
@@ -21,9 +21,7 @@ Decisions:
 
 from __future__ import annotations
 
-import os
 import posixpath
-import pwd
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -217,34 +215,8 @@ def check_directory(cluster: Cluster, username: str, path: str) -> None:
 
 
 def _as_user(cluster: Cluster, username: str, argv: list[str]) -> list[str]:
-    """`argv` as run by `username` on the cluster's head node, so the kernel checks their permissions.
-
-    A remote head node (SSM) is asked through runuser: only it knows the person's ids. On this
-    host (the local transport) setpriv takes the uid, the primary gid and every supplementary
-    group from the system's user and group databases, as runuser would (ACLs and group
-    permissions hold alike), but skips runuser's PAM session, which cost ~2 ms of every submit
-    and has nothing to add to reading a file. The ids are switched by setpriv rather than by
-    subprocess's user=/group=/extra_groups=: those stop Python from using vfork, and a full fork
-    of the console's process costs more (~10 ms at daphne's size) than the session saved.
-    """
-    if cluster.transport != "local":
-        return ["runuser", "-u", username, "--", *argv]
+    """`argv` as run by `username` on the head node (clusters.headnode.as_user); ScriptError without them."""
     try:
-        account = pwd.getpwnam(username)
-    except KeyError:
-        raise ScriptError(
-            f"The account {username} is missing on the head node (no such user).",
-            code="account_missing",
-            status=502,
-        ) from None
-    groups = ",".join(str(gid) for gid in os.getgrouplist(username, account.pw_gid))
-    return [
-        "setpriv",
-        f"--reuid={account.pw_uid}",
-        f"--regid={account.pw_gid}",
-        f"--groups={groups}",
-        # Nothing the reader runs may gain privileges back (a setuid program on the path).
-        "--no-new-privs",
-        "--",
-        *argv,
-    ]
+        return headnode.as_user(cluster, username, argv)
+    except headnode.UnknownUser as e:
+        raise ScriptError(str(e), code="account_missing", status=502) from None

@@ -12,12 +12,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from access import policy, refusals
-from access.present import quota_panel
+from access.present import preview_words, quota_panel
+from accounts.models import DemoMember
 from clusters import partitions, tokens
 from clusters.models import Cluster
 from clusters.refusal import Refusal
@@ -25,6 +27,7 @@ from clusters.slurm import SlurmError
 from jobs import control, output, present
 from jobs.control import JobError
 from jobs.forms import SubmitForm
+from jobs.models import JobRecord
 from jobs.plan import SubmitError
 from jobs.submit import submit
 from jobs.submit_request import SubmitRequest
@@ -52,7 +55,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             usable.append(_cluster_panel(request, cluster))
         else:
             refused.append({"cluster": cluster, "message": decision.message})
-    return render(request, "jobs/dashboard.html", {"usable": usable, "refused": refused})
+    demo = DemoMember.objects.filter(user=request.user, ended__isnull=True).first()
+    context = {"usable": usable, "refused": refused, "demo": demo}
+    return render(request, "jobs/dashboard.html", context)
 
 
 def _cluster_panel(request: HttpRequest, cluster: Cluster) -> dict[str, Any]:
@@ -60,7 +65,8 @@ def _cluster_panel(request: HttpRequest, cluster: Cluster) -> dict[str, Any]:
     try:
         known = [p.name for p in partitions.partitions(cluster)]
         granted = policy.granted_partitions(request.user, cluster, known)
-        panel["partitions"] = partitions.views(cluster, granted)
+        # What the person may use first, then the rest, each in Slurm's order.
+        panel["partitions"] = sorted(partitions.views(cluster, granted), key=lambda v: not v.granted)
         panel["nodes"] = partitions.nodes(cluster)
     except (SlurmError, tokens.TokenRefused, tokens.KeyUnavailable) as e:
         panel["error"] = str(e)
@@ -110,13 +116,19 @@ def submit_page(request: HttpRequest, slug: str) -> HttpResponse:
             request=request,
         )
     except Refusal as e:
-        context["failure"] = e
+        field = present.field_named(e.message)
+        if e.status == 400 and field in form.fields and not getattr(e, "plan", None):
+            # A field's value is what is wrong (a relative script path): say it under that field.
+            form.add_error(field, present.for_people(e.message))
+        else:
+            context["failure"] = e
+            context["failure_message"] = present.for_people(e.message)
         if isinstance(e, SubmitError):
             # It got as far as a decision, maybe a final job: the preview shows what was refused.
-            context.update({"plan": e.plan, "decision": e.decision})
+            context.update(_preview(e.plan, e.decision))
         return render(request, "jobs/submit.html", context, status=e.status)
     if dry_run:
-        context.update({"plan": outcome.plan, "decision": outcome.decision, "previewed": True})
+        context.update(_preview(outcome.plan, outcome.decision) | {"previewed": True})
         return render(request, "jobs/submit.html", context)
     record = outcome.record
     words = "was already submitted as" if outcome.replayed else "is queued as"
@@ -125,6 +137,15 @@ def submit_page(request: HttpRequest, slug: str) -> HttpResponse:
     for warning in outcome.warnings:
         messages.warning(request, f"Slurm said: {warning}")
     return redirect("jobs:detail", slug=cluster.slug, job_id=record.slurm_job_id)
+
+
+def _preview(plan: Any, decision: Any) -> dict[str, Any]:
+    """The preview's parts: the policy's verdict, the one cost, and the final job with human field names."""
+    if plan is None:
+        return {"decision": decision}
+    rows = [(present.label(key), value, source) for key, value, source in plan.rows()]
+    words = preview_words(decision, plan.resources)
+    return {"plan": plan, "decision": decision, "final_rows": rows, "words": words}
 
 
 def _partition_choices(request: HttpRequest, cluster: Cluster) -> tuple[list[tuple[str, str]], str, str]:
@@ -192,6 +213,7 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "cluster": cluster,
         "page": result,
+        "jobs": [present.for_page(j) for j in result.jobs],
         "error": error,
         "state_filter": request.GET.get("state", ""),
         "partition_filter": partition or "",
@@ -209,6 +231,7 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
         "query": urlencode(query),
         "data_url": f"{request.path}data?{urlencode({**query, 'page': result.page})}",
         "poll_seconds": LIST_POLL_SECONDS,
+        "finished_states": " ".join(sorted(present.FINISHED_JOB_STATES)),
     }
     return render(request, "jobs/job_list.html", context)
 
@@ -283,7 +306,7 @@ def job_detail(request: HttpRequest, slug: str, job_id: str) -> HttpResponse:
     context = {
         "cluster": cluster,
         "record": record,
-        "job": present.job_dict(record),
+        "job": present.for_page(present.job_dict(record)),
         "note": note,
         "stdout": stdout,
         "stderr": stderr,
@@ -291,19 +314,25 @@ def job_detail(request: HttpRequest, slug: str, job_id: str) -> HttpResponse:
         "lines": count,
         "cancellable": cancellable,
         "submitted": (record.array_parent.submitted if record.is_array_task else record.submitted) or {},
-        "tasks": present.task_rows(record) if record.is_array else [],
+        "tasks": [present.for_page(t) for t in present.task_rows(record)] if record.is_array else [],
         "array": record.array_parent if record.is_array_task else None,
     }
     return render(request, "jobs/job_detail.html", context)
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def job_cancel(request: HttpRequest, slug: str, job_id: str) -> HttpResponse:
-    """Cancel a job, a whole array (its id) or one task of it (123_4), then back to the page asked from."""
+    """Cancel a job, a whole array (its id) or one task of it (123_4), then back to the page asked from.
+
+    A GET only asks: it says what cancelling will do, and its button POSTs here. Nothing else cancels,
+    so a link followed by a prefetcher, a crawler or a second tab changes nothing.
+    """
     cluster = _cluster(slug)
-    back = request.POST.get("back", "")
+    back = request.POST.get("back", "") or request.GET.get("back", "")
     back = back if back in (job_id, job_id.split("_")[0]) else job_id
+    if request.method == "GET":
+        return _confirm_cancel(request, cluster, job_id, back)
     try:
         record = control.cancel(request.user, cluster, job_id, request=request)
     except Refusal as e:
@@ -314,3 +343,62 @@ def job_cancel(request: HttpRequest, slug: str, job_id: str) -> HttpResponse:
     what = "Every task of job array" if record.is_array and "_" not in job_id else "Job"
     messages.success(request, f"{what} {job_id} was cancelled (Slurm now says {record.state}).")
     return redirect("jobs:detail", slug=cluster.slug, job_id=back)
+
+
+def _confirm_cancel(request: HttpRequest, cluster: Cluster, job_id: str, back: str) -> HttpResponse:
+    """The page that asks before a cancel: what stops, what stays, what is charged."""
+    try:
+        record = control.visible_job(request.user, cluster, job_id, action="job.cancel", request=request)
+    except JobError as e:
+        return render(
+            request, "jobs/refused.html", {"cluster": cluster, "message": e.message}, status=e.status
+        )
+    if record.is_finished:
+        message = f"Job {job_id} already ended ({record.state}); there is nothing to cancel."
+        return render(request, "jobs/refused.html", {"cluster": cluster, "message": message}, status=409)
+    whole_array = record.is_array and "_" not in job_id
+    shown = f" ({record.name})" if record.name else ""
+    title = f"Cancel {'job array' if whole_array else 'job'} {job_id}{shown}?"
+    context = {
+        "cluster": cluster,
+        "title": title,
+        "consequences": cancel_consequences(record, job_id),
+        "action": request.path,
+        "confirm_label": f"Cancel {'every task of ' if whole_array else ''}job {job_id}",
+        "back": reverse("jobs:detail", kwargs={"slug": cluster.slug, "job_id": back}),
+        "hidden": {"back": back},
+    }
+    return render(request, "ui/confirm.html", context)
+
+
+def cancel_consequences(record: JobRecord, job_id: str) -> list[str]:
+    """What cancelling `record` does, in the order it happens, for the confirmation page."""
+    if record.is_array and "_" not in job_id:
+        counts = (record.array_summary or {}).get("counts") or {}
+        summary = present.tasks_words({str(k): int(v) for k, v in counts.items()})
+        return [
+            "Every task of the array that has not ended stops now"
+            + (f" (now: {summary})." if summary else "."),
+            "Tasks that already ended keep their output; each running task's output so far stays.",
+            "Your budget is charged only for the time each task ran; the rest of the array's reservation "
+            "is released.",
+            "A cancelled job cannot be resumed: submit it again to run it again.",
+        ]
+    lines = []
+    if record.is_array_task:
+        lines.append(f"Only task {job_id} stops; the array's other tasks go on.")
+    if record.start_time is None:
+        lines += [
+            "It has not started: it leaves the queue and never runs.",
+            "Nothing is charged; its reservation is released.",
+        ]
+    else:
+        where = f" ({record.stdout_path})" if record.stdout_path else ""
+        lines += [
+            f"It stops now: Slurm ends its processes on {record.node_list or 'its nodes'}.",
+            f"Its output so far stays{where}.",
+            "Your budget is charged for the time it ran and no more; the rest of its reservation is "
+            "released.",
+        ]
+    lines.append("A cancelled job cannot be resumed: submit it again to run it again.")
+    return lines

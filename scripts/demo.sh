@@ -90,6 +90,9 @@ $BIN/python manage.py collectstatic --no-input --verbosity 0
 $BIN/python manage.py register_cluster "$CLUSTERRA_DEMO_CLUSTER" --name "$name" --slurm-env "$ENV_FILE" \
   --transport local --enforce-policy
 $BIN/python manage.py seed_demo --cluster "$CLUSTERRA_DEMO_CLUSTER"
+# This host is the demo's head node on every release (its terminals are local PTYs here): its shells get
+# the editors a newcomer looks for, nano and vi, to write a job script in the terminal.
+bash scripts/install-head-node-tools.sh
 # Strangers get shells on this host: close its databases, Redis and the rest to them (and to their jobs),
 # and hide other people's processes. Their own shells are capped by the cluster's shell limits.
 bash scripts/install-confinement.sh

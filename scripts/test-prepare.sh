@@ -21,6 +21,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends lua5.1 >/dev/null; }
   fi
   bash scripts/install-confinement.sh
+  # The same editors as on the demo's head node (this host): the terminal tests open them in a person's shell.
+  bash scripts/install-head-node-tools.sh
   bash scripts/slurm-up.sh
   # The live tests marked every_release also run on Slurm 24.11 and 26.05, each in a debootstrap chroot
   # cached under /var/cache/clusterra (about 35 s each the first time, under a second after). Without

@@ -6,5 +6,6 @@ class TerminalConfig(AppConfig):
     verbose_name = "Terminals"
 
     def ready(self) -> None:
-        # `check --deploy` warns about a Redis without a password (it carries what people type).
-        from terminal import checks  # noqa: F401
+        # `check --deploy` warns about a Redis without a password (it carries what people type), and
+        # offboarding asks how many live terminals it will close (accounts cannot import terminal).
+        from terminal import checks, receivers  # noqa: F401

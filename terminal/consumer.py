@@ -3,7 +3,8 @@
 Control messages are small JSON text frames. From the page: {"type": "resize", "cols", "rows"}
 and {"type": "close"}. To the page: {"type": "status", "state": ...}, {"type": "warning",
 "kind": "idle"|"max_length", "seconds": n or null (withdrawn)} and, last,
-{"type": "closed", "code", "reason"} before the socket closes with CLOSED_CODE.
+{"type": "closed", "code", "reason"} (and "exit_status" when the shell itself ended, null when the
+transport cannot tell) before the socket closes with CLOSED_CODE.
 
 Query string: cols, rows (the size to start with), cwd (a directory to start in) and resume
 (the token of a shell to get back after a dropped connection).
@@ -227,7 +228,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     async def show_end(self, message: dict[str, Any]) -> None:
         self.live = None
-        await self._finish(message["code"], message["reason"])
+        extra = {"exit_status": message["exit_status"]} if "exit_status" in message else {}
+        await self._finish(message["code"], message["reason"], **extra)
 
     # ---- opening --------------------------------------------------------------------------------
 
@@ -323,6 +325,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     "session": terminal.row.pk,
                     "resume": terminal.token,
                     "resumed": resumed_shell,
+                    "recorded": terminal.recorder is not None,
                     "idle_minutes": terminal.idle_minutes,
                 }
             )
@@ -338,13 +341,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     async def _status(self, state: str, message: str) -> None:
         await self.send(text_data=json.dumps({"type": "status", "state": state, "message": message}))
 
-    async def _finish(self, code: str, reason: str) -> None:
+    async def _finish(self, code: str, reason: str, **extra: Any) -> None:
         """Say why, then close: the page shows the sentence and does not reconnect on its own."""
         if self.finished:
             return
         self.finished = True
         with contextlib.suppress(Exception):
-            await self.send(text_data=json.dumps({"type": "closed", "code": code, "reason": reason}))
+            await self.send(text_data=json.dumps({"type": "closed", "code": code, "reason": reason, **extra}))
             await self.close(code=CLOSED_CODE)
 
 

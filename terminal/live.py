@@ -205,8 +205,12 @@ class LiveTerminal:
             self._done.set()
         viewer, self.viewer = self.viewer, None
         if viewer is not None:
+            end = {"type": "closed", "code": reason, "reason": message}
+            if reason == Ended.SHELL_EXITED:
+                # The page shows a shell that exited with 0 as the normal end it is, not as an error.
+                end["exit_status"] = getattr(self.transport, "exit_status", None)
             with contextlib.suppress(Exception):
-                await viewer.show_end({"type": "closed", "code": reason, "reason": message})
+                await viewer.show_end(end)
 
     # ---- from the browser -----------------------------------------------------------------------
 

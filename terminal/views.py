@@ -13,18 +13,24 @@ from django.views.decorators.http import require_GET, require_safe
 from audit.log import record
 from clusters.models import Cluster
 from terminal import recording as recordings
-from terminal.models import TerminalSession
+from terminal.models import TerminalPolicy, TerminalSession
 
 
 @require_safe
 @login_required
 def terminal(request: HttpRequest, slug: str) -> HttpResponse:
-    """The page; whether a shell opens is decided by the WebSocket, which shows the decision's sentence."""
+    """The page; whether a shell opens is decided by the WebSocket, which shows the decision's sentence.
+
+    `cluster` also gives the page the cluster's navigation (base.html), the way back to the dashboard.
+    """
     cluster = get_object_or_404(Cluster, slug=slug)
     context = {
         "cluster": cluster,
         "cwd": request.GET.get("cwd", ""),
         "socket_path": f"/ws/clusters/{cluster.slug}/terminal/",
+        # Said before the shell opens, so nobody types into a recorded terminal unaware; the socket's
+        # "connected" message then says it of the shell actually opened.
+        "recorded": TerminalPolicy.for_cluster(cluster).record,
     }
     return render(request, "terminal/terminal.html", context)
 

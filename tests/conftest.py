@@ -223,6 +223,8 @@ FIGURES = (
     "sparse output:",
     "scripts matching sbatch:",
     "make demo SLURM_RELEASE=",
+    "axe:",
+    "phone:",
 )
 _figures: list[tuple[str, str]] = []
 # Per Slurm release, for the tests that run on every release: [passed, failed, skipped, seconds].

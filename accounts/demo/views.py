@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required, login_required
@@ -15,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import dateformat, timezone
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -23,6 +24,7 @@ from accounts.adapter import LOGIN
 from accounts.demo import links, membership
 from accounts.demo.membership import DemoRefused, Status
 from audit.log import record
+from ui.templatetags.ui import when
 
 logger = logging.getLogger("clusterra.accounts")
 
@@ -212,7 +214,13 @@ def sent(request: HttpRequest) -> HttpResponse:
     if not email:
         return redirect("demo:start")
     cfg = membership.config()
-    return render(request, "demo/sent.html", {"email": email, "link_minutes": cfg.link_minutes})
+    context = {"email": email, "link_minutes": cfg.link_minutes, "mail_printed": _mail_is_printed()}
+    return render(request, "demo/sent.html", context)
+
+
+def _mail_is_printed() -> bool:
+    """Without a mail server (CLUSTERRA_EMAIL_HOST unset) a link is printed in the server log, not mailed."""
+    return settings.EMAIL_BACKEND == "django.core.mail.backends.console.EmailBackend"
 
 
 @login_not_required
@@ -285,7 +293,7 @@ def _send_link(email: str, url: str, st: Status) -> None:
 
 
 def _welcome(request: HttpRequest, member: Any, *, first: bool) -> None:
-    until = dateformat.format(timezone.localtime(member.expires), "j F Y, H:i")
+    until = when(member.expires)
     if first:
         messages.success(request, f"Welcome to the demo. Your demo access lasts until {until}.")
     else:

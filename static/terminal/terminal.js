@@ -9,6 +9,7 @@
   const warningLine = document.getElementById("warning");
   const newShell = document.getElementById("new-shell");
   const endShell = document.getElementById("end-shell");
+  const recordedNotice = document.getElementById("recorded");
   // Per tab: a reload gets the same shell back, another tab opens its own.
   const resumeKey = "clusterra-terminal:" + box.dataset.cluster;
   const encoder = new TextEncoder();
@@ -18,6 +19,11 @@
     scrollback: 5000,
     fontSize: 14,
     fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+    // The DOM renderer clips each row to its cell height, and at lineHeight 1 a row is exactly as tall as
+    // the font's ascent plus descent: DejaVu Sans Mono draws "_" at the very bottom of that, so at 14 px on
+    // a 1x screen nothing of it is left (xterm.js #4067: "a_b" reads "a b"). A little more height puts the
+    // baseline higher in the row and the underscore inside it, at any size; the browser test checks pixels.
+    lineHeight: 1.2,
   });
   const fit = new FitAddon.FitAddon();
   term.loadAddon(fit);
@@ -80,7 +86,7 @@
       const message = JSON.parse(event.data);
       if (message.type === "status") onStatus(message);
       else if (message.type === "warning") onWarning(message);
-      else if (message.type === "closed") onClosed(message.reason);
+      else if (message.type === "closed") onClosed(message);
     };
     ws.onclose = function () {
       if (socket !== ws) return;
@@ -90,8 +96,12 @@
       if (!opened) {
         // A refused handshake looks like a network error to a page; a signed-out person is the usual cause.
         checkSignedIn().then(function (signedIn) {
-          if (signedIn) retry();
-          else onClosed("you are signed out. Sign in again, then reload this page.", false);
+          if (signedIn) {
+            retry();
+          } else {
+            const reason = "you are signed out. Sign in again, then reload this page.";
+            onClosed({ code: "signed_out", reason: reason }, false);
+          }
         });
         return;
       }
@@ -102,7 +112,8 @@
   function retry() {
     retries += 1;
     if (retries > MAX_RETRIES) {
-      onClosed("the connection to the console was lost and could not be restored.", false);
+      const reason = "the connection to the console was lost and could not be restored.";
+      onClosed({ code: "lost", reason: reason }, false);
       return;
     }
     const delay = Math.min(500 * 2 ** (retries - 1), 8000);
@@ -124,6 +135,8 @@
     setStatus(message.message, message.state);
     if (message.state === "connected") {
       retries = 0;
+      // The page was drawn with the cluster's policy of that moment; the shell says whether it is recorded.
+      if (typeof message.recorded === "boolean") recordedNotice.hidden = !message.recorded;
       sessionStorage.setItem(resumeKey, message.resume);
       endShell.hidden = false;
       term.focus();
@@ -149,12 +162,21 @@
     countdown = setInterval(show, 1000);
   }
 
-  function onClosed(reason, forget = true) {
+  // Why a terminal ended, as the page shows it: a shell the person left (exit status 0) or closed is the
+  // normal end, not an error; every other reason (a failure, the idle or length limit, offboarding, a
+  // withdrawn grant) keeps its own sentence and the colour of a closed terminal.
+  function onClosed(message, forget = true) {
     ended = true;
     clearInterval(countdown);
     warningLine.hidden = true;
     if (forget) sessionStorage.removeItem(resumeKey);
-    setStatus("Closed: " + reason, "closed");
+    if (message.code === "shell_exited" && message.exit_status === 0) {
+      setStatus("The shell ended. Open a new one when you need it.", "ended");
+    } else if (message.code === "closed") {
+      setStatus("Closed: " + message.reason, "ended");
+    } else {
+      setStatus("Closed: " + message.reason, "closed");
+    }
     endShell.hidden = true;
     newShell.hidden = false;
   }

@@ -100,13 +100,11 @@ def test_a_quota_shows_its_current_use_and_open_reservations(admin_client, clust
     rid = reserve(jane, cluster, Resources("gpu", gpus=2, time_limit=90)).reservation_id
     ledger.attach(rid, 31337)
     listing = admin_client.get("/admin/access/quota/").content.decode()
-    assert "0.0 used + 3.0 reserved of 10.0: 7.0 left" in listing
+    assert "0 used + 3 reserved of 10: 7 left" in listing
     assert "0 running, 1/4 queued" in listing
     page = admin_client.get(f"/admin/access/quota/{quota.pk}/change/").content.decode()
     assert "renews on 1" in page
-    assert (
-        "<td>jane</td><td>31337</td><td>Reserved, waiting in the queue</td><td>gpu</td><td>3.0</td>" in page
-    )
+    assert "<td>jane</td><td>31337</td><td>Reserved, waiting in the queue</td><td>gpu</td><td>3</td>" in page
 
 
 def test_the_quota_history_page_is_read_only(admin_client, cluster, ml_team):
@@ -162,8 +160,19 @@ def test_an_operator_releases_a_stuck_reservation_and_it_is_audited(admin_client
     queued = reserve(jane, cluster, Resources("cpu", time_limit=10)).reservation_id
     running = reserve(jane, cluster, Resources("cpu", time_limit=10)).reservation_id
     ledger.started(running)
-    response = admin_client.post(
+    asked = admin_client.post(
         "/admin/access/usage/", {"action": "release_selected", "_selected_action": [queued, running]}
+    )
+    assert asked.status_code == 200
+    page = asked.content.decode()
+    assert "Release 1 reservation(s)?" in page
+    assert f"Reservation {queued} of jane on c1 (never submitted)" in page
+    assert "1 selected reservation(s) are not for queued jobs" in page
+    assert Usage.objects.get(pk=queued).state == Usage.State.QUEUED  # asking released nothing
+    assert not AuditEvent.objects.filter(action="ledger.released").exists()
+    response = admin_client.post(
+        "/admin/access/usage/",
+        {"action": "release_selected", "_selected_action": [queued, running], "post": "yes"},
     )
     assert response.status_code == 302
     assert Usage.objects.get(pk=queued).state == Usage.State.RELEASED
@@ -179,6 +188,20 @@ def test_the_ledger_cannot_be_edited_or_deleted_in_the_admin(admin_client, clust
     assert page.status_code == 200
     assert page.context["adminform"].form.fields == {}
     assert admin_client.get(f"/admin/access/usage/{rid}/delete/").status_code == 403
+
+
+def test_the_ledger_shows_hours_as_every_page_writes_a_figure(admin_client, cluster, jane):
+    # 10 seconds on 1 CPU, settled: the float the ledger keeps is 0.002777…, never shown whole.
+    rid = reserve(jane, cluster, Resources("cpu", time_limit=1)).reservation_id
+    Usage.objects.filter(pk=rid).update(state=Usage.State.SETTLED, used_cpu_hours=10 / 3600)
+    listing = admin_client.get("/admin/access/usage/").content.decode()
+    detail = admin_client.get(f"/admin/access/usage/{rid}/change/").content.decode()
+    for page in (listing, detail):
+        assert "0.00278" in page
+        assert "0.0027777" not in page
+        assert "0.016666" not in page  # the reservation of 1 minute: 0.0167
+    assert '<td class="field-used_cpu_hours_shown">0.00278</td>' in listing
+    assert '<td class="field-reserved_gpu_hours_shown">0</td>' in listing
 
 
 # --- groups and members ------------------------------------------------------------------------------

@@ -149,7 +149,14 @@ def test_the_admin_lists_tokens_without_their_digest_and_can_revoke_them(admin_c
         assert token.prefix in page
         assert token.digest not in page
         assert raw not in page
-    admin_client.post(
+    asked = admin_client.post(
         "/admin/accounts/apitoken/", {"action": "revoke_selected", "_selected_action": [token.pk]}
+    )
+    assert asked.status_code == 200
+    assert f"laptop ({token.prefix}…) of jane" in asked.content.decode()
+    assert api_tokens.authenticate(raw) is not None  # asking revoked nothing
+    admin_client.post(
+        "/admin/accounts/apitoken/",
+        {"action": "revoke_selected", "_selected_action": [token.pk], "post": "yes"},
     )
     assert api_tokens.authenticate(raw) is None

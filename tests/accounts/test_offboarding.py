@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from accounts import api_tokens, offboarding, posix, provisioning
 from accounts.models import ClusterAccount, User
@@ -20,6 +23,8 @@ from audit.models import AuditEvent
 from clusterra_site import env
 from clusters.models import Cluster
 from clusters.slurm import Job, JobList, JobSpec, SlurmError
+from jobs.models import JobRecord
+from terminal.models import TerminalSession
 from tests.support import slurm_commands
 
 State = ClusterAccount.State
@@ -239,7 +244,7 @@ def test_the_admin_action_offboards_the_selected_people_but_not_yourself(
 ):
     response = admin_client.post(
         "/admin/accounts/user/",
-        {"action": "offboard_selected", "_selected_action": [jane.pk, admin_user.pk]},
+        {"action": "offboard_selected", "_selected_action": [jane.pk, admin_user.pk], "post": "yes"},
         follow=True,
     )
     assert "You cannot offboard yourself." in response.content.decode()
@@ -248,6 +253,68 @@ def test_the_admin_action_offboards_the_selected_people_but_not_yourself(
     assert not jane.is_active
     assert admin_user.is_active
     assert jane.deactivated_reason == "Deactivated in the admin by admin"
+
+
+def test_the_admin_asks_before_offboarding_and_says_what_will_happen(
+    admin_client, admin_user, jane, cluster, fake
+):
+    provisioning.ensure_ready(jane, cluster)  # c1 leaves jobs to finish
+    other = Cluster.objects.create(
+        slug="c2",
+        name="Cluster Two",
+        slurmrestd_url="http://127.0.0.1:9",
+        api_version="v0.0.38",
+        jwt_key_ref=cluster.jwt_key_ref,
+        offboard_jobs="cancel",
+        has_accounting=False,
+    )
+    provisioning.ensure_ready(jane, other)
+    for _ in range(2):
+        api_tokens.issue(jane)
+    revoked, _ = api_tokens.issue(jane)
+    api_tokens.revoke(revoked, reason="old")
+    posix_name = jane.posix_account.username
+    for job_id, state in ((1, "RUNNING"), (2, "PENDING"), (3, "COMPLETED")):
+        JobRecord.objects.create(
+            cluster=other, person=jane, posix_user=posix_name, slurm_job_id=job_id, state=state
+        )
+    JobRecord.objects.create(
+        cluster=cluster, person=jane, posix_user=posix_name, slurm_job_id=9, state="RUNNING"
+    )
+    session = {"person": jane, "person_name": "jane", "posix_user": posix_name, "transport": "local"}
+    TerminalSession.objects.create(cluster=other, cluster_slug="c2", **session)
+    TerminalSession.objects.create(cluster=other, cluster_slug="c2", ended=timezone.now(), **session)
+
+    calls_before = len(fake.calls)
+    asked = admin_client.post(
+        "/admin/accounts/user/", {"action": "offboard_selected", "_selected_action": [jane.pk, admin_user.pk]}
+    )
+    assert asked.status_code == 200
+    page = asked.content.decode()
+    assert "Offboard 1 person?" in page
+    assert "You cannot offboard yourself: you are left out." in page
+    listed = page.split('<ul class="consequences">')[1].split("</ul>")[0]
+    said = [html.unescape(line) for line in re.findall(r"<li>(.*?)</li>", listed)]
+    uid = jane.posix_account.uid
+    assert said == [
+        "Deactivated now: no sign-in, API call or new Slurm token works for them any more.",
+        "2 API tokens revoked.",
+        "1 live terminal closed.",
+        f"{posix_name} takes no new Slurm job on Cluster One (MaxSubmitJobs=0).",
+        f"{posix_name} locked on Cluster One (usermod -L).",
+        "1 queued or running job on Cluster One left to finish (the cluster's setting).",
+        f"Every process of {posix_name} (UID {uid}) on Cluster One's head node killed.",
+        f"{posix_name} locked on Cluster Two (usermod -L).",
+        "2 queued or running jobs on Cluster Two cancelled.",
+        f"Every process of {posix_name} (UID {uid}) on Cluster Two's head node killed.",
+    ]
+    assert 'name="post" value="yes"' in page
+    # Asking did nothing: still active, tokens still good, nothing run on a head node, nothing audited.
+    jane.refresh_from_db()
+    assert jane.is_active
+    assert jane.api_tokens.filter(revoked__isnull=True).count() == 2
+    assert len(fake.calls) == calls_before
+    assert not AuditEvent.objects.filter(action__startswith="offboard.").exists()
 
 
 def test_unticking_active_in_the_admin_is_a_full_offboarding(admin_client, jane, fake):

@@ -247,3 +247,18 @@ def test_a_person_pushed_before_their_first_sign_in_is_the_one_who_signs_in(clie
         {"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]},
     )
     assert client.get("/").status_code == 302  # signed out: Django refuses an inactive person's session
+
+
+def test_revoking_a_scim_token_in_the_admin_asks_first(admin_client, push, token):
+    row = ScimToken.objects.get(prefix=token[:12])
+    asked = admin_client.post(
+        "/admin/accounts/scimtoken/", {"action": "revoke", "_selected_action": [row.pk]}
+    )
+    assert asked.status_code == 200
+    assert "Revoke 1 SCIM token(s)?" in asked.content.decode()
+    assert push("GET", "/Users").status_code == 200  # asking revoked nothing
+    admin_client.post(
+        "/admin/accounts/scimtoken/", {"action": "revoke", "_selected_action": [row.pk], "post": "yes"}
+    )
+    assert push("GET", "/Users").status_code == 401
+    assert AuditEvent.objects.filter(action="scim.token_revoked").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import importlib.util
 import io
 import os
 import pwd
@@ -21,23 +20,12 @@ from django.core.management import call_command
 from django.db import connection
 
 from clusters.models import Cluster
-from tests.conftest import REPO, require
+from tests.conftest import require
 from tests.support import live_daphne
+from tests.support.browser import ARTIFACTS, browser_page, require_browser
 from tests.support.demo_support import LINK
 from tests.support.fake_headnode import ct_email, free_uid_block, remove_linux_user
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = REPO / "test-artifacts"
 # The README's picture is taken at this size, so it stays the same from one run to the next.
 VIEWPORT = {"width": 1280, "height": 800}
 # Playwright's own default is 30 s a step; no step of this path should take a third of that.
@@ -129,12 +117,11 @@ def remove_users_in(start: int) -> None:
 def test_a_newcomer_signs_up_runs_a_job_in_the_terminal_and_reads_its_output(
     demo_settings, demo_cluster, django_db_blocker, tmp_path
 ):
-    require(CHROMIUM.exists(), "Chromium is missing: apt-get install chromium (never `playwright install`)")
-    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
+    require_browser()
     require(os.geteuid() == 0, "needs root: the demo makes a Linux user and starts their shell")
     require(bool(shutil.which("runuser") and shutil.which("setsid")), "needs runuser and setsid (util-linux)")
     require(bool(shutil.which("sbatch") and shutil.which("sinfo")), "the Slurm client commands are missing")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     # The demo as `make demo` sets it up: the local cluster with local terminals, seeded.
     Cluster.objects.filter(pk=demo_cluster.pk).update(transport=Cluster.Transport.LOCAL)
@@ -146,92 +133,83 @@ def test_a_newcomer_signs_up_runs_a_job_in_the_terminal_and_reads_its_output(
     demo_settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     demo_settings.EMAIL_FILE_PATH = str(outbox)
     address = ct_email()
-    ARTIFACTS.mkdir(exist_ok=True)
 
     try:
         with (
             live_daphne.forked(django_db_blocker, setup=_start_sync_loop) as base,
-            sync_playwright() as playwright,
+            browser_page(base, VIEWPORT, step_ms=STEP_MS) as page,
         ):
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                context = browser.new_context(viewport=VIEWPORT)
-                context.set_default_timeout(STEP_MS)
-                page = context.new_page()
+            # Sign up: an address, then the link from the mail, then one button.
+            page.goto(f"{base}/demo/")
+            assert page.inner_text("h1") == "Try Clusterra on a real Slurm cluster"
+            page.fill("input[name=email]", address)
+            shot(page, "1-signup")
+            page.click("button:has-text('Mail me a sign-in link')")
+            page.wait_for_url(f"{base}/demo/sent/")
+            assert address in page.inner_text("main")
+            shot(page, "2-check-your-mail")
 
-                # Sign up: an address, then the link from the mail, then one button.
-                page.goto(f"{base}/demo/")
-                assert page.inner_text("h1") == "Try Clusterra on a real Slurm cluster"
-                page.fill("input[name=email]", address)
-                shot(page, "1-signup")
-                page.click("button:has-text('Mail me a sign-in link')")
-                page.wait_for_url(f"{base}/demo/sent/")
-                assert address in page.inner_text("main")
-                shot(page, "2-check-your-mail")
+            page.goto(mailed_link(outbox, address))
+            assert page.inner_text("h1") == "Join the demo"
+            shot(page, "3-confirm")
+            page.click("button:has-text('Join the demo')")
+            page.wait_for_url(f"{base}/")
 
-                page.goto(mailed_link(outbox, address))
-                assert page.inner_text("h1") == "Join the demo"
-                shot(page, "3-confirm")
-                page.click("button:has-text('Join the demo')")
-                page.wait_for_url(f"{base}/")
+            # The dashboard: the demo cluster, its debug partition, the person's quota as gauges.
+            assert "Welcome to the demo" in page.inner_text(".messages")
+            panel = page.locator("#cluster-demo")
+            assert panel.locator("h2").inner_text().startswith("Demo cluster")
+            assert "Not answering" not in panel.inner_text()
+            assert panel.locator("table.partitions tr", has_text="debug").is_visible()
+            labels = panel.locator(".quota .gauge .label").all_inner_texts()
+            assert {"CPU-hours", "Running jobs"} <= set(labels), labels
+            assert panel.locator(".quota .gauge").first.is_visible()
+            shot(page, "4-dashboard", full_page=True)  # the quota gauges sit below the fold
 
-                # The dashboard: the demo cluster, its debug partition, the person's quota as gauges.
-                assert "Welcome to the demo" in page.inner_text(".messages")
-                panel = page.locator("#cluster-demo")
-                assert panel.locator("h2").inner_text().startswith("Demo cluster")
-                assert "Not answering" not in panel.inner_text()
-                assert panel.locator("table.partitions tr", has_text="debug").is_visible()
-                labels = panel.locator(".quota .gauge .label").all_inner_texts()
-                assert {"CPU-hours", "Running jobs"} <= set(labels), labels
-                assert panel.locator(".quota .gauge").first.is_visible()
-                shot(page, "4-dashboard", full_page=True)  # the quota gauges sit below the fold
+            # The terminal: a shell as the new POSIX user, made on the way in.
+            panel.locator("a", has_text="Terminal").click()
+            page.wait_for_url(f"{base}/clusters/demo/terminal/")
+            page.wait_for_selector(".xterm-screen")
+            page.wait_for_selector("#status[data-state=connected]")
+            status = page.inner_text("#status")
+            connected = re.fullmatch(r"Connected as (\S+) on Demo cluster\.", status)
+            assert connected, status
+            name = connected.group(1)
+            assert name == address.split("@")[0]
+            term_line(page, r"\$ *$")
+            page.locator(".xterm-helper-textarea").focus()
 
-                # The terminal: a shell as the new POSIX user, made on the way in.
-                panel.locator("a", has_text="Terminal").click()
-                page.wait_for_url(f"{base}/clusters/demo/terminal/")
-                page.wait_for_selector(".xterm-screen")
-                page.wait_for_selector("#status[data-state=connected]")
-                status = page.inner_text("#status")
-                connected = re.fullmatch(r"Connected as (\S+) on Demo cluster\.", status)
-                assert connected, status
-                name = connected.group(1)
-                assert name == address.split("@")[0]
-                term_line(page, r"\$ *$")
-                page.locator(".xterm-helper-textarea").focus()
+            type_line(page, "sinfo")
+            term_line(page, r"^debug\*? +up ")
+            shot(page, "5-sinfo")
 
-                type_line(page, "sinfo")
-                term_line(page, r"^debug\*? +up ")
-                shot(page, "5-sinfo")
+            # printf rather than a heredoc: the shell's history expansion would take `#!` in one.
+            type_line(
+                page,
+                "printf '%s\\n' '#!/bin/bash' '#SBATCH --partition=debug' '#SBATCH --time=1' "
+                "'echo hello from $(whoami)' > hello.sh",
+            )
+            type_line(page, "sbatch hello.sh")
+            job_id = term_line(page, r"^Submitted batch job (\d+)$").group(1)
+            shot(page, "6-sbatch")
 
-                # printf rather than a heredoc: the shell's history expansion would take `#!` in one.
-                type_line(
-                    page,
-                    "printf '%s\\n' '#!/bin/bash' '#SBATCH --partition=debug' '#SBATCH --time=1' "
-                    "'echo hello from $(whoami)' > hello.sh",
-                )
-                type_line(page, "sbatch hello.sh")
-                job_id = term_line(page, r"^Submitted batch job (\d+)$").group(1)
-                shot(page, "6-sbatch")
+            # The job list, fed by the sync loop: the row appears and reaches COMPLETED in place.
+            page.click("a.brand")
+            page.wait_for_url(f"{base}/")
+            page.locator("#cluster-demo a", has_text="Your jobs").click()
+            page.wait_for_url(f"{base}/clusters/demo/jobs/")
+            page.evaluate("window.stillThisPage = true")
+            row = f'tr[data-job="{job_id}"]'
+            expect(page.locator(f"{row} .job-state")).to_have_text("COMPLETED", timeout=JOB_MS)
+            assert page.evaluate("window.stillThisPage") is True
+            assert page.locator(row).locator("td").nth(2).inner_text() == "debug"
+            shot(page, "7-job-list")
 
-                # The job list, fed by the sync loop: the row appears and reaches COMPLETED in place.
-                page.click("a.brand")
-                page.wait_for_url(f"{base}/")
-                page.locator("#cluster-demo a", has_text="Your jobs").click()
-                page.wait_for_url(f"{base}/clusters/demo/jobs/")
-                page.evaluate("window.stillThisPage = true")
-                row = f'tr[data-job="{job_id}"]'
-                expect(page.locator(f"{row} .job-state")).to_have_text("COMPLETED", timeout=JOB_MS)
-                assert page.evaluate("window.stillThisPage") is True
-                assert page.locator(row).locator("td").nth(2).inner_text() == "debug"
-                shot(page, "7-job-list")
-
-                # The job page: its output, read as the person.
-                page.click(f"{row} a")
-                page.wait_for_url(f"{base}/clusters/demo/jobs/{job_id}/")
-                assert page.inner_text("#stdout").strip() == f"hello from {name}"
-                assert "outside the console" in page.inner_text("dl.facts")
-                shot(page, "8-job-output")
-            finally:
-                browser.close()
+            # The job page: its output, read as the person.
+            page.click(f"{row} a")
+            page.wait_for_url(f"{base}/clusters/demo/jobs/{job_id}/")
+            assert page.inner_text("#stdout").strip() == f"hello from {name}"
+            assert "outside the console" in page.inner_text("dl.facts")
+            shot(page, "8-job-output")
     finally:
         remove_users_in(start)

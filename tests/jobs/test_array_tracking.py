@@ -5,6 +5,7 @@ one ends. The lists are slurmrestd v0.0.38 answers as the real 22.05 gives them,
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -354,9 +355,18 @@ def test_the_pages_show_one_row_per_array_its_tasks_and_each_tasks_page(client, 
     page = client.get("/clusters/c/jobs/500/").content.decode()
     assert "Job array 500" in page
     assert 'href="/clusters/c/jobs/500_0/"' in page
-    assert 'action="/clusters/c/jobs/500_1/cancel"' in page  # a running task can be cancelled alone
-    assert 'action="/clusters/c/jobs/500_0/cancel"' not in page  # an ended one cannot
-    assert "Cancel the whole array" in page
+    assert 'href="/clusters/c/jobs/500_1/cancel?back=500"' in page  # a running task can be cancelled alone
+    assert 'href="/clusters/c/jobs/500_0/cancel' not in page  # an ended one cannot
+    assert 'href="/clusters/c/jobs/500/cancel">Cancel the whole array</a>' in page
+    asked = client.get("/clusters/c/jobs/500/cancel").content.decode()
+    assert re.search(r"<h1>Cancel job array 500( \([^)]*\))?\?</h1>", asked), asked
+    assert (
+        "Every task of the array that has not ended stops now (now: 1 running · 2 pending · 1 done)." in asked
+    )
+    one = client.get("/clusters/c/jobs/500_1/cancel?back=500").content.decode()
+    assert "Only task 500_1 stops; the array&#x27;s other tasks go on." in one
+    assert '<input type="hidden" name="back" value="500">' in one
+    assert 'href="/clusters/c/jobs/500/">Keep it</a>' in one
     assert "Not started yet: tasks <code>2-3</code>" in page
 
     task = client.get("/clusters/c/jobs/500_0/").content.decode()

@@ -244,9 +244,31 @@ MATRIX: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {
     "clusters/<slug:slug>/jobs/<jobid:job_id>/": [
         ("get", "/clusters/demo/jobs/{job}/", (302, 404, 200, 404, 302, 200))
     ],
-    # Only the owner may cancel (302 back to the job page, which says the cluster did not answer).
+    # Only the owner may cancel (302 back to the job page, which says the cluster did not answer); a GET
+    # only asks first, and only the owner is asked.
     "clusters/<slug:slug>/jobs/<jobid:job_id>/cancel": [
-        ("post", "/clusters/demo/jobs/{job}/cancel", (302, 404, 302, 404, 302, 404))
+        ("get", "/clusters/demo/jobs/{job}/cancel", (302, 404, 200, 404, 302, 404)),
+        ("post", "/clusters/demo/jobs/{job}/cancel", (302, 404, 302, 404, 302, 404)),
+    ],
+    # A person's files: a grant to submit or to open the terminal (staff have none here), then their
+    # account, which the offline cluster stops (502); a path is never looked at before both.
+    "clusters/<slug:slug>/files/": [("get", "/clusters/demo/files/", (302, 403, 502, 502, 302, 403))],
+    "clusters/<slug:slug>/files/edit": [
+        ("get", "/clusters/demo/files/edit?path=/home/ctgrante/a.sh", (302, 403, 502, 502, 302, 403)),
+        ("post", "/clusters/demo/files/edit?path=/home/ctgrante/a.sh", (302, 403, 502, 502, 302, 403)),
+    ],
+    "clusters/<slug:slug>/files/new": [("post", "/clusters/demo/files/new", (302, 403, 502, 502, 302, 403))],
+    "clusters/<slug:slug>/files/upload": [
+        ("post", "/clusters/demo/files/upload", (302, 403, 502, 502, 302, 403))
+    ],
+    "clusters/<slug:slug>/files/download": [
+        ("get", "/clusters/demo/files/download?path=/home/ctgrante/a.sh", (302, 403, 502, 502, 302, 403))
+    ],
+    # Job templates: listed to whoever may see the cluster; one that does not exist is 404 after that.
+    "clusters/<slug:slug>/templates/": [("get", "/clusters/demo/templates/", (302, 403, 200, 200, 302, 200))],
+    "clusters/<slug:slug>/templates/<slug:template>/": [
+        ("get", "/clusters/demo/templates/nosuch/", (302, 403, 404, 404, 302, 404)),
+        ("post", "/clusters/demo/templates/nosuch/", (302, 403, 404, 404, 302, 404)),
     ],
     "tokens/": [("get", "/tokens/", (302, 200, 200, 200, 302, 200))],
     # The owner's token: revoked (302 back to the list); anyone else's attempt is 404.

@@ -204,7 +204,9 @@ def run_the_flow(client: Client, login: str, cluster: Any, seen: Recorder, issue
     admin = Client()
     admin.force_login(User.objects.create_superuser("ct-admin", "ct-admin@example.org", None))
     done = admin.post(
-        "/admin/accounts/user/", {"action": "offboard_selected", "_selected_action": [person.pk]}, follow=True
+        "/admin/accounts/user/",
+        {"action": "offboard_selected", "_selected_action": [person.pk], "post": "yes"},
+        follow=True,
     )
     seen.keep("admin offboard", done)
     seen.keep("admin audit", admin.get("/admin/audit/auditevent/"))

@@ -96,6 +96,7 @@ async def test_it_opens_a_login_shell_as_the_persons_own_user(real_person, clust
         status = await page.connected()
         assert status["user"] == name
         assert status["message"] == f"Connected as {name} on This host."
+        assert status["recorded"] is False
         await page.run("id -un", name)
         await page.run("pwd", f"/home/{name}")
         await page.run(
@@ -333,7 +334,13 @@ async def test_exiting_the_shell_ends_the_terminal_with_its_status(real_person, 
         await page.type(b"exit 3\r")
         closed = await page.until_control("closed")
 
-    assert closed == {"type": "closed", "code": "shell_exited", "reason": "The shell ended (exit status 3)."}
+    # The status too, so the page can tell a shell the person left (0) from one that failed.
+    assert closed == {
+        "type": "closed",
+        "code": "shell_exited",
+        "reason": "The shell ended (exit status 3).",
+        "exit_status": 3,
+    }
 
 
 @pytest.mark.root

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
+from terminal.models import TerminalPolicy
 from tests.support.terminal_support import local_cluster
 
 
@@ -37,14 +38,41 @@ def test_it_renders_the_terminal_with_its_socket_and_directory(cluster, client):
     assert 'data-socket="/ws/clusters/here/terminal/"' in html
     assert 'data-cwd="/home/alice/run 1"' in html
     assert "Demo cluster" in html
-    scripts = re.findall(r'<script src="([^"]+)"></script>', html)
-    assert scripts == [
+    scripts = re.findall(r'<script src="([^"]+)"[^>]*></script>', html)
+    # The terminal's own, in this order, after whatever every page loads.
+    assert scripts[-3:] == [
         "/static/xterm/xterm.js",
         "/static/xterm-addon-fit/addon-fit.js",
         "/static/terminal/terminal.js",
     ]
     # Content-Security-Policy friendly: every script is a file, none is inline.
     assert html.count("<script") == len(scripts)
+
+
+RECORDED = re.compile(r'<p id="recorded" class="notice recorded" role="status"( hidden)?>')
+
+
+def test_a_recorded_cluster_says_so_before_the_shell_opens(cluster, client):
+    TerminalPolicy.objects.create(cluster=cluster, record=True)
+    html = client.get("/clusters/here/terminal/").content.decode()
+    notice = RECORDED.search(html)
+    assert notice is not None
+    assert notice.group(1) is None  # shown
+    assert "This session is recorded." in html
+
+
+def test_an_unrecorded_cluster_shows_no_recording_notice(cluster, client):
+    TerminalPolicy.objects.create(cluster=cluster, record=False)
+    html = client.get("/clusters/here/terminal/").content.decode()
+    notice = RECORDED.search(html)
+    # Kept in the page, hidden, for the script to show should the shell that opens be recorded after all.
+    assert notice is not None
+    assert notice.group(1) == " hidden"
+
+
+def test_the_page_carries_its_cluster_for_the_cluster_navigation(cluster, client):
+    response = client.get("/clusters/here/terminal/")
+    assert response.context["cluster"] == cluster
 
 
 def test_the_script_can_tell_a_signed_out_person_from_a_dropped_connection(cluster, client):

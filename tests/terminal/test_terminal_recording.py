@@ -63,7 +63,8 @@ def parse_cast(text: str) -> tuple[dict, list[list]]:
 async def record_a_session(person: User, slug: str) -> TerminalSession:
     cookie = await session_cookie(person)
     async with open_page(application, slug, cookie=cookie, cols=90, rows=25) as (_, _, page):
-        await page.connected()
+        # The page's notice follows this: the person is told their terminal is recorded.
+        assert (await page.connected())["recorded"] is True
         await page.run("echo recorded-$((6*7))", "recorded-42")
         await page.control({"type": "resize", "cols": 120, "rows": 40})
         await page.run("echo π-ünïcödé", "π-ünïcödé")

@@ -136,6 +136,7 @@ async def test_the_service_ending_the_session_is_shown_with_its_words(agent, clu
         "type": "closed",
         "code": "shell_exited",
         "reason": "Your session timed out due to inactivity and has been terminated.",
+        "exit_status": None,  # Session Manager does not say; the page shows it as any other end
     }
 
 

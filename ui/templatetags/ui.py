@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django import template
+from django.forms import BaseForm, BoundField
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import conditional_escape, format_html, format_html_join
 
 register = template.Library()
 
@@ -83,3 +84,50 @@ def state_badge(state: str | None) -> str:
     shown = (state or "UNKNOWN").upper()
     css = _STATE_CLASS.sub("", shown.lower()) or "unknown"
     return format_html('<span class="badge state-{}">{}</span>', css, shown)
+
+
+_BACKTICKED = re.compile(r"`([^`\n]+)`")
+
+
+@register.filter
+def inline_code(text: str | None) -> str:
+    """Markdown's `code` spans in a text written for the API document, drawn as <code>; the rest escaped."""
+    if not text:
+        return ""
+    # split() with one group alternates: plain text, code, plain text, ...
+    pieces = _BACKTICKED.split(str(text))
+    drawn = (
+        format_html("<code>{}</code>", p) if i % 2 else conditional_escape(p) for i, p in enumerate(pieces)
+    )
+    return format_html_join("", "{}", ((piece,) for piece in drawn))
+
+
+@register.simple_tag
+def described_by(field: BoundField, hide_help: bool = False) -> str:
+    """The ids that describe an input: its help (when shown) and its error, as ui/field.html names them."""
+    ids = [field.field.widget.attrs.get("aria-describedby", "")]
+    if field.auto_id and field.help_text and not hide_help:
+        ids.append(f"{field.auto_id}-help")
+    if field.auto_id and field.errors:
+        ids.append(f"{field.auto_id}-error")
+    return " ".join(filter(None, ids))
+
+
+@register.simple_tag
+def field_widget(field: BoundField, hide_help: bool = False) -> str:
+    """A field's input, described by its help and its error.
+
+    Django adds aria-invalid="true" itself when the field has errors, and an aria-describedby of its own
+    (with ids of its own templates) only when none is given: ours is always given when there is one.
+    """
+    ids = described_by(field, hide_help)
+    return field.as_widget(attrs={"aria-describedby": ids} if ids else None)
+
+
+@register.filter
+def top_errors(form: BaseForm) -> list[str]:
+    """A form's own errors, and its hidden fields' (a hidden field has nowhere else to show one)."""
+    said = list(form.non_field_errors())
+    for field in form.hidden_fields():
+        said.extend(f"{field.label}: {error}" for error in field.errors)
+    return said

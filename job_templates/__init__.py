@@ -1,0 +1,1 @@
+"""Job templates: scripts with named fields that administrators define, and people fill in and submit."""
