@@ -28,7 +28,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from access import policy, refusals
-from access.present import preview_words
 from accounts.models import PosixAccount
 from audit.log import record as audit
 from clusters import partitions, tokens
@@ -40,7 +39,7 @@ from job_templates.forms import FillForm
 from job_templates.models import JobTemplate, usable_by
 from jobs import directives, present, scripts
 from jobs.models import JobRecord
-from jobs.plan import Plan, SubmitError
+from jobs.plan import SubmitError
 from jobs.submit import Outcome, submit
 from jobs.submit_request import SubmitRequest
 
@@ -111,7 +110,7 @@ def fill(request: HttpRequest, slug: str, template: str) -> HttpResponse:
         outcome = _preview(request, cluster, job_template, script)
     except Refusal as e:
         return _failed(request, context, e)
-    context.update(_shown(outcome.plan, outcome.decision), previewed=True)
+    context.update(present.preview_parts(outcome.plan, outcome.decision), previewed=True)
     return render(request, "job_templates/fill.html", context)
 
 
@@ -147,7 +146,7 @@ def _save_and_submit(
         outcome = _preview(request, cluster, job_template, script)
     except Refusal as e:
         return _failed(request, context, e)
-    context.update(_shown(outcome.plan, outcome.decision))
+    context.update(present.preview_parts(outcome.plan, outcome.decision))
     username = outcome.plan.posix_user
     try:
         path = _save(request, cluster, job_template, username, script, form)
@@ -238,20 +237,11 @@ def _said_for(person: Any, cluster: Cluster, job_template: JobTemplate, script: 
     return said
 
 
-def _shown(plan: Plan | None, decision: Any) -> dict[str, Any]:
-    """The preview's parts, as the submit page draws them: the verdict, the one cost, the final job."""
-    words = preview_words(decision, plan.resources if plan is not None else None)
-    if plan is None:
-        return {"decision": decision, "words": words}
-    rows = [(present.label(key), value, source) for key, value, source in plan.rows()]
-    return {"plan": plan, "decision": decision, "final_rows": rows, "words": words}
-
-
 def _failed(request: HttpRequest, context: dict[str, Any], error: Refusal) -> HttpResponse:
     context.update(failure=error, failure_message=present.for_people(error.message))
     if isinstance(error, SubmitError):
         # It got as far as a decision, maybe a final job: the preview shows what was refused.
-        context.update(_shown(error.plan, error.decision))
+        context.update(present.preview_parts(error.plan, error.decision))
     return render(request, "job_templates/fill.html", context, status=error.status)
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from django.db.models import Q, QuerySet
 
+from access.present import preview_words
 from clusters.models import Cluster
 from clusters.refusal import Refusal
 from clusters.slurm import FINISHED_JOB_STATES
@@ -377,3 +378,14 @@ def page_of(
 def changed_since(person: Any, cluster: Cluster, since: float) -> bool:
     """Whether any of the person's jobs on the cluster changed after `since` (one indexed EXISTS)."""
     return jobs_of(person, cluster).filter(updated__gte=datetime.fromtimestamp(since, UTC)).exists()
+
+
+def preview_parts(plan: Any, decision: Any) -> dict[str, Any]:
+    """A submit preview's parts, for the submit page and a job template's page alike: the policy's
+    verdict, the one cost, and the final job with human field names (nothing but the verdict without a plan).
+    """
+    words = preview_words(decision, plan.resources if plan is not None else None)
+    if plan is None:
+        return {"decision": decision, "words": words}
+    rows = [(label(key), value, source) for key, value, source in plan.rows()]
+    return {"plan": plan, "decision": decision, "final_rows": rows, "words": words}

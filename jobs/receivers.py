@@ -8,7 +8,6 @@ from django.db.models import Count
 from django.dispatch import receiver
 
 from accounts import offboarding
-from clusters.slurm import FINISHED_JOB_STATES
 from jobs.models import JobRecord
 
 
@@ -16,9 +15,8 @@ from jobs.models import JobRecord
 def unfinished_jobs(sender: Any, user: Any, **kwargs: Any) -> dict[str, dict[int, int]]:
     """The person's unfinished jobs per cluster, as the sync loop last saw them (an array counts once)."""
     rows = (
-        JobRecord.objects.submitted()
+        JobRecord.objects.active()
         .filter(person=user, array_parent__isnull=True)
-        .exclude(state__in=FINISHED_JOB_STATES)
         .values("cluster_id")
         .annotate(count=Count("id"))
         .order_by()

@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from access import policy, refusals
-from access.present import preview_words, quota_panel
+from access.present import quota_panel
 from accounts.models import DemoMember
 from clusters import partitions, tokens
 from clusters.models import Cluster
@@ -125,10 +125,10 @@ def submit_page(request: HttpRequest, slug: str) -> HttpResponse:
             context["failure_message"] = present.for_people(e.message)
         if isinstance(e, SubmitError):
             # It got as far as a decision, maybe a final job: the preview shows what was refused.
-            context.update(_preview(e.plan, e.decision))
+            context.update(present.preview_parts(e.plan, e.decision))
         return render(request, "jobs/submit.html", context, status=e.status)
     if dry_run:
-        context.update(_preview(outcome.plan, outcome.decision) | {"previewed": True})
+        context.update(present.preview_parts(outcome.plan, outcome.decision) | {"previewed": True})
         return render(request, "jobs/submit.html", context)
     record = outcome.record
     words = "was already submitted as" if outcome.replayed else "is queued as"
@@ -137,15 +137,6 @@ def submit_page(request: HttpRequest, slug: str) -> HttpResponse:
     for warning in outcome.warnings:
         messages.warning(request, f"Slurm said: {warning}")
     return redirect("jobs:detail", slug=cluster.slug, job_id=record.slurm_job_id)
-
-
-def _preview(plan: Any, decision: Any) -> dict[str, Any]:
-    """The preview's parts: the policy's verdict, the one cost, and the final job with human field names."""
-    if plan is None:
-        return {"decision": decision}
-    rows = [(present.label(key), value, source) for key, value, source in plan.rows()]
-    words = preview_words(decision, plan.resources)
-    return {"plan": plan, "decision": decision, "final_rows": rows, "words": words}
 
 
 def _partition_choices(request: HttpRequest, cluster: Cluster) -> tuple[list[tuple[str, str]], str, str]:
