@@ -37,7 +37,7 @@ def run(
 
     from accounts.models import ClusterAccount
     from jobs.models import JobRecord
-    from jobs.sync import sync_account
+    from jobs.sync_cluster import sync_account
     from jobs.tracking import Report
 
     info: dict[str, object] = {"queued_jobs": jobs}

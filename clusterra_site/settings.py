@@ -219,6 +219,10 @@ CLUSTERRA_DEMO_CPU_HOURS_PER_DAY = float(os.environ.get("CLUSTERRA_DEMO_CPU_HOUR
 # How long the console waits for slurmrestd; a slow cluster must not hold a web worker forever.
 SLURM_CONNECT_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_CONNECT_TIMEOUT", "5"))
 SLURM_READ_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_READ_TIMEOUT", "30"))
+# How long a sync round waits for one cluster (jobs.sync): a cluster still busy then goes on in the
+# background and is skipped by the next rounds until it is done, so it delays no other cluster. As long
+# as one unanswered slurmrestd request may take: waiting longer would be waiting for nothing.
+CLUSTERRA_SYNC_CLUSTER_SECONDS = env.integer("CLUSTERRA_SYNC_CLUSTER_SECONDS", 30, minimum=1)
 # A submit whose answer was lost keeps its budget reservation this long while the sync loop looks for
 # its job by tag (jobs/claims.py); then it is released. Longer than a few sync rounds (10 s each).
 CLUSTERRA_SUBMIT_CONFIRM_SECONDS = env.integer("CLUSTERRA_SUBMIT_CONFIRM_SECONDS", 120)

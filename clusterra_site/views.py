@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -17,11 +18,16 @@ from django.views.decorators.http import require_GET
 
 from clusters import probe
 from clusters.models import Cluster
+from jobs import sync
+from jobs.models import SyncLoop
 from terminal.notices import CHECK_SECONDS
 
 log = logging.getLogger(__name__)
 # How long the channel layer (Redis) gets to answer one round trip; a health check must not hang.
 LAYER_TIMEOUT = 2.0
+# How long staff's call waits for the clusters' pings, asked all at once: a hung slurmrestd is said to be
+# one instead of holding the answer for its read timeout (30 s by default), let alone one per cluster.
+PROBE_SECONDS = 3.0
 
 
 @require_GET
@@ -40,6 +46,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     Anyone but staff (a load balancer, a stranger) learns only that: cluster names, Slurm versions and
     backends are staff's. Their call costs slurmrestd nothing, as no cluster is part of that answer;
     staff's calls reuse each cluster's probe for a few seconds (probe.recent).
+
+    A sync loop that stopped ending rounds is "degraded" (job states and the ledger stand still); staff
+    also see each cluster's last round time and how long ago the loop's last round ended (jobs.sync).
     """
     try:
         with connection.cursor() as cursor:
@@ -51,15 +60,72 @@ def healthz(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"ok": False, "degraded": ["database"]}, status=503)
     layer = channel_layer_state()
     degraded = [] if layer["ok"] else ["channel_layer"]
+    if sync.stalled(SyncLoop.objects.filter(pk=1).first()):
+        degraded.append("sync")
     if not request.user.is_staff:
         return JsonResponse({"ok": True, "degraded": degraded})
-    clusters = {}
-    for cluster in Cluster.objects.filter(enabled=True):
-        result = probe.recent(cluster)
-        clusters[cluster.slug] = {"ok": result.ok, "detail": result.summary, "millis": result.millis}
+    clusters = cluster_states(list(Cluster.objects.filter(enabled=True)))
     return JsonResponse(
-        {"ok": True, "degraded": degraded, "database": database, "channel_layer": layer, "clusters": clusters}
+        {
+            "ok": True,
+            "degraded": degraded,
+            "database": database,
+            "channel_layer": layer,
+            "clusters": clusters,
+            "sync": sync.round_times(),
+        }
     )
+
+
+class _Ping:
+    """One cluster's probe.recent on a thread of its own; a later call finds it while it is under way."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.asked = time.monotonic()
+        self.done = threading.Event()
+        self.result: probe.Probe | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = probe.recent(self.cluster)
+        except Exception as e:  # probe.check catches Slurm's errors; anything else is still an answer
+            self.result = probe.Probe(self.cluster, False, f"{type(e).__name__}: {e}")
+        finally:
+            self.done.set()
+
+
+# Cluster pk → its ping: at most one per cluster and process, so a hung slurmrestd polled by a dashboard
+# does not pile up a thread per call.
+_pings: dict[int, _Ping] = {}
+_pings_lock = threading.Lock()
+
+
+def cluster_states(clusters: list[Cluster]) -> dict[str, dict[str, Any]]:
+    """Each cluster's recent probe, all asked at once and waited for up to PROBE_SECONDS together."""
+    pings = {}
+    for cluster in clusters:
+        with _pings_lock:
+            ping = _pings.get(cluster.pk)
+            if ping is None or ping.done.is_set():
+                ping = _pings[cluster.pk] = _Ping(cluster)
+                threading.Thread(target=ping.run, name=f"healthz {cluster.slug}", daemon=True).start()
+        pings[cluster.slug] = ping
+    end = time.monotonic() + PROBE_SECONDS
+    states = {}
+    for slug, ping in pings.items():
+        if ping.done.wait(max(0.0, end - time.monotonic())) and ping.result is not None:
+            result = ping.result
+            states[slug] = {"ok": result.ok, "detail": result.summary, "millis": result.millis}
+            continue
+        waited = time.monotonic() - ping.asked
+        url = ping.cluster.slurmrestd_url
+        states[slug] = {
+            "ok": False,
+            "detail": f"slurmrestd at {url} has not answered a ping for {waited:.0f} s.",
+            "millis": None,
+        }
+    return states
 
 
 def channel_layer_state() -> dict[str, Any]:

@@ -178,3 +178,38 @@ class SyncLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder or 'nobody'}"
+
+
+class SyncRound(models.Model):
+    """The sync loop's latest round on one cluster, where every web worker can read it (/healthz, staff).
+
+    Written by the loop's task for that cluster as it starts and ends, and by the loop itself when the
+    task outlasts the round's deadline (CLUSTERRA_SYNC_CLUSTER_SECONDS). `seconds`, `ok`, `detail` and
+    `accounts` describe the last round that ended; `finished` is empty while a round is under way.
+    """
+
+    cluster = models.OneToOneField(Cluster, on_delete=models.CASCADE, related_name="sync_round")
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    ok = models.BooleanField(default=False)
+    detail = models.TextField(blank=True, help_text="The round's summary, or its first error.")
+    accounts = models.PositiveIntegerField("accounts polled", default=0)
+
+    def __str__(self) -> str:
+        return f"sync of {self.cluster.slug}: {'ok' if self.ok else 'not ok'}"
+
+
+class SyncLoop(models.Model):
+    """When the active sync loop last ended a round (one row), so a stalled loop shows in /healthz."""
+
+    round_started = models.DateTimeField()
+    round_finished = models.DateTimeField()
+    seconds = models.FloatField()
+    # "host:pid" of the process that ran it: after a failover, the standby that took over.
+    process = models.CharField(max_length=128, blank=True)
+    # Seconds between rounds (`sync_jobs --interval`); empty for a single `--once` round (cron).
+    interval = models.FloatField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"sync loop: last round ended {self.round_finished:%Y-%m-%d %H:%M:%S} in {self.process}"

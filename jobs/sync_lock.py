@@ -2,7 +2,9 @@
 
 `pg_try_advisory_lock` on PostgreSQL (held for the life of the loop's connection), a lock
 row with an expiry elsewhere (SQLite). A second loop waits as a standby; web workers never
-take the lock.
+take the lock. On PostgreSQL the loop's connection names its process (`application_name`,
+APPLICATION_NAME), so `pg_locks` joined with `pg_stat_activity` tells an operator which
+process on which host is the active loop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ LOCK_NAME = "jobs.sync"
 # An arbitrary constant that names this lock among the database's advisory locks.
 ADVISORY_KEY = 0x636C7573_6A6F6273 & 0x7FFFFFFFFFFFFFFF
 LOCK_ROW_SECONDS = 60
+# The pid comes before the host name: PostgreSQL keeps only the first 63 bytes of the name.
+APPLICATION_NAME = "clusterra sync_jobs pid {pid} on {host}"
 
 
 def holder_name() -> str:
@@ -62,8 +66,12 @@ class SingleInstance:
             with connection.cursor() as cursor:
                 if self.held and self._still_held(cursor):
                     return True
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_KEY])
-                self.held = bool(cursor.fetchone()[0])
+                name = APPLICATION_NAME.format(pid=os.getpid(), host=socket.gethostname())
+                cursor.execute(
+                    "SELECT set_config('application_name', %s, false), pg_try_advisory_lock(%s)",
+                    [name, ADVISORY_KEY],
+                )
+                self.held = bool(cursor.fetchone()[1])
             return self.held
         self.held = self._take_row()
         return self.held

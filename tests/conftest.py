@@ -225,6 +225,15 @@ FIGURES = (
     "make demo SLURM_RELEASE=",
     "axe:",
     "phone:",
+    "sessions across workers:",
+    "cross-worker offboarding:",
+    "sync failover:",
+    "load 1 vs 3 workers:",
+    "rolling restart:",
+    "shell keeper:",
+    "sync rounds:",
+    "backup restored:",
+    "deploy kit:",
 )
 _figures: list[tuple[str, str]] = []
 # Per Slurm release, for the tests that run on every release: [passed, failed, skipped, seconds].

@@ -22,7 +22,7 @@ from jobs import claims, sync, sync_lock, tracking
 from jobs.models import JobRecord, SyncLock
 from tests.conftest import require
 from tests.support import slurm_commands
-from tests.support.jobs_support import squeue, sync_until
+from tests.support.jobs_support import sbatch_as, squeue, sync_until
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -201,18 +201,6 @@ def test_a_lock_row_left_by_a_crashed_loop_expires():
 
 
 # --- against the real Slurm, on each release (tests/conftest.py, every_release) -------------------------
-
-
-def sbatch_as(name: str, *args: str) -> int:
-    """sbatch of the release under test, as `name` would type it in a terminal."""
-    out = subprocess.run(
-        ["runuser", "-u", name, "--", slurm_commands.command("sbatch"), "--parsable", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd="/tmp",
-    ).stdout
-    return int(out.strip().split(";")[0])
 
 
 @pytest.mark.slurm

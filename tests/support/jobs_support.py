@@ -67,6 +67,18 @@ def make_person(
     return Person(user, account.username, account.uid, Path(entry.pw_dir), token)
 
 
+def sbatch_as(name: str, *args: str) -> int:
+    """sbatch of the release under test, as `name` would type it in a terminal."""
+    out = subprocess.run(
+        ["runuser", "-u", name, "--", slurm_commands.command("sbatch"), "--parsable", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/tmp",
+    ).stdout
+    return int(out.strip().split(";")[0])
+
+
 def squeue(name: str) -> list[str]:
     """Job ids Slurm holds for a user, as root sees them (PrivateData does not hide them from root).
 

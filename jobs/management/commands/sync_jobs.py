@@ -34,10 +34,12 @@ class Command(BaseCommand):
         try:
             with sync_lock.single_instance():
                 report = sync.sync_once()
+                self.stdout.write(report.summary())
+                for error in report.errors:
+                    self.stderr.write(error)
+                # A cluster still busy past its deadline goes on in this process: the lock is kept until it
+                # ends, so that the next run cannot poll that cluster at the same time.
+                sync.wait_for_rounds()
         except sync_lock.SyncLockHeld:
             # Exit 0: under cron, the loop that holds the lock is doing this round's work.
             self.stdout.write("Another sync_jobs loop holds the lock; nothing to do.")
-            return
-        self.stdout.write(report.summary())
-        for error in report.errors:
-            self.stderr.write(error)
