@@ -247,6 +247,10 @@ CLUSTERRA_MAX_DOWNLOAD_BYTES = env.integer("CLUSTERRA_MAX_DOWNLOAD_BYTES", 20 * 
 # after the connection dropped (laptop lid, Wi-Fi).
 CLUSTERRA_TERMINAL_MAX_MINUTES = env.integer("CLUSTERRA_TERMINAL_MAX_MINUTES", 12 * 60, minimum=1)
 CLUSTERRA_TERMINAL_RESUME_SECONDS = env.integer("CLUSTERRA_TERMINAL_RESUME_SECONDS", 120, minimum=1)
+# Where shells are held (terminal.keeper): empty, in the web worker that opened them (one process: the
+# demo); a UNIX socket path, in the shell keeper listening there (`manage.py keep_shells`), so that a
+# worker's restart or a reconnect through another worker finds the same shell.
+CLUSTERRA_SHELL_KEEPER = os.environ.get("CLUSTERRA_SHELL_KEEPER", "").strip()
 # Recordings (asciicast v2) are written here, and spooled here before an upload when S3 keeps them.
 CLUSTERRA_RECORDINGS_DIR = Path(os.environ.get("CLUSTERRA_RECORDINGS_DIR") or DATA_DIR / "recordings")
 CLUSTERRA_RECORDINGS_S3 = os.environ.get("CLUSTERRA_RECORDINGS_S3", "").strip()

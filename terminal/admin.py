@@ -13,7 +13,7 @@ from terminal.models import TerminalPolicy, TerminalSession
 
 @admin.register(TerminalPolicy)
 class TerminalPolicyAdmin(AuditedModelAdmin):
-    list_display = ["cluster", "record", "max_session_minutes"]
+    list_display = ["cluster", "record", "max_session_minutes", "resume_minutes"]
     list_filter = ["record"]
 
 

@@ -4,7 +4,8 @@ Control messages are small JSON text frames. From the page: {"type": "resize", "
 and {"type": "close"}. To the page: {"type": "status", "state": ...}, {"type": "warning",
 "kind": "idle"|"max_length", "seconds": n or null (withdrawn)} and, last,
 {"type": "closed", "code", "reason"} (and "exit_status" when the shell itself ended, null when the
-transport cannot tell) before the socket closes with CLOSED_CODE.
+transport cannot tell) before the socket closes with CLOSED_CODE. When the shell keeper (terminal.keeper)
+breaks off, the socket closes with LOST_CODE and no "closed": the page reconnects as after a dropped network.
 
 Query string: cols, rows (the size to start with), cwd (a directory to start in) and resume
 (the token of a shell to get back after a dropped connection).
@@ -32,11 +33,11 @@ from accounts import provisioning
 from accounts.offboarding import CLOSE_MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE, person_group
 from clusters.models import Cluster
 from clusters.refusal import Refusal
-from terminal import live as live_terminals
-from terminal import notices
-from terminal.live import LiveTerminal, offboarded_message, withdrawn_message
+from terminal import notices, shells
+from terminal.live import offboarded_message, withdrawn_message
 from terminal.models import TerminalSession
-from terminal.opening import off_loop, open_terminal
+from terminal.opening import off_loop
+from terminal.shells import Shell
 from terminal.transports.base import TransportError, check_cwd
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ Ended = TerminalSession.Ended
 REFUSED_SIGNED_OUT = 4401
 REFUSED_ORIGIN = 4403
 CLOSED_CODE = 4000
+# Closed without a "closed" message: the shell keeper broke off, so the page reconnects (and resumes).
+LOST_CODE = 4503
 # Keystrokes typed while the shell is still being set up are kept, up to this much.
 EARLY_INPUT_LIMIT = 64 * 1024
 # Bounds on a terminal size; anything outside is a bug or an attack, not a screen.
@@ -86,7 +89,7 @@ def _size(raw: Any, default: int, largest: int) -> int:
 class TerminalConsumer(AsyncWebsocketConsumer):
     """One browser tab's terminal on one cluster."""
 
-    live: LiveTerminal | None = None
+    live: Shell | None = None
     group: str | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -231,6 +234,16 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         extra = {"exit_status": message["exit_status"]} if "exit_status" in message else {}
         await self._finish(message["code"], message["reason"], **extra)
 
+    async def show_lost(self) -> None:
+        # Not "closed": the shell may well run on in the keeper, and the page's reconnect finds it (or, if
+        # the keeper is gone, hears why no terminal can open).
+        self.live = None
+        if self.finished:
+            return
+        self.finished = True
+        with contextlib.suppress(Exception):
+            await self.close(code=LOST_CODE)
+
     # ---- opening --------------------------------------------------------------------------------
 
     async def _stop_setup(self, why: str) -> None:
@@ -256,7 +269,16 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             except ValueError as exc:
                 raise Refusal(f"The terminal cannot start there: {exc}.", code="bad_cwd") from None
             token = self.params.get("resume", "")
-            resumed = live_terminals.find(token, self.person.pk, cluster.slug) if token else None
+            try:
+                resumed = (
+                    await shells.resume(
+                        token, person=self.person, cluster=cluster, scope=_audit_scope(self.scope)
+                    )
+                    if token
+                    else None
+                )
+            except TransportError as exc:
+                raise Refusal(str(exc), code="transport") from None
             if resumed is not None:
                 await self._show(resumed, cluster, resumed_shell=True)
                 return
@@ -266,7 +288,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             posix_user = account.username
             await self._status("starting", f"Starting a shell as {posix_user} on {cluster.name}…")
             try:
-                started = await open_terminal(
+                started = await shells.open(
                     person=self.person,
                     cluster=cluster,
                     posix_user=posix_user,
@@ -297,7 +319,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         return cluster
 
     async def _show(
-        self, terminal: LiveTerminal, cluster: Cluster, *, resumed_shell: bool, lost_previous: bool = False
+        self, terminal: Shell, cluster: Cluster, *, resumed_shell: bool, lost_previous: bool = False
     ) -> None:
         if self.finished:
             # The browser left or the person was offboarded while the shell was starting.
@@ -322,10 +344,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     "message": message,
                     "user": terminal.posix_user,
                     "cluster": cluster.name,
-                    "session": terminal.row.pk,
+                    "session": terminal.session_id,
                     "resume": terminal.token,
                     "resumed": resumed_shell,
-                    "recorded": terminal.recorder is not None,
+                    "recorded": terminal.recorded,
                     "idle_minutes": terminal.idle_minutes,
                 }
             )

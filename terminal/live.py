@@ -1,9 +1,11 @@
 """A running terminal apart from the WebSocket that shows it: shell, counters, idle clock, recording, its end.
 
-The shell outlives a dropped browser connection for a grace period (CLUSTERRA_TERMINAL_RESUME_SECONDS),
-so the page can reconnect to the same shell. Such a shell lives in this worker's memory: with
-several workers behind a load balancer, reconnects reach it only with sticky sessions; elsewhere
-the page gets a new shell and says so. terminal.opening starts one.
+The shell outlives a dropped browser connection for the cluster's resume window
+(TerminalPolicy.resume_minutes, else CLUSTERRA_TERMINAL_RESUME_SECONDS), so the page can reconnect to the
+same shell. It lives in the memory of the process that opened it: the web worker itself
+(CLUSTERRA_SHELL_KEEPER empty, one process), or the shell keeper (terminal.keeper), which every worker
+reaches, so a reconnect through any worker finds it.
+terminal.opening starts one; terminal.shells is how the consumer gets one, wherever it lives.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from access.policy import decide
 from accounts.offboarding import CLOSE_MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE, person_group
 from audit.log import record
 from clusters.models import Cluster
@@ -51,6 +54,9 @@ class Viewer(Protocol):
     async def show_control(self, message: dict[str, Any]) -> None: ...
 
     async def show_end(self, message: dict[str, Any]) -> None: ...
+
+    async def show_lost(self) -> None:
+        """The shell's keeper cannot be reached any more (terminal.keeper_link): the page should reconnect."""
 
 
 def find(token: str, person_id: int, cluster_slug: str) -> LiveTerminal | None:
@@ -84,6 +90,7 @@ class LiveTerminal:
         max_minutes: int,
         recorder: Recorder | None,
         scope: dict[str, Any] | None,
+        resume_minutes: int | None = None,
     ) -> None:
         self.transport = transport
         self.row = row
@@ -93,6 +100,8 @@ class LiveTerminal:
         self.posix_user = posix_user
         self.idle_minutes = idle_minutes
         self.max_minutes = max_minutes
+        # None: the console's CLUSTERRA_TERMINAL_RESUME_SECONDS, read when the browser goes.
+        self.resume_minutes = resume_minutes
         self.recorder = recorder
         self.scope = scope
         # Handed to the page once; a reconnect presents it to get this shell back.
@@ -134,6 +143,15 @@ class LiveTerminal:
     def max_seconds(self) -> float:
         return self.max_minutes * MINUTE
 
+    @property
+    def session_id(self) -> int:
+        """The TerminalSession row's id (what the page is told as "session")."""
+        return self.row.pk
+
+    @property
+    def recorded(self) -> bool:
+        return self.recorder is not None
+
     def attach(self, viewer: Viewer) -> list[bytes]:
         """Show this terminal in `viewer` from now on; returns the output it missed while away."""
         self.viewer = viewer
@@ -155,12 +173,17 @@ class LiveTerminal:
         if self.viewer is not viewer or self.ending:
             return
         self.viewer = None
-        wait = settings.CLUSTERRA_TERMINAL_RESUME_SECONDS
+        if self.resume_minutes:
+            wait = self.resume_minutes * MINUTE
+            within = _minutes(self.resume_minutes)
+        else:
+            wait = settings.CLUSTERRA_TERMINAL_RESUME_SECONDS
+            within = f"{wait} seconds"
         self._grace = self._loop.call_later(
             wait,
             self.end_soon,
             Ended.DISCONNECTED,
-            f"The browser disconnected and did not come back within {wait} seconds.",
+            f"The browser disconnected and did not come back within {within}.",
         )
         # Nobody listens for offboarding on this shell's behalf any more, so it listens itself.
         self._listener = self._loop.create_task(self._listen_for_offboarding())
@@ -259,6 +282,20 @@ class LiveTerminal:
             return
         self.end_soon(Ended.SHELL_EXITED, self.transport.ended_reason or "The shell ended.")
 
+    def _notice_missed(self) -> tuple[str, str] | None:
+        """(why, sentence) if the person was offboarded or lost the terminal here; None if they may go on."""
+        gone = self._offboarded_because()
+        if gone is not None:
+            return Ended.OFFBOARDED, offboarded_message({"reason": gone})
+        person = get_user_model().objects.filter(pk=self.person_id).first()
+        cluster = Cluster.objects.filter(slug=self.cluster_slug).first()
+        if person is None or cluster is None:
+            return None
+        decision = decide(person, "terminal.open", cluster)
+        if decision.allowed:
+            return None
+        return Ended.WITHDRAWN, withdrawn_message({"reason": decision.message})
+
     def _offboarded_because(self) -> str | None:
         """The reason the person was deactivated with, or None while they are active."""
         found = (
@@ -319,6 +356,12 @@ class LiveTerminal:
         group = person_group(self.person_id)
         await notices.join(layer, group, channel, self)
         try:
+            # A notice sent after the page left its group and before this shell joined it reached no one
+            # (with the shell keeper that gap spans two processes): the database says whether one was due.
+            missed = await database_sync_to_async(self._notice_missed)()
+            if missed is not None:
+                self.end_soon(*missed)
+                return
             while True:
                 message = await notices.next_message(layer, channel, self)
                 if message.get("type") == CLOSE_MESSAGE_TYPE:

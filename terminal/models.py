@@ -29,6 +29,17 @@ class TerminalPolicy(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Empty: the console's setting CLUSTERRA_TERMINAL_MAX_MINUTES.",
     )
+    resume_minutes = models.PositiveIntegerField(
+        "resume window (minutes)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=(
+            "How long a shell waits for its page to come back after the connection drops (a laptop asleep, "
+            "a change of network); hours are fine. The idle timeout and the maximum length still apply "
+            "while it waits. Empty: the console's setting CLUSTERRA_TERMINAL_RESUME_SECONDS."
+        ),
+    )
 
     class Meta:
         verbose_name = "terminal policy"

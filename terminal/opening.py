@@ -46,16 +46,27 @@ async def open_terminal(
     the row then says so too.
     """
     policy = await database_sync_to_async(TerminalPolicy.for_cluster)(cluster)
-    row = await database_sync_to_async(TerminalSession.objects.create)(
-        person=person,
-        person_name=person.get_username(),
-        cluster=cluster,
-        cluster_slug=cluster.slug,
-        posix_user=posix_user,
-        transport=cluster.transport,
-        cwd=cwd,
-        client_address=_client_address(scope),
+    # Made in a task of its own: a cancel that lands while the row is being written still finds the row,
+    # and ends it, instead of leaving it open for good (the shell keeper's openings are cancelled so).
+    creating = asyncio.ensure_future(
+        database_sync_to_async(TerminalSession.objects.create)(
+            person=person,
+            person_name=person.get_username(),
+            cluster=cluster,
+            cluster_slug=cluster.slug,
+            posix_user=posix_user,
+            transport=cluster.transport,
+            cwd=cwd,
+            client_address=_client_address(scope),
+        )
     )
+    try:
+        row = await asyncio.shield(creating)
+    except asyncio.CancelledError as exc:
+        row = await creating
+        message = str(exc) or "The terminal was not opened after all."
+        await database_sync_to_async(_write_failed)(row, message, scope)
+        raise
     transport: Transport | None = None
     try:
         transport = await asyncio.to_thread(
@@ -102,6 +113,7 @@ async def open_terminal(
         max_minutes=policy.max_minutes,
         recorder=recorder,
         scope=scope,
+        resume_minutes=policy.resume_minutes,
     )
     live.begin()
     return live

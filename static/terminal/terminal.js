@@ -3,7 +3,11 @@
 (function () {
   "use strict";
 
-  const MAX_RETRIES = 6;
+  // Quick retries first (a blip, a worker restarting); then one every SLOW_RETRY_MS for as long as the page
+  // is open, since the shell waits for the cluster's resume window (hours, perhaps). Waking the laptop, the
+  // network coming back, looking at the tab again or typing tries at once.
+  const QUICK_RETRIES = 6;
+  const SLOW_RETRY_MS = 30000;
   const box = document.getElementById("terminal");
   const statusLine = document.getElementById("status");
   const warningLine = document.getElementById("warning");
@@ -44,6 +48,7 @@
   let ended = false;
   let opened = false;
   let retries = 0;
+  let retryTimer = null;
   let countdown = null;
 
   function setStatus(text, state) {
@@ -69,6 +74,8 @@
   }
 
   function connect() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
     ended = false;
     opened = false;
     newShell.hidden = true;
@@ -110,16 +117,32 @@
   }
 
   function retry() {
+    if (socket || ended) return; // a reconnect is already under way (the tab came back meanwhile)
     retries += 1;
-    if (retries > MAX_RETRIES) {
-      const reason = "the connection to the console was lost and could not be restored.";
-      onClosed({ code: "lost", reason: reason }, false);
+    clearTimeout(retryTimer);
+    if (!navigator.onLine) {
+      // Nothing to try while offline; the "online" event reconnects.
+      const offline = "Connection lost: this computer is offline. Reconnecting when the network is back…";
+      setStatus(offline, "reconnecting");
       return;
     }
-    const delay = Math.min(500 * 2 ** (retries - 1), 8000);
+    const delay = retries > QUICK_RETRIES ? SLOW_RETRY_MS : Math.min(500 * 2 ** (retries - 1), 8000);
     setStatus("Connection lost; reconnecting in " + Math.ceil(delay / 1000) + " s…", "reconnecting");
-    setTimeout(connect, delay);
+    retryTimer = setTimeout(connect, delay);
   }
+
+  // Back from sleep or from another tab, or the network is here again: no need to wait for the next try.
+  // The socket of a sleeping laptop died without the page running, so its token still names the shell.
+  function reconnectNow() {
+    if (ended || socket) return; // connected (or connecting), or ended for good
+    retries = 0;
+    connect();
+  }
+  window.addEventListener("online", reconnectNow);
+  window.addEventListener("focus", reconnectNow);
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") reconnectNow();
+  });
 
   function checkSignedIn() {
     return fetch(location.href, { method: "HEAD", redirect: "manual", credentials: "same-origin" })
@@ -182,6 +205,7 @@
   }
 
   term.onData(function (data) {
+    if (!socket) reconnectNow(); // typing into a page that lost its socket brings it back
     send(encoder.encode(data));
   });
   term.onBinary(function (data) {

@@ -31,7 +31,7 @@ from terminal import live, transports
 from terminal.models import TerminalPolicy, TerminalSession
 from terminal.transports.ssm import SessionManager, login_command
 from tests.support import live_daphne
-from tests.support.browser import ARTIFACTS, browser_page, require_browser
+from tests.support.browser import ARTIFACTS, browser_page, require_browser, until
 from tests.support.ssm_agent import (
     REGION,
     TARGET,
@@ -79,23 +79,6 @@ class LoopThread:
 def terminal_browser(base: str, person: User) -> AbstractContextManager[Any]:
     """A Chromium page signed in at `base` as `person`; every Playwright wait is bounded by STEP."""
     return browser_page(base, WINDOW, person=person, step_ms=STEP * 1000)
-
-
-def until(page: Any, expression: str, timeout: float = STEP) -> Any:
-    """Poll `expression` in the page until it is truthy, at most `timeout` seconds; returns its value.
-
-    Polled from here, not with wait_for_function: Playwright evaluates that predicate with eval inside
-    the page, which the console's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
-    """
-    deadline = time.monotonic() + timeout
-    while not (value := page.evaluate(expression)):
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"not true within {timeout} s: {expression}\n"
-                f"status: {page.inner_text('#status')!r}\nscreen:\n{page.evaluate('termText()')}"
-            )
-        page.wait_for_timeout(50)
-    return value
 
 
 def state_is(page: Any, state: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,13 +56,19 @@ def session_cookie(person: Any) -> str:
 
 @contextmanager
 def browser_page(
-    base: str, viewport: dict[str, int], *, person: Any = None, step_ms: float | None = None
+    base: str,
+    viewport: dict[str, int],
+    *,
+    person: Any = None,
+    step_ms: float | None = None,
+    ignore_https_errors: bool = False,
 ) -> Iterator[Any]:
     """A Chromium page at `viewport`, signed in to the console at `base` as `person` when one is given.
 
     The session is made before Playwright starts: its sync API runs an event loop in this thread, where
     Django refuses database calls. `step_ms` bounds every Playwright wait of the page. Screenshots go
-    into ARTIFACTS, which exists once the page does.
+    into ARTIFACTS, which exists once the page does. `ignore_https_errors`: for a console behind nginx
+    with the test's own self-signed certificate.
     """
     from playwright.sync_api import sync_playwright
 
@@ -70,7 +77,7 @@ def browser_page(
     with sync_playwright() as playwright:
         browser = chromium(playwright)
         try:
-            context = browser.new_context(viewport=viewport)
+            context = browser.new_context(viewport=viewport, ignore_https_errors=ignore_https_errors)
             if step_ms is not None:
                 context.set_default_timeout(step_ms)
             if cookie is not None:
@@ -78,6 +85,23 @@ def browser_page(
             yield context.new_page()
         finally:
             browser.close()
+
+
+def until(page: Any, expression: str, timeout: float = 5.0) -> Any:
+    """Poll `expression` in the page until it is truthy, at most `timeout` seconds; returns its value.
+
+    Polled from here, not with wait_for_function: Playwright evaluates that predicate with eval inside
+    the page, which the console's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := page.evaluate(expression)):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"not true within {timeout} s: {expression}\n"
+                f"status: {page.inner_text('#status')!r}\nscreen:\n{page.evaluate('termText()')}"
+            )
+        page.wait_for_timeout(50)
+    return value
 
 
 class SyncLoop(threading.Thread):
