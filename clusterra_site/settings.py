@@ -136,8 +136,9 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+# Behind nginx, a folder of its own that nginx may read (deploy/README.md): the data folder is private.
+STATIC_ROOT = Path(os.environ.get("CLUSTERRA_STATIC_DIR") or DATA_DIR / "static")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     # Browser code from npm (package.json), served as it was installed.

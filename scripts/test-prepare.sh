@@ -20,6 +20,24 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
         apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends lua5.1 >/dev/null; }
   fi
+  # The deploy tests (tests/deploy/) put Debian's nginx in front of the console, with a configuration and a
+  # pid file of their own. The package would start the stock site on :80 at once (under systemd, or by its
+  # init script elsewhere): a policy-rc.d that refuses every start keeps it off, unless one is there already.
+  if [ ! -x /usr/sbin/nginx ]; then
+    echo "test-prepare: installing nginx for the deploy tests"
+    export DEBIAN_FRONTEND=noninteractive
+    policy_added=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy_added=1
+    fi
+    failed=0
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nginx >/dev/null ||
+      { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nginx >/dev/null; } ||
+      failed=1
+    [ "$policy_added" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ "$failed" = 0 ] || { echo "test-prepare: nginx did not install" >&2; exit 1; }
+  fi
   bash scripts/install-confinement.sh
   # The same editors as on the demo's head node (this host): the terminal tests open them in a person's shell.
   bash scripts/install-head-node-tools.sh
