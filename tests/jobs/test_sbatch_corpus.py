@@ -67,6 +67,8 @@ NOT_COMPARED = {
 # Times an option sets relative to "now" (--begin=now+2hours, --deadline=now+3days): each submit reads its
 # own clock, so these may differ by the seconds between the two submits, and by no more.
 TIMES = ("EligibleTime", "StartTime", "EndTime", "Deadline")
+# Fields that hold job ids (its own, its array's, those it depends on), beside the free text ones.
+JOB_IDS = ("JobId", "ArrayJobId", "Dependency", "HetJobId")
 # Environment entries that are the script's options in disguise: srun inside the job reads them.
 ENV_FIELDS = ("SLURM_EXPORT_ENV", "SLURM_OPEN_MODE")
 
@@ -240,8 +242,10 @@ def record(job_id: int, user: str = "") -> dict[str, str]:
         # The person's name first: a job id may be part of it (ct1ce46p0 and job 46).
         if user:
             value = value.replace(user, "{user}")
-        # Times stay as they are: a small job id (a fresh chroot's 12) is also a month or an hour.
-        fields[key] = value if key in TIMES or key.endswith("Time") else _as_recorded(value, job_id)
+        # Only where a job's own number can appear (its name, paths, comments, its array's and dependencies'
+        # ids) is it written as {id}: elsewhere a job numbered 500 is also 500M of memory, and a small one (a
+        # fresh chroot's 12) is also a month or an hour.
+        fields[key] = _as_recorded(value, job_id) if key in FREE_TEXT or key in JOB_IDS else value
     return fields
 
 
