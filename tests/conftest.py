@@ -234,6 +234,11 @@ FIGURES = (
     "sync rounds:",
     "backup restored:",
     "deploy kit:",
+    "cfn-lint:",
+    "IAM table:",
+    "KMS session:",
+    "per-person AWS identity:",
+    "recordings to CloudWatch:",
 )
 _figures: list[tuple[str, str]] = []
 # Per Slurm release, for the tests that run on every release: [passed, failed, skipped, seconds].

@@ -4,11 +4,15 @@ The service and the agent are folded into one WebSocket server. It frames messag
 struct-based codec and checks SigV4 with its own verifier, so it does not share a bug with the client
 under test. `StubbedSsm` makes a real boto3 SSM client answer StartSession/ResumeSession/TerminateSession
 with this emulator's StreamUrl and tokens (botocore's Stubber; moto has no data channel).
+With `kms_key_id` the agent asks for KMS encryption as the real one does (docs/ssm-data-channel.md §5.13):
+it calls kms:Decrypt through boto3 (moto's KMS in the tests) with its own instance id in the context, and
+seals with its own AES-GCM code and counter nonces.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import fcntl
@@ -34,7 +38,10 @@ from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.credentials import Credentials
+from botocore.exceptions import BotoCoreError, ClientError
 from botocore.stub import Stubber
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -51,6 +58,11 @@ AGENT_RTO = 0.2
 AGENT_TICK = 0.05
 REORDER_HOLD = 0.05
 SHELL_EXIT_DRAIN = 2.0
+# How long the agent waits for the handshake response, and again for the encryption challenge's answer.
+HANDSHAKE_TIMEOUT = 15.0
+KMS_ENCRYPTED_NOTICE = "This session is encrypted using AWS KMS."
+# Payload types the agent seals once KMS is on; of the client's it opens Output only.
+_AGENT_SEALS = frozenset({1, 11, 12})
 
 # ---- framing, written independently of terminal.transports.ssm.messages ------------------------
 
@@ -205,7 +217,12 @@ class AgentBehaviour:
     handshake: bool = False
     session_type: str = "InteractiveCommands"
     customer_message: str = ""
-    kms_key_id: str | None = None
+    kms_key_id: str | None = None  # Session Manager preferences name this key: the handshake asks for KMS
+    kms_credentials: Credentials | None = None  # the instance role, for kms:Decrypt (TEST_CREDENTIALS)
+    context_challenge: bool = True  # offer a random challenge for the encryption context (agents since 2022)
+    require_challenge: bool = False  # Kms.RequireKMSChallengeResponse: refuse clients that don't use it
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    capture_wire: bool = False  # keep every frame received and sent in AgentSession.wire
     duplicate_output: bool = False  # send every stream message twice
     reorder_output: bool = False  # swap each pair of consecutive stream messages
     drop_output_every: int = 0  # the first transmission of every Nth stream message is lost
@@ -239,6 +256,13 @@ class AgentSession:
     sizes: list[tuple[int, int]] = field(default_factory=list)
     handshake_responses: list[dict[str, Any]] = field(default_factory=list)
     discarded_during_handshake: int = 0
+    handshake_failure: str = ""
+    kms_contexts: list[dict[str, str]] = field(default_factory=list)
+    kms_errors: list[str] = field(default_factory=list)
+    challenge_verified: bool = False
+    sealed_in: int = 0
+    sealed_out: int = 0
+    wire: list[tuple[str, bytes]] = field(default_factory=list)  # ("in" | "out", frame) with capture_wire
     not_ready_rejections: int = 0
     duplicates_received: int = 0
     rejected_frames: int = 0
@@ -271,6 +295,12 @@ class AgentSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._home = tempfile.mkdtemp(prefix="ssm-agent-")
         self._started_handshake = 0
+        # KMS: the agent seals with the data key's first half and opens with its second (§5.13).
+        self._seal_key: AESGCM | None = None
+        self._open_key: AESGCM | None = None
+        self._nonce = int.from_bytes(secrets.token_bytes(12), "little")
+        self._context_challenge = base64.b64encode(secrets.token_bytes(16)).decode()
+        self._enc_challenge = b""
         self._spawn(self._ticker())
 
     def new_token(self) -> str:
@@ -351,6 +381,8 @@ class AgentSession:
     # -- inbound
 
     async def on_client_frame(self, raw: bytes) -> None:
+        if self.behaviour.capture_wire:
+            self.wire.append(("in", raw))
         try:
             message = unpack(raw)
         except ValueError:
@@ -394,12 +426,15 @@ class AgentSession:
             del self._in_buffer[held.seq]
 
     async def _accept(self, message: Wire) -> bool:
-        if self._handshake == "pending":
-            if message.payload_type == 6:
+        if self._handshake in ("pending", "challenge"):
+            if message.payload_type == 6 and self._handshake == "pending":
                 response = json.loads(message.payload)
                 self.handshake_responses.append(response)
                 self._advance()
                 await self._finish_handshake(response)
+            elif message.payload_type == 9 and self._handshake == "challenge":
+                self._advance()
+                await self._check_challenge(json.loads(message.payload))
             else:
                 # The agent acknowledges and throws away anything else while it negotiates.
                 self.discarded_during_handshake += 1
@@ -411,8 +446,16 @@ class AgentSession:
         self._advance()
         self.input_payload_types.append(message.payload_type)
         if message.payload_type == 1:
-            self.pty_input += message.payload
-            await self._write_pty(message.payload)
+            payload = message.payload
+            if self._open_key is not None:
+                try:
+                    payload = self._open_key.decrypt(payload[:12], payload[12:], None)
+                except (InvalidTag, ValueError):
+                    self.protocol_errors.append(f"input seq {message.seq} does not decrypt")
+                    return True
+                self.sealed_in += 1
+            self.pty_input += payload
+            await self._write_pty(payload)
         elif message.payload_type == 3:
             size = json.loads(message.payload)
             self.sizes.append((size["cols"], size["rows"]))
@@ -435,30 +478,114 @@ class AgentSession:
             }
         ]
         if self.behaviour.kms_key_id:
-            challenge = secrets.token_bytes(16).hex()
-            actions.append(
-                {
-                    "ActionType": "KMSEncryption",
-                    "ActionParameters": {"KMSKeyId": self.behaviour.kms_key_id, "Challenge": challenge},
-                }
-            )
+            parameters = {"KMSKeyId": self.behaviour.kms_key_id}
+            if self.behaviour.context_challenge:
+                parameters["Challenge"] = self._context_challenge
+            actions.append({"ActionType": "KMSEncryption", "ActionParameters": parameters})
         body = {"AgentVersion": "3.3.1611.0", "RequestedClientActions": actions}
         self._started_handshake = time.monotonic_ns()
         await self._send_stream(5, json.dumps(body).encode())
+        self._spawn(self._watch_handshake("pending", "Handshake timed out."))
+
+    async def _watch_handshake(self, state: str, problem: str) -> None:
+        await asyncio.sleep(self.behaviour.handshake_timeout)
+        if self._handshake == state:
+            await self._fail_handshake(problem)
+
+    async def _fail_handshake(self, problem: str) -> None:
+        self._handshake = "failed"
+        self.handshake_failure = problem
+        await self.close_channel("Encountered error while initiating handshake.")
 
     async def _finish_handshake(self, response: dict[str, Any]) -> None:
-        statuses = [action.get("ActionStatus") for action in response.get("ProcessedClientActions") or []]
-        if not statuses or any(status != 1 for status in statuses):
-            self._handshake = "failed"
-            await self.close_channel("Encountered error while initiating handshake.")
+        actions = response.get("ProcessedClientActions") or []
+        if not actions:
+            await self._fail_handshake("no client actions")
             return
+        self._handshake = "deciding"
+        for action in actions:
+            status = action.get("ActionStatus")
+            if status != 1:
+                kind, error = action.get("ActionType"), action.get("Error")
+                await self._fail_handshake(f"{kind} failed on client: {error}")
+                return
+            if action.get("ActionType") == "KMSEncryption":
+                problem = await self._take_data_key(action.get("ActionResult") or {})
+                if problem:
+                    await self._fail_handshake(problem)
+                    return
+        if self._seal_key is None:
+            await self._complete_handshake()
+            return
+        # The agent proves the key works both ways before the shell starts.
+        self._enc_challenge = secrets.token_bytes(64)
+        body = {"Challenge": base64.b64encode(self._seal(self._enc_challenge)).decode()}
+        self._handshake = "challenge"
+        await self._send_stream(8, json.dumps(body).encode())
+        self._spawn(self._watch_handshake("challenge", "Timed out waiting for encryption challenge."))
+
+    async def _take_data_key(self, result: dict[str, Any]) -> str:
+        acknowledged = bool(result.get("ChallengeAcknowledgement"))
+        if self.behaviour.require_challenge and not acknowledged:
+            return "client does not support required encryption context random challenge"
+        context = {"aws:ssm:SessionId": self.session_id, "aws:ssm:TargetId": self.target}
+        if acknowledged:
+            context["aws:ssm:RandomChallenge"] = self._context_challenge
+        self.kms_contexts.append(context)
+        try:
+            blob = base64.b64decode(result["KMSCipherTextKey"], validate=True)
+            key = await asyncio.to_thread(self._kms_decrypt, blob, context)
+        except (KeyError, ValueError, ClientError, BotoCoreError) as exc:
+            self.kms_errors.append(f"{type(exc).__name__}: {exc}")
+            return f"Fetching data key failed: {exc}"
+        if len(key) != 64:
+            return f"a {len(key)}-byte data key"
+        self._seal_key, self._open_key = AESGCM(key[:32]), AESGCM(key[32:])
+        return ""
+
+    def _kms_decrypt(self, blob: bytes, context: dict[str, str]) -> bytes:
+        credentials = self.behaviour.kms_credentials or TEST_CREDENTIALS
+        kms = boto3.client(
+            "kms",
+            region_name=REGION,
+            aws_access_key_id=credentials.access_key,
+            aws_secret_access_key=credentials.secret_key,
+            aws_session_token=credentials.token,
+        )
+        answer = kms.decrypt(CiphertextBlob=blob, EncryptionContext=context, KeyId=self.behaviour.kms_key_id)
+        return answer["Plaintext"]
+
+    async def _check_challenge(self, body: dict[str, Any]) -> None:
+        assert self._open_key is not None
+        try:
+            sealed = base64.b64decode(body["Challenge"], validate=True)
+            answer = self._open_key.decrypt(sealed[:12], sealed[12:], None)
+        except (KeyError, ValueError, InvalidTag):
+            answer = b""
+        if not hmac.compare_digest(answer, self._enc_challenge):
+            await self._fail_handshake("Encryption challenge does not match!")
+            return
+        self.challenge_verified = True
+        await self._complete_handshake()
+
+    async def _complete_handshake(self) -> None:
         self._handshake = "done"
+        message = self.behaviour.customer_message
+        if self._seal_key is not None:
+            message += KMS_ENCRYPTED_NOTICE
         body = {
             "HandshakeTimeToComplete": time.monotonic_ns() - self._started_handshake,
-            "CustomerMessage": self.behaviour.customer_message,
+            "CustomerMessage": message,
         }
         await self._send_stream(7, json.dumps(body).encode())
         await self._start_shell()
+
+    def _seal(self, plaintext: bytes) -> bytes:
+        assert self._seal_key is not None
+        # A counter nonce, little-endian, as the agent keeps one: never the same twice under one key.
+        nonce = self._nonce.to_bytes(12, "little")
+        self._nonce = (self._nonce + 1) % (1 << 96)
+        return nonce + self._seal_key.encrypt(nonce, plaintext, None)
 
     # -- the PTY
 
@@ -543,6 +670,9 @@ class AgentSession:
     # -- outbound
 
     async def _send_stream(self, payload_type: int, payload: bytes) -> None:
+        if self._seal_key is not None and payload_type in _AGENT_SEALS:
+            payload = self._seal(payload)
+            self.sealed_out += 1
         seq = self._out_seq
         self._out_seq += 1
         data = pack("output_stream_data", seq, 1 if seq == 0 else 0, payload_type, payload)
@@ -606,6 +736,8 @@ class AgentSession:
         ws = self.ws
         if ws is None:
             return
+        if self.behaviour.capture_wire:
+            self.wire.append(("out", data))
         with contextlib.suppress(ConnectionClosed):
             await ws.send(data)
 
@@ -638,9 +770,10 @@ class AgentEmulator:
         await self._server.wait_closed()
 
     def new_session(
-        self, behaviour: AgentBehaviour | None = None, *, prefix: str = "clusterra"
+        self, behaviour: AgentBehaviour | None = None, *, prefix: str = "clusterra", target: str = TARGET
     ) -> AgentSession:
-        session = AgentSession(f"{prefix}-{secrets.token_hex(8)}", behaviour or AgentBehaviour())
+        """A session on the instance `target` (the agent's own instance id, which its KMS context uses)."""
+        session = AgentSession(f"{prefix}-{secrets.token_hex(8)}", behaviour or AgentBehaviour(), target)
         self.sessions[session.session_id] = session
         return session
 

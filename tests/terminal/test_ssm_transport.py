@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
+from moto import mock_aws
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -151,9 +152,11 @@ async def test_it_answers_a_duplicated_handshake_request_only_once(agent):
 
 @pytest.mark.asyncio
 async def test_it_declines_kms_encryption_with_a_clear_reason(agent):
+    # The key does not exist in (moto's) KMS, so no data key can be made (test_ssm_kms.py has the rest).
     behaviour = AgentBehaviour(handshake=True, kms_key_id="alias/session-key")
-    async with terminal(agent, behaviour) as term:
-        await term.out.to_end()
+    with mock_aws():
+        async with terminal(agent, behaviour) as term:
+            await term.out.to_end()
 
         assert "KMS" in term.transport.ended_reason
         statuses = [a["ActionStatus"] for a in term.session.handshake_responses[0]["ProcessedClientActions"]]

@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from . import messages as m
+from .kms import SEALED_FROM_AGENT, SEALED_FROM_CLIENT, DataKeys, KmsError, SessionCipher
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ CLOSE_TIMEOUT = 2.0
 # The agent sends at most 1024 bytes a message; this leaves room for service messages.
 MAX_FRAME = 1 << 20
 
-KMS_UNSUPPORTED = (
-    "This head node's Session Manager preferences require KMS encryption, which the console does not "
-    "support yet. Ask an administrator to remove the KMS key from the Session Manager preferences."
+KMS_UNAVAILABLE = (
+    "This head node's Session Manager preferences require KMS encryption, but this terminal has no way "
+    "to reach AWS KMS. Ask an administrator to check the console's AWS configuration."
 )
 
 
@@ -100,8 +101,12 @@ class DataChannel:
         ready_fallback: float = READY_FALLBACK,
         proxy: str | bool | None = True,
         open_timeout: float = OPEN_TIMEOUT,
+        target: str = "",
+        data_keys: DataKeys | None = None,
     ) -> None:
         self.session_id = session_id
+        # The agent rebuilds the KMS encryption context from its own instance id: it must be this value.
+        self.target = target
         self.client_version = client_version
         # Reused on every reconnect so the service knows it is the same client coming back.
         self.client_id = client_id or str(uuid.uuid4())
@@ -111,7 +116,16 @@ class DataChannel:
         self.duplicates_received = 0
         self.rejected_frames = 0
         self.reconnects = 0
+        # KMS encryption (§5.13): set once the handshake asked for it and the data key was made.
+        self.kms_key_id: str | None = None
+        self.kms_seconds = 0.0
+        self.handshake_seconds = 0.0
+        self.sealed_sent = 0
+        self.sealed_received = 0
 
+        self._data_keys = data_keys
+        self._cipher: SessionCipher | None = None
+        self._handshake_started = 0.0
         self._resume = resume
         self._ready_fallback = ready_fallback
         self._proxy = proxy
@@ -378,7 +392,16 @@ class DataChannel:
             await self._unpause()
         elif kind == m.MessageType.CHANNEL_CLOSED:
             closed = m.parse_channel_closed(frame)
-            self._finish(closed.output.strip() or "The shell on the head node ended.")
+            said = closed.output.strip()
+            if self.kms_key_id is not None and not self._ready:
+                # The agent cannot say why; a data key it could not decrypt is by far the likeliest cause.
+                self._finish(
+                    f"{said or 'Session Manager ended the session.'} It ended during the KMS handshake: the "
+                    f"head node could not use the key {self.kms_key_id}. Its instance role needs kms:Decrypt "
+                    "on that key, and the session must target the instance itself."
+                )
+            else:
+                self._finish(said or "The shell on the head node ended.")
         elif kind == m.MessageType.PAUSE_PUBLICATION:
             self._paused = True
         elif kind == m.MessageType.START_PUBLICATION:
@@ -410,15 +433,33 @@ class DataChannel:
         kind = frame.payload_type
         first = not self._stream_started
         self._stream_started = True
-        if kind == m.PayloadType.HANDSHAKE_REQUEST:
+        if kind in (m.PayloadType.HANDSHAKE_REQUEST, m.PayloadType.ENC_CHALLENGE_REQUEST):
+            # Acknowledged before the answer, which may wait on AWS KMS for seconds.
             if acknowledge:
                 await self._ack(frame)
-            await self._answer_handshake(frame)
+            if kind == m.PayloadType.HANDSHAKE_REQUEST:
+                await self._answer_handshake(frame)
+            else:
+                await self._answer_challenge(frame)
             return
+        payload = frame.payload
+        if self._cipher is not None and kind in SEALED_FROM_AGENT and payload:
+            try:
+                payload = self._cipher.open(payload)
+            except KmsError:
+                # The digest matched, so this is no line noise: the two sides hold different keys.
+                self._finish(
+                    "The head node's output could not be decrypted with this session's KMS data key; "
+                    "the session was ended."
+                )
+                return
+            self.sealed_received += 1
         if kind in (m.PayloadType.OUTPUT, m.PayloadType.STDERR):
-            if frame.payload:
-                self._output.put_nowait(frame.payload)
+            if payload:
+                self._output.put_nowait(payload)
         elif kind == m.PayloadType.HANDSHAKE_COMPLETE:
+            if self._handshake_started:
+                self.handshake_seconds = time.monotonic() - self._handshake_started
             message = _customer_message(frame)
             if message:
                 self._output.put_nowait(message.encode() + b"\r\n")
@@ -436,6 +477,7 @@ class DataChannel:
                 await self._send_size_locked()
 
     async def _answer_handshake(self, frame: m.Frame) -> None:
+        self._handshake_started = time.monotonic()
         try:
             body = frame.json()
             actions = body.get("RequestedClientActions") or []
@@ -448,10 +490,17 @@ class DataChannel:
             if kind == "SessionType":
                 processed.append({"ActionType": kind, "ActionStatus": 1, "ActionResult": None, "Error": ""})
             elif kind == "KMSEncryption":
-                failure = KMS_UNSUPPORTED
-                processed.append(
-                    {"ActionType": kind, "ActionStatus": 2, "ActionResult": None, "Error": failure}
-                )
+                try:
+                    result = await self._start_encryption(action.get("ActionParameters"))
+                except KmsError as exc:
+                    failure = str(exc)
+                    processed.append(
+                        {"ActionType": kind, "ActionStatus": 2, "ActionResult": None, "Error": failure}
+                    )
+                else:
+                    processed.append(
+                        {"ActionType": kind, "ActionStatus": 1, "ActionResult": result, "Error": ""}
+                    )
             else:
                 processed.append(
                     {
@@ -469,6 +518,41 @@ class DataChannel:
         if failure:
             # The agent abandons the session on any non-success; say why now instead of waiting for it.
             self._finish(failure)
+
+    async def _start_encryption(self, parameters: object) -> dict[str, object]:
+        """Make the session's data key (§5.13) and the KMSEncryption action result that hands it over."""
+        if not isinstance(parameters, dict) or not isinstance(parameters.get("KMSKeyId"), str):
+            raise KmsError("The head node asked for KMS encryption without naming a KMS key.")
+        if self._data_keys is None:
+            raise KmsError(KMS_UNAVAILABLE)
+        key_id = parameters["KMSKeyId"]
+        challenge = parameters.get("Challenge")
+        challenge = challenge if isinstance(challenge, str) and challenge else None
+        made = await self._data_keys.session_key(
+            key_id=key_id, session_id=self.session_id, target=self.target, challenge=challenge
+        )
+        self._cipher = made.cipher
+        self.kms_key_id = key_id
+        self.kms_seconds = made.seconds
+        result: dict[str, object] = {"KMSCipherTextKey": made.ciphertext_b64, "KMSCipherTextHash": None}
+        if challenge:
+            # The challenge went into the encryption context; the agent must put it into its Decrypt too.
+            result["ChallengeAcknowledgement"] = True
+        return result
+
+    async def _answer_challenge(self, frame: m.Frame) -> None:
+        try:
+            body = frame.json()
+            challenge = body.get("Challenge") if isinstance(body, dict) else None
+            if self._cipher is None or not isinstance(challenge, str):
+                raise KmsError("no data key to answer it with" if self._cipher is None else "no challenge")
+            answer = self._cipher.answer_challenge(challenge)
+        except (m.FrameError, KmsError) as exc:
+            self._finish(f"The head node's KMS encryption challenge could not be answered ({exc}).")
+            return
+        payload = m.compact_json({"Challenge": answer})
+        async with self._write_lock:
+            await self._send_stream_locked(m.PayloadType.ENC_CHALLENGE_RESPONSE, payload)
 
     def _on_ack(self, frame: m.Frame) -> None:
         try:
@@ -522,6 +606,10 @@ class DataChannel:
         if len(self._unacked) >= BUFFER_LIMIT:
             self._finish("The head node stopped acknowledging input; the session was ended.")
             return
+        if self._cipher is not None and payload_type in SEALED_FROM_CLIENT:
+            # Sealed once, here: a resend carries these exact bytes, never a second sealing.
+            payload = self._cipher.seal(payload)
+            self.sealed_sent += 1
         frame = m.Frame(
             m.MessageType.INPUT_STREAM_DATA,
             sequence_number=self._next_seq,

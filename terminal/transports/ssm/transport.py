@@ -11,6 +11,7 @@ from websockets.exceptions import WebSocketException
 
 from ..base import Transport, TransportError
 from .channel import READY_FALLBACK, DataChannel, Endpoint
+from .kms import DataKeys
 from .session import SessionError, SessionGrant, SessionManager
 
 # The agent gates behaviour on the client's version by numeric comparison (separate stderr from 1.2.312,
@@ -67,6 +68,9 @@ class SsmTransport(Transport):
             client_version=self._client_version,
             ready_fallback=self._ready_fallback,
             proxy=self._proxy,
+            # KMS-encrypted sessions: the data key is made by the principal that opened the session.
+            target=self.target,
+            data_keys=DataKeys.for_manager(self.manager),
         )
         # The size is queued before the socket opens so it is the first thing sent once the shell is ready.
         await self.channel.set_size(cols, rows)
