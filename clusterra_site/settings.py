@@ -255,6 +255,8 @@ CLUSTERRA_SHELL_KEEPER = os.environ.get("CLUSTERRA_SHELL_KEEPER", "").strip()
 # Recordings (asciicast v2) are written here, and spooled here before an upload when S3 keeps them.
 CLUSTERRA_RECORDINGS_DIR = Path(os.environ.get("CLUSTERRA_RECORDINGS_DIR") or DATA_DIR / "recordings")
 CLUSTERRA_RECORDINGS_S3 = os.environ.get("CLUSTERRA_RECORDINGS_S3", "").strip()
+# A CloudWatch Logs group: recordings are streamed there too, as the session goes (<cluster>/<session id>).
+CLUSTERRA_RECORDINGS_CLOUDWATCH = os.environ.get("CLUSTERRA_RECORDINGS_CLOUDWATCH", "").strip()
 
 LOGGING = {
     "version": 1,

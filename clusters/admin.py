@@ -38,7 +38,16 @@ class ClusterAdmin(AuditedModelAdmin):
         ),
         (
             "Head node",
-            {"fields": ["transport", "ssm_instance_id", "aws_region", "ssm_role_arn", "slurm_bin"]},
+            {
+                "fields": [
+                    "transport",
+                    "ssm_instance_id",
+                    "aws_region",
+                    "ssm_role_arn",
+                    "ssm_person_role_arn",
+                    "slurm_bin",
+                ]
+            },
         ),
         (
             "Slurm enforces the policy",

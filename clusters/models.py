@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -11,6 +12,14 @@ from django.db import models
 
 from clusters import tokens
 from clusters.slurm import SUPPORTED_VERSIONS, SlurmClient
+
+# An IAM role ARN in any partition (aws, aws-cn, aws-us-gov), with an optional path.
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+
+
+def validate_role_arn(value: str) -> None:
+    if value and not _ROLE_ARN.fullmatch(value):
+        raise ValidationError(f"{value!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>).")
 
 
 def validate_roots(value: str) -> None:
@@ -88,6 +97,15 @@ class Cluster(models.Model):
     aws_region = models.CharField("AWS region", max_length=32, blank=True)
     ssm_role_arn = models.CharField(
         "role ARN", max_length=256, blank=True, help_text="Assumed with the console's web identity."
+    )
+    ssm_person_role_arn = models.CharField(
+        "per-person terminal role ARN",
+        max_length=256,
+        blank=True,
+        validators=[validate_role_arn],
+        help_text="SSM only. Each terminal's session is opened with this role, assumed for the person "
+        "(session name clusterra-<POSIX user>, source identity their e-mail) so CloudTrail names them. "
+        "Empty: the cluster's role (or the console's own credentials) opens every session.",
     )
 
     allowed_script_roots = models.TextField(
@@ -172,6 +190,10 @@ class Cluster(models.Model):
             raise ValidationError("The SSM transport needs an instance id and a region.")
         if self.jwt_key_source == self.KeySource.AWS_SECRET and not self.aws_region:
             raise ValidationError({"aws_region": "A Secrets Manager key needs the secret's region."})
+        if self.ssm_person_role_arn and self.transport != self.Transport.SSM:
+            raise ValidationError(
+                {"ssm_person_role_arn": "A per-person terminal role only applies to the SSM transport."}
+            )
 
     @property
     def script_roots(self) -> list[str]:

@@ -75,6 +75,7 @@ async def open_terminal(
             posix_user=posix_user,
             cwd=cwd,
             reason=f"Clusterra terminal of {person.get_username()} as {posix_user}",
+            person=person,
         )
         await transport.start(cols, rows)
     except BaseException as exc:
@@ -109,7 +110,8 @@ async def open_terminal(
         row=row,
         cluster=cluster,
         posix_user=posix_user,
-        idle_minutes=cluster.terminal_idle_timeout,
+        # Session Manager's own idle timeout may be shorter; the console then warns before it cuts.
+        idle_minutes=await asyncio.to_thread(transports.idle_minutes, cluster),
         max_minutes=policy.max_minutes,
         recorder=recorder,
         scope=scope,
@@ -127,6 +129,8 @@ def _start_recording(row: TerminalSession, cluster: Cluster, cols: int, rows: in
         rows=rows,
         title=f"{row.posix_user} on {cluster.name}",
         s3_url=settings.CLUSTERRA_RECORDINGS_S3,
+        cloudwatch_group=settings.CLUSTERRA_RECORDINGS_CLOUDWATCH,
+        cloudwatch_stream=f"{cluster.slug}/{row.pk}",
     )
 
 

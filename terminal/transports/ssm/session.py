@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import posixpath
 import re
@@ -17,11 +18,17 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
+from clusters.aws import PersonCredentialsError
+
 from ..base import check_cwd
 
 log = logging.getLogger(__name__)
 
 DOCUMENT_NAME = "AWS-StartInteractiveCommand"
+# Where an account keeps its Session Manager preferences (idle timeout, KMS key, logging) for a region.
+PREFERENCES_DOCUMENT = "SSM-SessionManagerRunShell"
+# Session Manager's idle timeout when the account never saved preferences (its documented default).
+DEFAULT_IDLE_MINUTES = 20
 SIGNING_SERVICE = "ssmmessages"
 # Headers that carry a SigV4 signature; anything else the signer adds stays out of the upgrade request.
 SIGNATURE_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
@@ -52,6 +59,25 @@ class SessionGrant:
     stream_url: str
 
 
+@dataclass(frozen=True)
+class Preferences:
+    """The account's Session Manager preferences, as far as the console has to respect them."""
+
+    idle_minutes: int | None
+    max_minutes: int | None
+    kms_key_id: str = ""
+    log_group: str = ""
+    s3_bucket: str = ""
+
+
+def _minutes(value: Any) -> int | None:
+    try:
+        minutes = int(str(value).strip())
+    except ValueError:
+        return None
+    return minutes if minutes > 0 else None
+
+
 def login_command(user: str, cwd: str | None = None) -> str:
     """The AWS-StartInteractiveCommand command line: `user`'s login shell, started in `cwd` when possible."""
     if not _POSIX_NAME.fullmatch(user):
@@ -76,19 +102,37 @@ def login_command(user: str, cwd: str | None = None) -> str:
 
 
 class SessionManager:
-    """StartSession/ResumeSession/TerminateSession for one AWS principal, off the event loop."""
+    """StartSession/ResumeSession/TerminateSession for one AWS principal, off the event loop.
 
-    def __init__(self, ssm_client: Any, *, credentials: Credentials | None = None, region: str | None = None):
+    The principal is the cluster's (one manager for every terminal), or one person's terminal role
+    (`acting_for` names them): then a manager serves that person's terminals only, so resuming and
+    ending a session are done by the person who started it, as the role's policy requires.
+    """
+
+    def __init__(
+        self,
+        ssm_client: Any,
+        *,
+        credentials: Credentials | None = None,
+        region: str | None = None,
+        acting_for: str = "",
+    ):
         self.ssm = ssm_client
         self.region = region or ssm_client.meta.region_name
         # Without credentials the upgrade goes unsigned, which the service accepted at the time of writing.
         self.credentials = credentials
+        self.acting_for = acting_for
 
     @classmethod
-    def from_boto3_session(cls, session: boto3.Session, region: str | None = None) -> SessionManager:
+    def from_boto3_session(
+        cls, session: boto3.Session, region: str | None = None, *, acting_for: str = ""
+    ) -> SessionManager:
         region = region or session.region_name
         return cls(
-            session.client("ssm", region_name=region), credentials=session.get_credentials(), region=region
+            session.client("ssm", region_name=region),
+            credentials=session.get_credentials(),
+            region=region,
+            acting_for=acting_for,
         )
 
     async def start(self, *, target: str, command: str, reason: str | None = None) -> SessionGrant:
@@ -101,8 +145,11 @@ class SessionManager:
             request["Reason"] = reason[:256]
         try:
             answer = await asyncio.to_thread(self.ssm.start_session, **request)
+        except PersonCredentialsError as exc:
+            # Renewing the person's credentials was refused (offboarded, or STS said no).
+            raise SessionError(str(exc)) from exc
         except ClientError as exc:
-            raise SessionError(_start_failure(target, exc)) from exc
+            raise SessionError(_start_failure(target, exc, self.acting_for)) from exc
         except BotoCoreError as exc:
             raise SessionError(
                 f"Could not reach AWS Systems Manager to open a shell on {target}: {exc}"
@@ -115,6 +162,10 @@ class SessionManager:
         """A fresh token (and perhaps a new URL) for a disconnected session; None if it is over."""
         try:
             answer = await asyncio.to_thread(self.ssm.resume_session, SessionId=session_id)
+        except PersonCredentialsError as exc:
+            # An offboarded person's session is not picked up again.
+            log.warning("ssm session %s: not resumed: %s", session_id, exc)
+            return None
         except ClientError as exc:
             if _error_code(exc) == "DoesNotExistException":
                 return None
@@ -129,8 +180,37 @@ class SessionManager:
         """End the session for good; an already-ended session is not an error worth raising."""
         try:
             await asyncio.to_thread(self.ssm.terminate_session, SessionId=session_id)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, PersonCredentialsError) as exc:
             log.warning("ssm session %s: terminate failed: %s", session_id, exc)
+
+    def preferences(self) -> Preferences | None:
+        """The account's Session Manager preferences for this region (blocking); None if they cannot be read.
+
+        Nothing the console sends overrides them (StartSession names no preferences document), so
+        they hold for its sessions; this only lets the console say so instead of being cut by surprise.
+        """
+        try:
+            answer = self.ssm.get_document(Name=PREFERENCES_DOCUMENT, DocumentFormat="JSON")
+        except ClientError as exc:
+            if _error_code(exc) == "InvalidDocument":
+                # Never saved: Session Manager's defaults apply.
+                return Preferences(idle_minutes=DEFAULT_IDLE_MINUTES, max_minutes=None)
+            log.info("session manager preferences not readable: %s", exc)
+            return None
+        except BotoCoreError as exc:
+            log.info("session manager preferences not readable: %s", exc)
+            return None
+        try:
+            inputs = json.loads(answer.get("Content") or "{}").get("inputs") or {}
+        except (ValueError, AttributeError):
+            return None
+        return Preferences(
+            idle_minutes=_minutes(inputs.get("idleSessionTimeout", DEFAULT_IDLE_MINUTES)),
+            max_minutes=_minutes(inputs.get("maxSessionDuration", "")),
+            kms_key_id=str(inputs.get("kmsKeyId") or ""),
+            log_group=str(inputs.get("cloudWatchLogGroupName") or ""),
+            s3_bucket=str(inputs.get("s3BucketName") or ""),
+        )
 
     def upgrade_headers(self, stream_url: str) -> dict[str, str]:
         """SigV4 headers for the WebSocket upgrade GET of `stream_url` (docs/ssm-data-channel.md §2)."""
@@ -155,12 +235,18 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _start_failure(target: str, exc: ClientError) -> str:
+def _start_failure(target: str, exc: ClientError, acting_for: str = "") -> str:
     code = _error_code(exc)
     if code == "TargetNotConnected":
         return (
             f"The head node ({target}) is not connected to Session Manager right now. Try again in a minute; "
             "if it persists, an administrator should check the node's SSM agent."
+        )
+    if code in ("AccessDeniedException", "AccessDenied") and acting_for:
+        return (
+            f"AWS did not let {acting_for}'s terminal role open a Session Manager session on {target}. An "
+            "administrator should allow ssm:StartSession on the node and on the AWS-StartInteractiveCommand "
+            "document in the cluster's per-person terminal role."
         )
     if code in ("AccessDeniedException", "AccessDenied"):
         return (
