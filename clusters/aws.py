@@ -115,13 +115,7 @@ def web_identity_credentials(
             WebIdentityToken=web_identity_token(),
             DurationSeconds=duration_seconds,
         )
-        issued = answer["Credentials"]
-        return {
-            "access_key": issued["AccessKeyId"],
-            "secret_key": issued["SecretAccessKey"],
-            "token": issued["SessionToken"],
-            "expiry_time": issued["Expiration"].isoformat(),
-        }
+        return _metadata(answer["Credentials"])
 
     return RefreshableCredentials.create_from_metadata(
         metadata=fetch(), refresh_using=fetch, method=_FixedCredentialProvider.METHOD
@@ -293,13 +287,7 @@ def _assume_for(cluster: Any, person: Person, posix_user: str) -> _Held:
                 f"The console could not reach AWS STS to get {who}'s terminal credentials ({exc}); "
                 "try again in a minute."
             ) from None
-        issued = answer["Credentials"]
-        return {
-            "access_key": issued["AccessKeyId"],
-            "secret_key": issued["SecretAccessKey"],
-            "token": issued["SessionToken"],
-            "expiry_time": issued["Expiration"].isoformat(),
-        }
+        return _metadata(answer["Credentials"])
 
     first = fetch()
     credentials = RefreshableCredentials(
@@ -330,3 +318,13 @@ def _refusal(cluster: Any, role_arn: str, who: str, exc: ClientError) -> str:
             f"sts:TagSession and sts:SetSourceIdentity on {role_arn} (the role's trust policy)."
         )
     return f"AWS STS could not issue {who}'s terminal credentials on {cluster.name} ({detail})."
+
+
+def _metadata(issued: dict[str, Any]) -> dict[str, str]:
+    """STS's Credentials as botocore's RefreshableCredentials take them."""
+    return {
+        "access_key": issued["AccessKeyId"],
+        "secret_key": issued["SecretAccessKey"],
+        "token": issued["SessionToken"],
+        "expiry_time": issued["Expiration"].isoformat(),
+    }

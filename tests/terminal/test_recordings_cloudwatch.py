@@ -30,7 +30,13 @@ from terminal.recording import Recorder
 from terminal.transports.ssm import SessionManager, login_command
 from tests.support.fake_headnode import FakeHeadNode
 from tests.support.ssm_agent import REGION, TARGET, TEST_CREDENTIALS, StubbedSsm
-from tests.support.terminal_support import end_all_terminals, grant_terminal, open_page, session_cookie
+from tests.support.terminal_support import (
+    end_all_terminals,
+    grant_terminal,
+    open_page,
+    session_cookie,
+    ssm_cluster,
+)
 
 GROUP = "/clusterra/recordings"
 BIG = 300_000
@@ -169,15 +175,7 @@ async def test_a_terminal_streams_its_recording_to_cloudwatch_as_it_goes(
 
 
 def _recorded_cluster_and_person() -> tuple[Cluster, User, str]:
-    cluster = Cluster.objects.create(
-        slug="aws",
-        name="AWS cluster",
-        slurmrestd_url="http://127.0.0.1:9",
-        has_accounting=False,
-        transport=Cluster.Transport.SSM,
-        ssm_instance_id=TARGET,
-        aws_region=REGION,
-    )
+    cluster = ssm_cluster(instance_id=TARGET, region=REGION)
     TerminalPolicy.objects.create(cluster=cluster, record=True)
     person = User.objects.create(username="alice", email="alice@corp.example")
     grant_terminal(person, cluster)

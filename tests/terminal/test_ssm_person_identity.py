@@ -41,7 +41,13 @@ from terminal.models import TerminalSession
 from terminal.transports.ssm import SessionManager
 from tests.support.fake_headnode import FakeHeadNode
 from tests.support.ssm_agent import REGION, TARGET, AgentBehaviour, AgentEmulator, AgentSession
-from tests.support.terminal_support import end_all_terminals, grant_terminal, open_page, session_cookie
+from tests.support.terminal_support import (
+    end_all_terminals,
+    grant_terminal,
+    open_page,
+    session_cookie,
+    ssm_cluster,
+)
 
 end_to_end = pytest.mark.django_db(transaction=True)
 
@@ -253,17 +259,7 @@ class StubbedSts:
 def cluster(settings, monkeypatch, _no_connection_left_open):
     settings.CLUSTERRA_UID_MIN, settings.CLUSTERRA_UID_MAX = 60200, 60299
     monkeypatch.setattr(headnode, "run", FakeHeadNode())
-    return Cluster.objects.create(
-        slug="aws",
-        name="AWS cluster",
-        slurmrestd_url="http://127.0.0.1:9",
-        has_accounting=False,
-        transport=Cluster.Transport.SSM,
-        ssm_instance_id=TARGET,
-        aws_region=REGION,
-        ssm_person_role_arn=PERSON_ROLE,
-        offboard_jobs="leave",
-    )
+    return ssm_cluster(instance_id=TARGET, region=REGION, ssm_person_role_arn=PERSON_ROLE)
 
 
 def new_person(cluster: Cluster, name: str) -> tuple[User, str]:
