@@ -100,6 +100,11 @@ def forget(listener: object) -> None:
         _stop_checks()
 
 
+def registered() -> set[object]:
+    """Every listener this process has joined to a group and not yet let go (for tests and shutdown)."""
+    return set(_members)
+
+
 def deaf_listeners() -> int:
     """How many listeners of this worker cannot hear offboarding notices now (for tests and logs)."""
     return len(_deaf)

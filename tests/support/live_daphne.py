@@ -27,7 +27,7 @@ from asgiref.sync import SyncToAsync
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.db import connections
 
-from terminal import live
+from terminal import live, notices
 
 # Seconds a server may take to listen, and to stop.
 START_SECONDS = 30
@@ -104,6 +104,7 @@ def in_this_process() -> Iterator[str]:
             signal_handlers=False,
         )
         thread = threading.Thread(target=server.run, name="daphne", daemon=True)
+        listening_before = notices.registered()
         thread.start()
         try:
             deadline = time.monotonic() + START_SECONDS
@@ -119,6 +120,10 @@ def in_this_process() -> Iterator[str]:
                 asyncio.run_coroutine_threadsafe(end, loop).result(STOP_SECONDS)
             reactor.callFromThread(reactor.stop)
             thread.join(STOP_SECONDS)
+            # A consumer whose page left as the server stopped may not have let go of its group; its event
+            # loop is gone, so it would count as a listener that cannot hear offboarding in the next test.
+            for listener in notices.registered() - listening_before:
+                notices.forget(listener)
             # The ORM calls ran on asgiref's one shared thread; PostgreSQL would keep its connection open.
             SyncToAsync.single_thread_executor.submit(connections.close_all).result(STOP_SECONDS)
     finally:
