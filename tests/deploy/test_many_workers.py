@@ -44,7 +44,9 @@ from tests.conftest import REPO, require
 from tests.support import load, sync_procs, units
 from tests.support.browser import browser_page, require_browser, session_cookie, until
 from tests.support.deployed import (
+    BACKUPS,
     CLEAN_ENV,
+    DATA,
     ETC,
     RUN,
     SHELLS,
@@ -513,6 +515,19 @@ def test_three_workers_behind_nginx_are_one_console(tmp_path, demo_cluster, peop
             shell.open()
             pids.append(shell.pid("BEFORE"))
         assert len(set(pids)) == SHELLS_HELD
+        # From a person's own shell, the deployed console's parts are out of reach: its settings (the secret
+        # key, the database password), its data and backups, and the keeper's socket, which would open a
+        # shell as anyone.
+        probe = shells[0]
+        probe.type(
+            f"cat {ETC}/clusterra.env; ls {DATA}; ls {BACKUPS}; "
+            f"python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{SHELLS}/keeper.sock')\"; "
+            "echo PROBED"
+        )
+        probe.until(rb"\r\nPROBED")
+        said = probe.output.decode(errors="replace")
+        assert said.count("Permission denied") >= 4, said[-1500:]
+        assert settings.SECRET_KEY not in said
         with browser_page(
             console.base, {"width": 1000, "height": 640}, person=ada.user, step_ms=STEP * 1000,
             ignore_https_errors=True,

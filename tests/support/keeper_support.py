@@ -23,27 +23,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db import connection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import REPO
 from tests.support.redis_support import free_port
+from tests.support.sync_procs import database_url
 from tests.support.terminal_support import Page
 
 PYTHON = sys.executable
 START_SECONDS = 30
 STOP_SECONDS = 15
-
-
-def database_url() -> str:
-    """DATABASE_URL of the database this test runs on (the test database, PostgreSQL or SQLite's file)."""
-    found = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{Path(found['NAME']).resolve()}"
-    password = f":{found['PASSWORD']}" if found["PASSWORD"] else ""
-    port = f":{found['PORT']}" if found["PORT"] else ""
-    return f"postgres://{found['USER']}{password}@{found['HOST']}{port}/{found['NAME']}"
 
 
 def environment(**extra: str) -> dict[str, str]:

@@ -28,12 +28,16 @@ STOP_SECONDS = 10
 
 
 def database_url() -> str:
-    """A DATABASE_URL for the database this test process uses now (the test database, under pytest)."""
+    """A DATABASE_URL for the database this test process uses now (the test database, under pytest).
+
+    PostgreSQL's with its parts quoted, or SQLite's file: other processes (a sync loop, the shell keeper,
+    a web worker) then see what the test committed.
+    """
     from django.db import connection
 
     s = connection.settings_dict
-    if connection.vendor != "postgresql":
-        raise RuntimeError("sync loops in other processes share the database through PostgreSQL only")
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(s['NAME']).resolve()}"
     auth = quote(s["USER"] or "", safe="")
     if s["PASSWORD"]:
         auth += ":" + quote(s["PASSWORD"], safe="")
