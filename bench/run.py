@@ -1,6 +1,6 @@
 """`make bench`: seven benchmarks against a live console and their raw baselines, one table, one JSON file.
 
-    python -m bench.run            full run (several minutes; 10,000 queued jobs, 500 terminals)
+    python -m bench.run            full run (several minutes; 10,000 queued jobs, 2,000 terminals)
     python -m bench.run --smoke    seconds, small sizes: CI runs it so the benchmarks never rot (rows 1-5;
                                    `--smoke --only 6` for row 6)
     python -m bench.run --only 7   submit on each Slurm release that is up (22.05, 24.11, 26.05)
@@ -70,7 +70,7 @@ PLANS = {
         queue_per_round=10,
         echo_keys=1000,
         echo_warmup=50,
-        fanout_sessions=500,
+        fanout_sessions=2000,
         fanout_seconds=30.0,
         fanout_interval=0.5,
         policy_people=10_000,
