@@ -104,15 +104,15 @@ class Grant(HeldByGroupOrPerson):
 
     @property
     def partition_names(self) -> list[str]:
-        return _words(self.partitions)
+        return words(self.partitions)
 
     @property
     def account_names(self) -> list[str]:
-        return _words(self.accounts)
+        return words(self.accounts)
 
     @property
     def qos_names(self) -> list[str]:
-        return _words(self.qos)
+        return words(self.qos)
 
     def clean(self) -> None:
         super().clean()
@@ -126,7 +126,8 @@ class Grant(HeldByGroupOrPerson):
                 raise ValidationError({name: f"Not a {kind} name: {', '.join(bad)}."})
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """The names in a grant's partitions, accounts or QOS field: separated by commas or spaces."""
     return [w for w in re.split(r"[\s,]+", text) if w]
 
 
@@ -396,3 +397,19 @@ class Publication(models.Model):
 
     def __str__(self) -> str:
         return f"policy v{self.version} on {self.cluster.slug}"
+
+
+class PolicyVersion(models.Model):
+    """A counter per cluster that moves, in the same transaction, with every change of its rules.
+
+    The rules are grants, quotas, group membership and group names (access.receivers bumps it).
+    Every console process keeps the compiled rules in memory (access.held) and reads this one
+    row now and then to learn whether another process changed them; see access.held for how often.
+    Ledger writes do not move it: use is read again on its own, bounded clock.
+    """
+
+    cluster = models.OneToOneField(Cluster, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    rules = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"rules v{self.rules} on cluster {self.cluster_id}"

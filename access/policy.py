@@ -45,8 +45,9 @@ from django.utils import timezone
 
 from access.arrays import array_tasks, without_throttle
 from access.compiled import Access, access_of
+from access.held import held
 from access.models import Grant
-from access.quota import QuotaStatus, applicable_quotas, held_by, quota_status, status_of
+from access.quota import QuotaStatus, held_by, locked_quotas, quota_status, statuses_of
 from clusters.models import Cluster
 
 __all__ = [
@@ -262,17 +263,16 @@ def _decide(
 
     if action == "job.view" and person.is_staff:
         return _allow(f"Staff may view every job on {cluster.name}.", facts | {"as_staff": True})
-    # The person's groups are read once for both the grants and the quotas.
-    held = held_by(person)
-    grants = _grants(cluster, held)
-    granted = access_of(grants, cluster)
+    # From the rules held in memory (access.held); a reservation compares their version first.
+    rules = held.person(person, cluster, exact=lock)
+    granted = rules.access(cluster)
     if action in ("cluster.view", "job.view"):
-        if grants:
+        if granted.granted:
             words = "use" if action == "cluster.view" else "view your jobs on"
             return _allow(f"You may {words} {cluster.name}.", facts)
         if person.is_staff:
             return _allow(f"Staff may view {cluster.name}.", facts | {"as_staff": True})
-    if not grants:
+    if not granted.granted:
         return _deny(
             "no_grant", f"You have no access to {cluster.name}; ask an administrator for a grant.", facts
         )
@@ -309,7 +309,11 @@ def _decide(
             facts | {"granted_accounts": list(granted.accounts), "granted_qos": list(granted.qos)},
         )
     now = timezone.now()
-    statuses = [status_of(q, now) for q in applicable_quotas(person, cluster, lock=lock, held=held)]
+    if lock:
+        # Exact under concurrency: the quota rows locked and read, and their use, from the database.
+        statuses = statuses_of(locked_quotas([q.pk for q in rules.quotas]), now)
+    else:
+        statuses = held.statuses(cluster, rules.quotas, now)
     return _check_quotas(statuses, request, cluster, facts)
 
 

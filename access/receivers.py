@@ -15,17 +15,26 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from access.models import Grant, Quota
+from access.held import EVERY_CLUSTER, bump_version, held
+from access.models import Grant, Quota, Usage
 from accounts.models import ClusterAccount
 from accounts.offboarding import NOTICE_TIMEOUT, WITHDRAWN_MESSAGE_TYPE, person_group
 from clusters.models import Cluster
 
 log = logging.getLogger("clusterra.access.snapshot")
 User = get_user_model()
+
+
+def policy_changed(cluster_ids: list[int] | None) -> None:
+    """The rules of these clusters (None: all) changed in this transaction: move their version with it,
+    and stop deciding from what this process holds (access.held)."""
+    bump_version(cluster_ids)
+    held.rules_changed(cluster_ids)
 
 
 def publish_soon(cluster_ids: list[int] | None = None) -> None:
@@ -118,6 +127,10 @@ def _publish(ids: list[int]) -> None:
 @receiver(post_save, sender=Quota, dispatch_uid="access.publish.quota_saved")
 @receiver(post_delete, sender=Quota, dispatch_uid="access.publish.quota_deleted")
 def rules_changed(sender: Any, instance: Grant | Quota, **kwargs: Any) -> None:
+    if _cluster_going(kwargs):
+        return
+    # First, so the decisions the hooks below make after the commit see the change.
+    policy_changed([instance.cluster_id])
     publish_soon([instance.cluster_id])
     if isinstance(instance, Grant):
         holders = _holders(instance)
@@ -141,6 +154,8 @@ def account_changed(sender: Any, instance: ClusterAccount, **kwargs: Any) -> Non
 def groups_changed(
     sender: Any, action: str, instance: Any, reverse: bool, pk_set: Any, **kwargs: Any
 ) -> None:
+    if action == "post_clear" or (action in ("post_add", "post_remove") and pk_set):
+        policy_changed(EVERY_CLUSTER)
     if action in ("post_add", "post_remove", "post_clear"):
         publish_soon()
     if action == "post_add":
@@ -165,3 +180,31 @@ def person_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     if getattr(instance, "_policy_changed", False):
         instance._policy_changed = False
         publish_soon()
+
+
+@receiver(post_save, sender=Group, dispatch_uid="access.policy.group_saved")
+@receiver(post_delete, sender=Group, dispatch_uid="access.policy.group_deleted")
+def group_changed(sender: Any, instance: Group, created: bool = False, **kwargs: Any) -> None:
+    # A renamed group changes the sentences ("group ml-team's quota"); a new one holds nothing yet.
+    if not created:
+        policy_changed(EVERY_CLUSTER)
+
+
+@receiver(post_save, sender=Usage, dispatch_uid="access.policy.use_saved")
+@receiver(post_delete, sender=Usage, dispatch_uid="access.policy.use_deleted")
+def use_changed(sender: Any, instance: Usage, **kwargs: Any) -> None:
+    if not _cluster_going(kwargs):
+        held.use_changed([instance.cluster_id])
+
+
+@receiver(m2m_changed, sender=Usage.groups.through, dispatch_uid="access.policy.use_groups_changed")
+def use_groups_changed(sender: Any, action: str, instance: Any, reverse: bool, **kwargs: Any) -> None:
+    if action in ("post_add", "post_remove", "post_clear"):
+        held.use_changed(None if reverse else [instance.cluster_id])
+
+
+def _cluster_going(signal: dict[str, Any]) -> bool:
+    """Whether a row goes because its cluster is being deleted: then there is nothing left to change."""
+    origin = signal.get("origin")
+    model = getattr(origin, "model", type(origin))
+    return model is Cluster

@@ -7,14 +7,23 @@ group's, as most real decisions would. Rows are made with bulk_create (no per-ro
 is what the tables hold either way.
 
 Measured in this process, one call at a time, turn by turn so drift hits all alike:
-- decide(job.submit): grants, both quotas' usage sums and the sentence (it writes nothing);
-- ledger.reserve: the same with the quota rows locked and the ledger entry written, rolled back each time;
+- decide(job.submit): grants, both quotas' usage sums and the sentence (it writes nothing), from the
+  policy this process holds in memory (access.held);
+- ledger.reserve: the same with the version checked, the quota rows locked and read with their use, and
+  the ledger entry written, rolled back each time;
 - the floor: one single-row ORM query, `Grant.objects.get(cluster=…, user=…)` (a unique, indexed row).
+Then, after those:
+- 5c, a refresh: the first decide after a rule change (what access.receivers does for any change:
+  the cluster's version bumped, this process told), which loads the whole cluster's rules again;
+  another process pays the same when its next version check finds the new number;
+- decisions a second: decide alone, back to back for a second (info `decisions_per_second`; the goal
+  is 5,000), printed under the row's progress line.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 import time
 from datetime import timedelta
 from typing import Any
@@ -23,6 +32,8 @@ from bench.stats import Measurement, Row, Series
 
 GROUPS = 100
 ENTRIES_PER_PERSON = 2
+# Rule changes timed for 5c: each reloads the whole cluster's rules.
+REFRESHES = 10
 
 
 def populate(cluster: Any, person: Any, people: int) -> dict[str, int]:
@@ -107,6 +118,7 @@ def run(cluster: Any, person: Any, *, people: int, seconds: float) -> Row:
 
     from access import ledger, policy
     from access.models import Grant
+    from access.receivers import policy_changed
 
     started = time.perf_counter()
     info: dict[str, Any] = populate(cluster, person, people)
@@ -140,10 +152,32 @@ def run(cluster: Any, person: Any, *, people: int, seconds: float) -> Row:
     info["per_second"] = {
         name: round(len(s.samples) / sum(s.samples), 1) for name, s in series.items() if s.samples
     }
+
+    refreshes = Series("decide after a rule change")
+    for _ in range(REFRESHES):
+        policy_changed([cluster.pk])
+        begun = time.perf_counter()
+        decide()
+        refreshes.samples.append(time.perf_counter() - begun)
+    decide()
+    done, begun = 0, time.perf_counter()
+    while time.perf_counter() - begun < 1.0:
+        decide()
+        done += 1
+    info["decisions_per_second"] = round(done / (time.perf_counter() - begun))
+    info["refresh_ms"] = refreshes.summary()
+    print(
+        f"bench: row 5: {info['decisions_per_second']:,} decisions a second (goal 5,000); "
+        f"a refresh after a rule change {refreshes.median * 1000:.1f} ms (median of {refreshes.n})",
+        file=sys.stderr,
+        flush=True,
+    )
+
     row = Row(5, "policy")
     row.measurements = [
         Measurement("5a", f"policy.decide(job.submit), {people:,} grants+quotas", series["decide"], floor),
         Measurement("5b", "ledger.reserve (rolled back)", series["reserve"], floor),
+        Measurement("5c", "policy.decide after a rule change (reload)", refreshes, floor),
     ]
     row.info = info
     return row
