@@ -161,16 +161,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Daphne:
-    """One daphne process serving the console, as production runs it (one worker)."""
+# The ASGI servers the bench can run the console under (row 8 compares them); the first is the console's own.
+SERVERS = ("daphne", "daphne-v0", "uvicorn", "granian")
 
-    def __init__(self, python: str, env: dict[str, str], log_path: Path) -> None:
+
+def server_command(kind: str, python: str, port: int, app: str) -> list[str]:
+    """How `kind` serves `app` on 127.0.0.1:port with one worker, as deploy/systemd runs each worker."""
+    if kind == "daphne":
+        return [python, "-m", "bench.daphne_main", "-b", "127.0.0.1", "-p", str(port), app]
+    if kind == "daphne-v0":
+        # No access log (nginx keeps one in production): daphne formats and writes a line per request.
+        return [python, "-m", "bench.daphne_main", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+    if kind == "uvicorn":
+        # Django has no lifespan events; uvloop and httptools are what uvicorn[standard] runs on.
+        return [
+            python, "-m", "bench.daphne_main", "--server", "uvicorn", "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
+            "--no-access-log", app,
+        ]  # fmt: skip
+    if kind == "granian":
+        return [
+            python, "-m", "granian", "--interface", "asginl", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--loop", "uvloop", "--log-level", "warning", app,
+        ]  # fmt: skip
+    raise ValueError(f"no ASGI server called {kind!r}; the bench knows {', '.join(SERVERS)}")
+
+
+class Server:
+    """One ASGI server process serving the console, as production runs it (one worker).
+
+    It serves bench/floor.py's application: the console's, plus row 8's do-nothing route.
+    """
+
+    def __init__(self, python: str, env: dict[str, str], log_path: Path, kind: str = "") -> None:
+        self.kind = kind or os.environ.get("BENCH_SERVER") or SERVERS[0]
         self.python = python
         self.env = env
         self.log_path = log_path
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.gc_log = log_path.with_name("daphne-gc.log")
+        self.gc_log = log_path.with_name(f"{log_path.stem}-gc.log")
 
     @property
     def base_url(self) -> str:
@@ -185,16 +215,7 @@ class Daphne:
         self.gc_log.unlink(missing_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    self.python,
-                    "-m",
-                    "bench.daphne_main",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "clusterra_site.asgi:application",
-                ],
+                server_command(self.kind, self.python, self.port, "bench.floor:application"),
                 cwd=REPO,
                 env=os.environ | self.env | {"BENCH_GC_LOG": str(self.gc_log)},
                 stdin=subprocess.DEVNULL,
@@ -204,25 +225,33 @@ class Daphne:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"{self.kind} exited with {self.process.returncode}; see {self.log_path}")
             with contextlib.suppress(requests.RequestException):
                 requests.get(f"{self.base_url}/healthz", timeout=5)
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"daphne did not answer within {timeout:g} s; see {self.log_path}")
+        raise RuntimeError(f"{self.kind} did not answer within {timeout:g} s; see {self.log_path}")
+
+    def pids(self) -> list[int]:
+        """The server's process and every process under it (a server may run its worker as a child)."""
+        return process_tree(self.pid)
 
     def memory(self) -> dict[str, int]:
-        """The process's resident and private (unshared) memory in bytes, from /proc."""
-        return process_memory(self.pid)
+        """The server's resident and private (unshared) memory in bytes, from /proc, over its processes."""
+        total = {"rss": 0, "pss": 0, "private": 0}
+        for pid in self.pids():
+            for name, value in process_memory(pid).items():
+                total[name] += value
+        return total
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
+        return sum(process_cpu_seconds(pid) for pid in self.pids())
 
     def major_faults(self) -> int:
-        return major_faults(self.pid)
+        return sum(major_faults(pid) for pid in self.pids())
 
     def gc_pauses(self, since: float, until: float) -> list[tuple[float, float, int]]:
-        """(wall-clock time, seconds, generation) of daphne's collections of 5 ms or more in the window."""
+        """(wall-clock time, seconds, generation) of the server's collections of 5 ms or more then."""
         pauses = []
         with contextlib.suppress(OSError):
             for line in self.gc_log.read_text().splitlines():
@@ -241,6 +270,24 @@ class Daphne:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# Row 4 (bench/fanout.py) and older callers know the server by daphne's name.
+Daphne = Server
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and its descendants, from each process's parent in /proc; gone processes are left out."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
 
 
 def _stat_fields(pid: int) -> list[str]:

@@ -1,4 +1,6 @@
-"""`python -m daphne` plus a log of the garbage collector's longer pauses, so a stall is blamed rightly.
+"""`python -m daphne` (`--server uvicorn`: `python -m uvicorn`) plus a log of the collector's longer pauses.
+
+So that a stall is blamed rightly.
 
 The console runs unchanged; the only addition is a gc callback that appends one line per
 collection of at least PAUSE_LOGGED seconds to BENCH_GC_LOG: wall-clock time, seconds, generation.
@@ -33,6 +35,17 @@ def main() -> None:
     path = os.environ.get("BENCH_GC_LOG")
     if path:
         _log_pauses(path)
+    if sys.argv[1:2] == ["--server"]:
+        server = sys.argv[2]
+        del sys.argv[1:3]
+    else:
+        server = "daphne"
+    if server == "uvicorn":
+        import uvicorn.main
+
+        sys.argv[0] = "uvicorn"
+        uvicorn.main.main()
+        return
     from daphne.cli import CommandLineInterface
 
     sys.argv[0] = "daphne"

@@ -1,9 +1,10 @@
-"""`make bench`: seven benchmarks against a live console and their raw baselines, one table, one JSON file.
+"""`make bench`: eight benchmarks against a live console and their raw baselines, one table, one JSON file.
 
     python -m bench.run            full run (several minutes; 10,000 queued jobs, 2,000 terminals)
     python -m bench.run --smoke    seconds, small sizes: CI runs it so the benchmarks never rot (rows 1-5;
                                    `--smoke --only 6` for row 6)
     python -m bench.run --only 7   submit on each Slurm release that is up (22.05, 24.11, 26.05)
+    python -m bench.run --only 8   the mixed load of 48 signed-in people, against a do-nothing view
 
 Needs root on the machine that runs scripts/slurm-up.sh's Slurm (it provisions a Linux user,
 starts login shells as that user and parks jobs in a partition of its own), PostgreSQL, and
@@ -59,6 +60,13 @@ class Plan:
     plugin_blocks: int
     plugin_per_block: int
     plugin_warmup: int
+    load_clients: int
+    load_seconds: float
+    load_rounds: int
+    # Row 8 on these ASGI servers too, each a process of its own on the same database (daphne,uvicorn,…).
+    load_servers: str
+    # Seconds of each kind of request alone after the mixed turns, for the CPU each costs (0: none).
+    load_by_route: float
 
 
 PLANS = {
@@ -78,6 +86,11 @@ PLANS = {
         plugin_blocks=24,
         plugin_per_block=25,
         plugin_warmup=3,
+        load_clients=48,
+        load_seconds=10.0,
+        load_rounds=2,
+        load_servers="",
+        load_by_route=0.0,
     ),
     "smoke": Plan(
         submit_count=8,
@@ -95,12 +108,18 @@ PLANS = {
         plugin_blocks=2,
         plugin_per_block=5,
         plugin_warmup=1,
+        load_clients=8,
+        load_seconds=1.0,
+        load_rounds=2,
+        load_servers="",
+        load_by_route=0.0,
     ),
 }
 # Quiet work first: echo, then the job_submit plugin while slurmctld holds few jobs (the console's script
 # reads all of them on every submit) and before row 1's leave any behind, the submits on each release before
-# row 2 queues its 10,000 jobs, the 500 shells of the fan-out last.
-ORDER = (3, 6, 1, 7, 2, 5, 4)
+# row 2 queues its 10,000 jobs (the mixed load's people look at their own jobs: before those too), the
+# 2,000 shells of the fan-out last.
+ORDER = (3, 6, 1, 7, 8, 2, 5, 4)
 # A full run waits before each row until others' work has stayed under QUIET_SHARE this long (or gives up).
 QUIET_SPELL = 15.0
 QUIET_LIMIT = 300.0
@@ -336,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                     submitted=submitted,
                 ),
             ),
+            8: ("mixed load", lambda: _mixed_load(server, cast, raw, plan, python, settings, submitted)),
             6: (
                 "job_submit plugin",
                 lambda: job_submit.run(
@@ -429,6 +449,49 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {path}")
     print(f"{mode} run took {result['seconds']:.1f} s")
     return 1 if any(row.error for row in rows) else 0
+
+
+def _mixed_load(
+    server: stage.Server,
+    cast: stage.Cast,
+    raw: raw_slurm.RawSlurm,
+    plan: Plan,
+    python: str,
+    settings: stage.Settings,
+    submitted: list[int],
+) -> Row:
+    """Row 8 on the console's server, and on each other server of plan.load_servers in the same turns."""
+    from bench import load
+
+    visitors = load.crowd(cast, raw, stage.SCRIPT_TEXT, submitted, plan.load_clients)
+    servers, started = [server], []
+    try:
+        for kind in filter(None, (k.strip() for k in plan.load_servers.split(","))):
+            if kind == server.kind:
+                continue
+            other = stage.Server(python, server.env, settings.data_dir / f"{kind}.log", kind)
+            other.start()
+            started.append(other)
+            servers.append(other)
+        for each in servers:
+            # The first request of each route compiles its templates and opens its connections: not measured.
+            load.turn(each, "console", visitors, _mix(), 1.0)
+        return load.run(
+            servers,
+            visitors,
+            seconds=plan.load_seconds,
+            rounds=plan.load_rounds,
+            by_route=plan.load_by_route,
+        )
+    finally:
+        for other in started:
+            other.stop()
+
+
+def _mix() -> dict[str, int]:
+    from tests.support.load import MIX
+
+    return MIX
 
 
 def write_results(result: dict[str, Any], folder: Path, mode: str, started_at: datetime) -> Path:
