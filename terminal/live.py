@@ -28,7 +28,7 @@ from access.policy import decide
 from accounts.offboarding import CLOSE_MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE, person_group
 from audit.log import record
 from clusters.models import Cluster
-from terminal import notices
+from terminal import heap, notices
 from terminal.models import TerminalSession
 from terminal.recording import Recorder
 from terminal.transports.base import Transport
@@ -132,6 +132,7 @@ class LiveTerminal:
 
     def begin(self) -> None:
         _live[self.token] = self
+        heap.terminal_opened(len(_live))
         self._pump_task = self._loop.create_task(self._pump(), name=f"terminal-{self.row.pk}-pump")
         self._clock_task = self._loop.create_task(self._watch_clock(), name=f"terminal-{self.row.pk}-clock")
 
@@ -201,6 +202,7 @@ class LiveTerminal:
         self.ending = True
         self.end_reason, self.end_message = reason, message
         _live.pop(self.token, None)
+        heap.terminal_ended(len(_live))
         if self._grace is not None:
             self._grace.cancel()
         if self._listener is not None:
