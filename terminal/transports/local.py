@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import struct
+import subprocess
 import termios
 from collections.abc import AsyncIterator
 
@@ -74,7 +75,7 @@ class LocalPtyTransport(Transport):
         self.ended_reason: str | None = None
         self.exit_status: int | None = None
         self._master: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
         self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._queued = 0
         self._reading = False
@@ -95,14 +96,7 @@ class LocalPtyTransport(Transport):
             _set_size(master, cols, rows)
             # Not a new session here: setsid(1) makes one itself (it would fork if the child already led one)
             # and then takes the PTY as the controlling terminal.
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                env=env,
-                cwd="/",
-            )
+            self._proc = Child(argv, terminal=slave, env=env)
         except OSError as exc:
             os.close(master)
             if self.placement is not None:
@@ -303,6 +297,58 @@ class LocalPtyTransport(Transport):
             if self._master == fd:
                 loop.remove_writer(fd)
             self._writable_waiter = None
+
+
+class Child:
+    """A process started on the terminal's PTY, its end heard through a pidfd on the event loop.
+
+    asyncio.create_subprocess_exec in Python 3.11 waits for every child in a thread of its own
+    (ThreadedChildWatcher): a worker holding 2,000 terminals held 2,000 threads blocked in waitpid.
+    A pidfd becomes readable when the process ends, so one event loop hears all of them; where there
+    is no pidfd (Linux before 5.3) one thread per child waits as before.
+    """
+
+    def __init__(self, argv: list[str], *, terminal: int, env: dict[str, str]) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Started as asyncio would (fork and exec in this thread, every other descriptor closed), but with
+        # nobody watching yet: the pidfd below does that. The PTY's slave side is all three standard files.
+        self._popen = subprocess.Popen(  # noqa: S603 - argv is built by the transport, never from a person
+            argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, cwd="/", close_fds=True
+        )
+        self.pid = self._popen.pid
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._loop.create_task(self._wait_in_thread(), name=f"terminal-child-{self.pid}")
+        else:
+            self._loop.add_reader(self._pidfd, self._reap)
+
+    @property
+    def returncode(self) -> int | None:
+        """None while it runs; then its exit status, or minus the signal that ended it (as asyncio says)."""
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def _reap(self) -> None:
+        # Readable means it has ended; poll() collects it (a zombie until then) and sets returncode.
+        status = self._popen.poll()
+        if status is None:
+            return
+        fd, self._pidfd = self._pidfd, None
+        if fd is not None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        if not self._exited.done():
+            self._exited.set_result(status)
+
+    async def _wait_in_thread(self) -> None:
+        status = await asyncio.to_thread(self._popen.wait)
+        if not self._exited.done():
+            self._exited.set_result(status)
 
 
 def _set_size(fd: int, cols: int, rows: int) -> None:
