@@ -176,7 +176,10 @@ class DataChannel:
     async def send_input(self, data: bytes) -> None:
         if self.ended or not data:
             return
-        chunks = [data[i : i + m.MAX_STREAM_CHUNK] for i in range(0, len(data), m.MAX_STREAM_CHUNK)]
+        if len(data) <= m.MAX_STREAM_CHUNK:
+            chunks = [data]
+        else:
+            chunks = [data[i : i + m.MAX_STREAM_CHUNK] for i in range(0, len(data), m.MAX_STREAM_CHUNK)]
         async with self._write_lock:
             if not self._ready or self._paused or self._pending:
                 self._pending.extend(chunks)

@@ -113,38 +113,58 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
 
 def encode(frame: Frame) -> bytes:
     """The wire bytes of one frame; FrameError if a field cannot be represented."""
-    try:
-        type_bytes = frame.message_type.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise FrameError(f"MessageType must be ASCII, got {frame.message_type!r}") from exc
-    if not type_bytes.strip():
-        raise FrameError("MessageType must not be empty")
-    if len(type_bytes) > MESSAGE_TYPE_SIZE:
-        raise FrameError(f"MessageType is at most {MESSAGE_TYPE_SIZE} bytes, got {len(type_bytes)}")
-    _check_range("SchemaVersion", frame.schema_version, 0, _U32)
-    _check_range("CreatedDate", frame.created_ms, 0, _U64)
-    _check_range("SequenceNumber", frame.sequence_number, _I64_MIN, _I64_MAX)
-    _check_range("Flags", frame.flags, 0, _U64)
-    _check_range("PayloadType", int(frame.payload_type), 0, _U32)
-    _check_range("PayloadLength", len(frame.payload), 0, _U32)
+    # Every keystroke and every acknowledgement is encoded here, so the known types' fields are made once.
+    type_field = _TYPE_FIELDS.get(frame.message_type) or _type_field(frame.message_type)
+    payload = frame.payload
+    if not (
+        0 <= frame.schema_version <= _U32
+        and 0 <= frame.created_ms <= _U64
+        and _I64_MIN <= frame.sequence_number <= _I64_MAX
+        and 0 <= frame.flags <= _U64
+        and 0 <= frame.payload_type <= _U32
+        and len(payload) <= _U32
+    ):
+        _check_range("SchemaVersion", frame.schema_version, 0, _U32)
+        _check_range("CreatedDate", frame.created_ms, 0, _U64)
+        _check_range("SequenceNumber", frame.sequence_number, _I64_MIN, _I64_MAX)
+        _check_range("Flags", frame.flags, 0, _U64)
+        _check_range("PayloadType", int(frame.payload_type), 0, _U32)
+        _check_range("PayloadLength", len(payload), 0, _U32)
     return b"".join(
         (
-            HEADER_LENGTH.to_bytes(4, "big"),
-            # Spaces, not NULs, because that is what the Go writers emit.
-            type_bytes.ljust(MESSAGE_TYPE_SIZE, b" "),
+            _HEADER_LENGTH_FIELD,
+            type_field,
             _AFTER_TYPE.pack(
                 frame.schema_version,
                 frame.created_ms,
                 frame.sequence_number,
                 frame.flags,
                 message_id_to_wire(frame.message_id),
-                hashlib.sha256(frame.payload).digest(),
+                hashlib.sha256(payload).digest(),
                 int(frame.payload_type),
             ),
-            len(frame.payload).to_bytes(4, "big"),
-            frame.payload,
+            len(payload).to_bytes(4, "big"),
+            payload,
         )
     )
+
+
+def _type_field(message_type: str) -> bytes:
+    """MessageType as its 32-byte field; FrameError if it cannot be one."""
+    try:
+        type_bytes = message_type.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise FrameError(f"MessageType must be ASCII, got {message_type!r}") from exc
+    if not type_bytes.strip():
+        raise FrameError("MessageType must not be empty")
+    if len(type_bytes) > MESSAGE_TYPE_SIZE:
+        raise FrameError(f"MessageType is at most {MESSAGE_TYPE_SIZE} bytes, got {len(type_bytes)}")
+    # Spaces, not NULs, because that is what the Go writers emit.
+    return type_bytes.ljust(MESSAGE_TYPE_SIZE, b" ")
+
+
+_HEADER_LENGTH_FIELD = HEADER_LENGTH.to_bytes(4, "big")
+_TYPE_FIELDS = {kind: _type_field(kind) for kind in MessageType}
 
 
 def decode(data: bytes, *, validate: bool = True) -> Frame:
@@ -194,8 +214,12 @@ def decode(data: bytes, *, validate: bool = True) -> Frame:
     )
 
 
+# One encoder for every acknowledgement: json.dumps with separators would build a new one each call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def compact_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _COMPACT.encode(value).encode()
 
 
 def acknowledgement(of: Frame) -> Frame:

@@ -89,11 +89,11 @@ class SsmTransport(Transport):
         if self.channel is not None:
             await self.channel.set_size(cols, rows)
 
-    async def output(self) -> AsyncIterator[bytes]:
+    def output(self) -> AsyncIterator[bytes]:
+        # The channel's own iterator, not one wrapped around it: every chunk of output passes here.
         if self.channel is None:
-            return
-        async for chunk in self.channel.output():
-            yield chunk
+            return _nothing()
+        return self.channel.output()
 
     async def close(self, reason: str) -> None:
         if self._closed:
@@ -125,3 +125,8 @@ class SsmTransport(Transport):
         if grant is None:
             return None
         return await self._endpoint(grant)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that ends at once
