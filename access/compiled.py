@@ -13,9 +13,9 @@ for everyone; each console process keeps one per cluster in memory for its decis
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db.models import Q
@@ -52,9 +52,12 @@ def access_of(grants: list[Grant], cluster: Cluster) -> Access:
     )
 
 
-@dataclass(frozen=True)
-class GrantRule:
-    """One grant as the compiler needs it; the names match Grant's, so access_of takes either."""
+class GrantRule(NamedTuple):
+    """One grant as the compiler needs it; the names match Grant's, so access_of takes either.
+
+    Named tuples, not frozen dataclasses: a cluster's rules are ~20,000 of these, and a tuple is
+    made several times faster, which is most of what a reload of the rules costs.
+    """
 
     pk: int
     user_id: int | None
@@ -66,8 +69,7 @@ class GrantRule:
     qos_names: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class QuotaRule:
+class QuotaRule(NamedTuple):
     """One quota's holder and limits; the names match Quota's, so access.quota's status_of takes either."""
 
     pk: int
@@ -97,7 +99,7 @@ class QuotaRule:
         return (self.group_id is not None, self.group_name if self.group_id else "")
 
 
-QUOTA_FIELDS = tuple(f.name for f in fields(QuotaRule) if f.name not in ("pk", "group_name"))
+QUOTA_FIELDS = tuple(name for name in QuotaRule._fields if name not in ("pk", "group_name"))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,10 @@ How fresh it is — the decision and its reason:
 - Deactivation is read from the person object at every decision, never from here.
 
 A rebuild is made whole, then swapped in with one assignment: a thread sees the old rules or
-the new, never half of them. One rebuild per cluster at a time; the others wait for it.
+the new, never half of them. One rebuild per cluster at a time; the others wait for it. Its
+three reads are separate statements: a change that commits between them is in some and not
+others, but it moved the version (and, if made here, this process's count of changes) after
+the rebuild read it, so the rules are read again within the same bound.
 """
 
 from __future__ import annotations

@@ -252,12 +252,9 @@ def locked_quotas(ids: Sequence[int]) -> list[Quota]:
     """
     if not ids:
         return []
-    rows = (
-        Quota.objects.filter(pk__in=ids)
-        .select_related("group", "user", "cluster")
-        .order_by("pk")
-        .select_for_update(of=("self",))
-    )
+    # Only the quota rows are locked; the group is joined for its name (the quota's scope).
+    rows = Quota.objects.filter(pk__in=ids).select_related("group").order_by("pk")
+    rows = rows.select_for_update(of=("self",))
     return sorted(rows, key=lambda q: (q.group_id is not None, q.group.name if q.group_id else ""))
 
 
