@@ -10,6 +10,7 @@ Sessions live in the database, not here, so nobody is signed out by an outage.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 # One warning a minute at most while Redis stays away; each failed call would otherwise log one.
 WARN_EVERY = 60.0
 _last_warning = 0.0
+# Redis connection pools by server URL and options, shared by every cache object of the process.
+_pools: dict[tuple[str, str], Any] = {}
+_pools_lock = threading.Lock()
 
 
 def _unreachable(action: str, exc: Exception) -> None:
@@ -36,6 +40,21 @@ def _unreachable(action: str, exc: Exception) -> None:
 
 
 class _DegradingClient(RedisCacheClient):
+    def _get_connection_pool(self, write: bool) -> Any:
+        # Django makes a cache object, and with it a connection pool, per thread and per async context:
+        # under ASGI that is per request, so every request opened a new connection to Redis (a TCP
+        # handshake and HELLO each time) and dropped it. One pool per process instead; redis-py's pools
+        # are thread-safe and open anew in a forked child.
+        server = self._servers[self._get_connection_pool_index(write)]
+        key = (server, repr(sorted(self._pool_options.items(), key=lambda item: item[0])))
+        pool = _pools.get(key)
+        if pool is None:
+            with _pools_lock:
+                pool = _pools.get(key)
+                if pool is None:
+                    pool = _pools[key] = self._pool_class.from_url(server, **self._pool_options)
+        return pool
+
     def _errors(self) -> tuple[type[Exception], ...]:
         # redis-py's ConnectionError and TimeoutError both derive from RedisError; OSError covers a
         # socket refused before redis-py wraps it.

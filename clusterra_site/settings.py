@@ -52,7 +52,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    # Django's MessageMiddleware, but the storage is only made for a request that uses it.
+    "clusterra_site.middleware.MessagesWhenUsed",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -76,6 +77,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.database(os.environ.get("DATABASE_URL"), DATA_DIR)}
+# Threads of a web worker that run requests' Django code (clusterra_site.asgi); 0: as many as the database
+# pool lends connections (CLUSTERRA_DB_POOL_SIZE), or 10 without a pool.
+CLUSTERRA_WEB_THREADS = env.integer("CLUSTERRA_WEB_THREADS", 0, minimum=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     env.private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -27,13 +27,17 @@ def test_many_people_at_once_get_their_own_answers_with_no_errors(demo_cluster, 
     crowd = visitors(demo_cluster, people)
     with live_daphne.forked(django_db_blocker) as base:
         load.warm_up(base, crowd[0])
+        cpu_before = live_daphne.cpu_seconds(base.pid)
         held = load.run(base, crowd)
+        server_cpu = live_daphne.cpu_seconds(base.pid) - cpu_before
     tally = held.tally
     print(
         f"\nload held: {held.done:,} requests from {CLIENTS} clients ({CLIENTS} people, {REAL_PEOPLE} with a "
         f"Linux user) in {held.seconds:.1f} s, {held.per_second:.0f} req/s, p50 {held.p50:.0f} ms, "
         f"p99 {held.p99:.0f} ms, max {held.slowest:.0f} ms, errors {len(tally.errors)}"
-        f" ({'every request sent' if held.done >= REQUESTS else f'stopped by the {SECONDS:g} s bound'})"
+        f" ({'every request sent' if held.done >= REQUESTS else f'stopped by the {SECONDS:g} s bound'}); "
+        f"server CPU {server_cpu / held.done * 1000:.1f} ms/request, {held.done / server_cpu:.0f} requests "
+        f"per CPU-second of the server (the clients' threads share its cores)"
     )
     for route, count in tally.routes.most_common():
         times = sorted(tally.by_route[route])

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import SyncToAsync
@@ -35,6 +36,19 @@ STOP_SECONDS = 10
 _fork_fix_registered = False
 
 
+class Served(str):
+    """The server's base URL, and the process serving it (a forked server's), for CPU accounting."""
+
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU the process has used so far, all its threads (/proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _fresh_single_thread_executor() -> None:
     # The forked server copies asgiref's one-thread executor but not its thread; calls queued on it
     # (the WebSocket's session lookup) would wait forever. The child gets an executor of its own.
@@ -42,7 +56,7 @@ def _fresh_single_thread_executor() -> None:
 
 
 @contextmanager
-def forked(django_db_blocker: Any, *, setup: Callable[[], None] | None = None) -> Iterator[str]:
+def forked(django_db_blocker: Any, *, setup: Callable[[], None] | None = None) -> Iterator[Served]:
     """daphne forked onto a free loopback port; `setup` runs in the child before it serves (a sync loop)."""
     from channels.testing.live import make_application
     from daphne.testing import DaphneProcess
@@ -66,7 +80,9 @@ def forked(django_db_blocker: Any, *, setup: Callable[[], None] | None = None) -
     try:
         if not server.ready.wait(START_SECONDS):
             raise RuntimeError(f"daphne did not start within {START_SECONDS} s")
-        yield f"http://127.0.0.1:{server.port.value}"
+        served = Served(f"http://127.0.0.1:{server.port.value}")
+        served.pid = server.pid
+        yield served
     finally:
         server.terminate()
         server.join(STOP_SECONDS)
