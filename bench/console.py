@@ -277,12 +277,18 @@ Daphne = Server
 
 
 def process_tree(root: int) -> list[int]:
-    """`root` and its descendants, from each process's parent in /proc; gone processes are left out."""
+    """`root` and its descendants that run the same program (a server's workers), from /proc.
+
+    Other children (a terminal's runuser and login shell) are not the server's work: they are left out,
+    and so is what they started. Gone processes are left out too.
+    """
+    program = os.readlink(f"/proc/{root}/exe")
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+                if os.readlink(entry / "exe") == program:
+                    parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
     found, frontier = [root], [root]
     while frontier:
         frontier = [pid for pid, parent in parents.items() if parent in frontier]
