@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from accounts import provisioning
-from accounts.models import ClusterAccount, User
+from accounts.models import ClusterAccount, PosixAccount, User
 from accounts.provisioning import ProvisioningError
 from audit.log import record
 from clusters import tokens
@@ -36,16 +36,29 @@ class SlurmAccessRefused(Refusal):
         super().__init__(message, code=code, status=403)
 
 
-def slurm_for(user: User, cluster: Cluster, *, request: Any = None, provision: bool = True) -> SlurmClient:
+def slurm_for(
+    user: User,
+    cluster: Cluster,
+    *,
+    request: Any = None,
+    provision: bool = True,
+    ready: PosixAccount | None = None,
+) -> SlurmClient:
     """A slurmrestd client acting as `user`'s POSIX account on `cluster`.
 
     With `provision` (the default) a missing or unfinished account is provisioned
     first, which may raise ProvisioningError; without it such an account is refused.
+    `ready` is the person's account as `provisioning.ready_account` returned it earlier in the
+    same request (so found READY, not locked or suspended, a moment ago): it is not looked up again.
     """
     if not user.is_active:
         _refuse(user, cluster, request, "inactive", f"{user.get_username()} is deactivated.")
     if not cluster.enabled:
         _refuse(user, cluster, request, "cluster_disabled", f"{cluster.name} is disabled in the console.")
+    if ready is not None:
+        if ready.user_id != user.pk:
+            raise ValueError("ready must be the person's own account")
+        return _client(user, cluster, request, ready)
     row = ClusterAccount.objects.select_related("account").filter(account__user=user, cluster=cluster).first()
     if row is not None and row.state == ClusterAccount.State.LOCKED:
         _refuse(
@@ -76,6 +89,10 @@ def slurm_for(user: User, cluster: Cluster, *, request: Any = None, provision: b
         account = provisioning.ready_account(user, cluster)
     else:
         account = row.account
+    return _client(user, cluster, request, account)
+
+
+def _client(user: User, cluster: Cluster, request: Any, account: PosixAccount) -> SlurmClient:
     try:
         return cluster.slurm(account.username, uid=account.uid, gid=account.gid)
     except tokens.TokenRefused as e:

@@ -14,7 +14,7 @@ released by `release_stale_claims`.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -31,6 +31,31 @@ log = logging.getLogger("clusterra.jobs.sync")
 
 # A claim (submit in flight) older than this belongs to a worker that died mid-submit.
 STALE_CLAIM = timedelta(minutes=10)
+
+
+def commit_window() -> timedelta:
+    """How long a submit's transaction may stay open after slurmrestd queued its job (jobs.submit).
+
+    The submit records its job in the same transaction that reserved it, so a job can be listed by
+    Slurm before its record is visible: until the slurmrestd call's own timeouts have run out (twice:
+    the client may retry once), plus a minute for the commit and for slurmctld's clock.
+    """
+    call = settings.SLURM_CONNECT_TIMEOUT + settings.SLURM_READ_TIMEOUT
+    return timedelta(seconds=2 * call + 60)
+
+
+def may_be_committing(job: Job, now: datetime | None = None) -> bool:
+    """A job the console tagged and Slurm queued so recently that its submit may not have committed yet.
+
+    The sync loop leaves such a job alone for a round instead of adopting it as an outside job: its
+    record is about to appear. A job still unknown after `commit_window` was queued by a submit that
+    died before its commit, and is adopted like one from a shell (the job_submit plugin bounded it).
+    """
+    if not any(tag.startswith("clusterra:") for tag in (job.extra, job.comment)):
+        return False
+    if job.submit_time is None:
+        return False
+    return job.submit_time > (now or timezone.now()) - commit_window()
 
 
 def confirm_window() -> timedelta:

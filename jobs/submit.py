@@ -9,22 +9,38 @@ The flow (DESIGN.md, "How a job submission flows"), the same for the form, the A
 3. the script is read as the person on the head node, its `#SBATCH` lines parsed and
    merged with the request (the request wins), and the final job resolved: partition,
    time limit, nodes, CPUs, GPUs, working directory (default: the script's folder) — jobs.plan;
-4. `access.ledger.reserve` decides and reserves the budget in one locked transaction;
-5. a JobRecord claim is written, the job submitted as the person (`slurm_for`) with the
-   claim's `submit_tag` as its Slurm comment, then the record completed,
-   `access.ledger.attach` called and the submit audited (a refusal too, once, with the decision's facts).
+4. the person's Slurm client is made (their token minted; a refusal is audited and nothing else is written);
+5. then ONE transaction: with an Idempotency-Key its JobRecord claim first, `access.ledger.reserve`
+   (decide and reserve under the quota locks), the job submitted with the submit's tag in its
+   `extra` (or comment), the JobRecord written with the job id, `access.ledger.attach`, and one
+   audit row. A successful submit commits once (tests/jobs/test_submit_cost.py counts it).
 
-If Slurm refuses, or the request provably never reached it (connection refused), the
-reservation is released, the claim row deleted and the audit says why: nothing is
-half-written. If the request may have reached Slurm but no usable answer came back
-(a timeout, a dropped connection, a gateway's 5xx), the job may be queued: releasing
-then would let the person overrun their limits and leave a job the console only
-adopts as an outside one. So the claim stays, marked unconfirmed, with its
-reservation, and the sync loop settles it: the job carrying the tag becomes the
-claim's record, and a claim whose job Slurm does not list once the confirmation
-window has passed is released and removed (jobs.claims). With an Idempotency-Key the
-claim row is unique per person, cluster and key, so a retry (even a concurrent one)
-returns the first job instead of queueing another.
+Every outcome that can be described is written in that same transaction and committed before it
+is raised. If Slurm refuses, or the request provably never reached it (connection refused), the
+reservation is released (the ledger keeps it RELEASED, with why), a claim row deleted and the
+audit says why: nothing is half-written. If the request may have reached Slurm but no usable
+answer came back (a timeout, a dropped connection, a gateway's 5xx), the job may be queued:
+releasing then would let the person overrun their limits and leave a job the console only adopts
+as an outside one. So a claim is written, marked unconfirmed, with its reservation, and the sync
+loop settles it: the job carrying the tag becomes the claim's record, and a claim whose job Slurm
+does not list once the confirmation window has passed is released and removed (jobs.claims). With
+an Idempotency-Key the claim row is unique per person, cluster and key and inserted first, so a
+concurrent retry waits on it until the first commits and then returns that job instead of
+queueing another.
+
+Held for the slurmrestd call: the quota rows' locks, so another submit drawing on the same budget
+waits for this one's answer (a few ms; at worst the call's timeouts). That is what makes the
+budget check and the queueing one step.
+
+A crash (or a lost database connection) between Slurm's answer and the commit rolls everything
+back: no reservation, no record, no audit row, but a queued job. The sync loop finds it in the
+person's queue; while it is younger than `claims.commit_window()` it is left alone (its submit
+may still be committing), after that it is adopted like a job from a shell and charged when it
+ends (`ledger.record_outside_use`). Until then the console's budget does not count it, but where
+the policy is enforced the job_submit plugin on the head node does (it counts the live jobs in
+slurmctld), so the person still cannot queue past their limits. Before this, a claim was
+committed before the call and such a job was confirmed by its tag instead; that cost several
+commits on every submit to cover a crash in a window of a few milliseconds.
 """
 
 from __future__ import annotations
@@ -45,7 +61,7 @@ from django.utils import timezone
 
 from access import ledger, policy, refusals, snapshot
 from accounts import provisioning
-from accounts.models import User
+from accounts.models import PosixAccount, User
 from accounts.provisioning import ProvisioningError
 from accounts.slurm_access import SlurmAccessRefused, slurm_for
 from audit.log import record as audit
@@ -92,10 +108,10 @@ def decision_dict(decision: Any) -> dict[str, Any]:
 # --- the steps ---------------------------------------------------------------------------------
 
 
-def posix_name(person: User, cluster: Cluster) -> str:
-    """The person's POSIX user on the cluster, provisioned just in time; SubmitError when it cannot be."""
+def posix_account(person: User, cluster: Cluster) -> PosixAccount:
+    """The person's POSIX account on the cluster, provisioned just in time; SubmitError when it cannot be."""
     try:
-        return provisioning.ready_account(person, cluster).username
+        return provisioning.ready_account(person, cluster)
     except ProvisioningError as e:
         status = 403 if e.code in ("inactive", "locked", "cluster_disabled") else 502
         raise SubmitError(e.message, code=f"account_{e.code}", status=status) from None
@@ -130,8 +146,8 @@ def submit(
     if not gate.allowed:
         _audit_denied(person, cluster, parsed, gate, request, dry_run=dry_run)
         raise SubmitError(gate.message, code=gate.code, status=403, decision=gate)
-    posix_user = posix_name(person, cluster)
-    plan = prepare(cluster, parsed, posix_user)
+    account = posix_account(person, cluster)
+    plan = prepare(cluster, parsed, account.username)
 
     if dry_run:
         decision = ledger.reserve(person, cluster, plan.resources, dry_run=True)
@@ -140,43 +156,159 @@ def submit(
             raise SubmitError(decision.message, code=decision.code, status=403, decision=decision, plan=plan)
         return Outcome(decision, plan, None, dry_run=True)
 
-    tag = new_submit_tag()
-    claim = _claim(person, cluster, plan, key, digest, tag)
-    if claim is None:
-        # A concurrent request with the same key got there first.
+    # Minted before the transaction opens: a refusal here is audited on its own and holds no lock.
+    try:
+        client = slurm_for(person, cluster, request=request, ready=account)
+    except SlurmAccessRefused as e:
+        _audit_failed(person, cluster, plan, request, e.reason, e.message, None)
+        raise SubmitError(e.message, code=e.reason, status=403) from None
+    except ProvisioningError as e:
+        message = e.message
+        _audit_failed(person, cluster, plan, request, f"account_{e.code}", message, None)
+        raise SubmitError(message, code=f"account_{e.code}", status=502) from None
+    except (tokens.TokenRefused, tokens.KeyUnavailable) as e:
+        message = f"The console cannot act on {cluster.name} right now ({e}). Nothing was queued."
+        _audit_failed(person, cluster, plan, request, "cluster_unavailable", message, None)
+        raise SubmitError(message, code="cluster_unavailable", status=502) from None
+
+    attempt = _Attempt(person, cluster, parsed, plan, key, digest, new_submit_tag(), request)
+    try:
+        with transaction.atomic():
+            attempt.run(client)
+    except _KeyTaken:
+        # A concurrent request with the same key committed first (its claim held ours until then).
         replay = _replay(person, cluster, key, digest)
         if replay is not None:
             return replay
         raise SubmitError(
             "A submit with this Idempotency-Key was just abandoned; try again.", code="conflict", status=409
-        )
+        ) from None
+    # Committed: what the attempt wrote is durable, whatever it has to say now.
+    if attempt.unexpected is not None:
+        raise attempt.unexpected
+    if attempt.error is not None:
+        raise attempt.error
+    return attempt.outcome
 
-    try:
+
+class _KeyTaken(Exception):
+    """The Idempotency-Key's claim belongs to another request: roll back, then replay that one."""
+
+
+class _Attempt:
+    """One submit's single transaction: claim (with a key), reserve, queue, record, attach, audit.
+
+    `run` is called inside `transaction.atomic()` and never raises for an outcome it can describe:
+    a refusal or failure is written (released reservation, audit row) and kept in `error`, raised only
+    after the commit, so the audit of a failed submit is committed with it. Only `_KeyTaken` and
+    database errors leave `run` and roll everything back.
+    """
+
+    def __init__(
+        self,
+        person: User,
+        cluster: Cluster,
+        parsed: SubmitRequest,
+        plan: Plan,
+        key: str,
+        digest: str,
+        tag: str,
+        request: Any,
+    ) -> None:
+        self.person, self.cluster, self.parsed, self.plan = person, cluster, parsed, plan
+        self.key, self.digest, self.tag, self.request = key, digest, tag, request
+        self.outcome: Outcome | None = None
+        self.error: SubmitError | None = None
+        self.unexpected: BaseException | None = None
+        self.record: JobRecord | None = None
+        self.reservation_id: int | None = None
+        self.decision: Any = None
+
+    def run(self, client: Any) -> None:
+        person, cluster, plan = self.person, self.cluster, self.plan
+        if self.key:
+            # First, so a concurrent request with the same key waits on this row's unique index
+            # until we commit, then replays our job instead of queueing a second one.
+            try:
+                self.record = _new_record(person, cluster, plan, self.key, self.digest, self.tag)
+            except IntegrityError:
+                raise _KeyTaken from None
         decision = ledger.reserve(person, cluster, plan.resources)
-    except Exception:
-        claim.delete()
-        raise
-    if not decision.allowed:
-        claim.delete()
-        _audit_denied(person, cluster, parsed, decision, request, plan=plan)
-        raise SubmitError(decision.message, code=decision.code, status=403, decision=decision, plan=plan)
-    reservation_id = decision.reservation_id
-    if reservation_id is not None:
-        # On the claim from now on, so a claim whose worker dies mid-submit still gives its budget back.
-        claim.reservation_id, claim.ledger = reservation_id, JobRecord.Ledger.RESERVED
-        claim.save(update_fields=["reservation_id", "ledger"])
+        if not decision.allowed:
+            if self.record is not None:
+                self.record.delete()
+            _audit_denied(person, cluster, self.parsed, decision, self.request, plan=plan)
+            self.error = SubmitError(
+                decision.message, code=decision.code, status=403, decision=decision, plan=plan
+            )
+            return
+        self.decision = decision
+        self.reservation_id = decision.reservation_id
+        sent_at = time.time()
+        try:
+            result = client.submit(dataclasses.replace(plan.spec, tag=self.tag))
+        except SlurmError as e:
+            self._slurm_failed(e, sent_at)
+            return
+        except (tokens.TokenRefused, tokens.KeyUnavailable) as e:
+            message = f"The console cannot act on {cluster.name} right now ({e}). Nothing was queued."
+            self._abandon("cluster_unavailable", message, 502)
+            return
+        except BaseException as e:
+            # The request may have gone out before whatever this is: only the sync loop can tell.
+            self._unconfirmed("unexpected error")
+            self.unexpected = e
+            return
+        self._queued(result)
 
-    sent_at = time.time()
-    try:
-        client = slurm_for(person, cluster, request=request)
-        result = client.submit(dataclasses.replace(plan.spec, tag=tag))
-    except SlurmAccessRefused as e:
-        _abandon(claim, reservation_id, person, cluster, plan, request, "token_refused", e.message)
-        raise SubmitError(e.message, code=e.reason, status=403, decision=decision) from None
-    except ProvisioningError as e:
-        _abandon(claim, reservation_id, person, cluster, plan, request, f"account_{e.code}", e.message)
-        raise SubmitError(e.message, code=f"account_{e.code}", status=502, decision=decision) from None
-    except SlurmError as e:
+    def _queued(self, result: Any) -> None:
+        person, cluster, plan, rid = self.person, self.cluster, self.plan, self.reservation_id
+        spec = plan.spec
+        record = self.record or _new_record(person, cluster, plan, "", self.digest, self.tag, save=False)
+        record.slurm_job_id = result.job_id
+        record.state = "PENDING"
+        record.submit_time = timezone.now()
+        record.reservation_id = rid
+        record.ledger = JobRecord.Ledger.RESERVED if rid is not None else JobRecord.Ledger.NONE
+        record.stdout_path, record.stderr_path = output.paths_for(
+            record, plan.spec.standard_output or "", plan.spec.standard_error or ""
+        )
+        record.save()
+        if rid is not None:
+            try:
+                ledger.attach(rid, result.job_id)
+            except Exception:
+                # The job is queued and must stay recorded; the reservation stays open and sync settles it.
+                # (attach runs in its own savepoint, so its failure leaves this transaction usable.)
+                log.exception("ledger.attach(%s, %s) failed", rid, result.job_id)
+        decision = self.decision
+        audit(
+            "job.submit",
+            actor=person,
+            cluster=cluster,
+            target=f"job {result.job_id}",
+            message=f"Job {result.job_id} ({spec.name}) queued on {spec.partition} as {plan.posix_user}.",
+            request=self.request,
+            details={
+                "job_id": result.job_id,
+                "script_path": plan.script.path,
+                "partition": plan.spec.partition,
+                "time_limit": plan.spec.time_limit,
+                "nodes": plan.spec.nodes,
+                "cpus": plan.cpus,
+                "gpus": plan.gpus,
+                "array": plan.spec.array,
+                "reservation_id": rid,
+                "decision": decision.code,
+                # What each budget the job draws on had left when it was reserved.
+                "quotas": decision.facts.get("quotas", []),
+                "warnings": list(result.warnings),
+            },
+        )
+        self.outcome = Outcome(decision, plan, record, warnings=result.warnings)
+
+    def _slurm_failed(self, e: SlurmError, sent_at: float) -> None:
+        cluster = self.cluster
         # For a missing answer Slurm's own summary says nothing the sentence does not; the detail does.
         why = e.message if isinstance(e, SlurmUnavailable) else str(e)
         if e.outcome_unknown:
@@ -186,67 +318,68 @@ def submit(
                 f"finds out, within {_window_words()}: if it was queued it appears in your job list, "
                 "if not the reservation is released. Check your job list before submitting it again."
             )
-            _unconfirmed(claim, reservation_id, person, cluster, plan, request, message)
-            raise SubmitError(message, code="submit_unconfirmed", status=502, decision=decision) from None
-        refusal = _plugin_refusal(cluster, person, sent_at) if isinstance(e, SlurmRejected) else None
+            self._unconfirmed(message)
+            self.error = SubmitError(message, code="submit_unconfirmed", status=502, decision=self.decision)
+            return
+        refusal = _plugin_refusal(cluster, self.person, sent_at) if isinstance(e, SlurmRejected) else None
         if refusal is not None:
             # The head node's policy saw what the console's did not yet (a job queued from a shell a
             # moment ago): its sentence, as sbatch would have printed it.
             message = f"{refusal['message']} Nothing was queued and no budget was used."
-            code = str(refusal.get("code") or "slurm_rejected")
-            _abandon(claim, reservation_id, person, cluster, plan, request, code, message)
-            raise SubmitError(message, code=code, status=403, decision=decision) from None
-        if isinstance(e, (SlurmRejected, SlurmPermissionDenied, SlurmNotFound)):
+            self._abandon(str(refusal.get("code") or "slurm_rejected"), message, 403)
+        elif isinstance(e, (SlurmRejected, SlurmPermissionDenied, SlurmNotFound)):
             message = f"Slurm refused the job: {e.message}. Nothing was queued and no budget was used."
-            _abandon(claim, reservation_id, person, cluster, plan, request, "slurm_rejected", message)
-            status = 403 if isinstance(e, SlurmPermissionDenied) else 400
-            raise SubmitError(message, code="slurm_rejected", status=status, decision=decision) from None
-        message = (
-            f"{cluster.name} did not answer the submit ({why}). Nothing was queued and your budget "
-            "reservation was released; try again in a few minutes."
-        )
-        _abandon(claim, reservation_id, person, cluster, plan, request, "cluster_unavailable", message)
-        raise SubmitError(message, code="cluster_unavailable", status=502, decision=decision) from None
-    except (tokens.TokenRefused, tokens.KeyUnavailable) as e:
-        message = f"The console cannot act on {cluster.name} right now ({e}). Nothing was queued."
-        _abandon(claim, reservation_id, person, cluster, plan, request, "cluster_unavailable", message)
-        raise SubmitError(message, code="cluster_unavailable", status=502, decision=decision) from None
-    except BaseException:
-        # The request may have gone out before whatever this is: only the sync loop can tell.
-        _unconfirmed(claim, reservation_id, person, cluster, plan, request, "unexpected error")
-        raise
+            self._abandon("slurm_rejected", message, 403 if isinstance(e, SlurmPermissionDenied) else 400)
+        else:
+            message = (
+                f"{cluster.name} did not answer the submit ({why}). Nothing was queued and your budget "
+                "reservation was released; try again in a few minutes."
+            )
+            self._abandon("cluster_unavailable", message, 502)
 
-    _complete(claim, plan, result.job_id, reservation_id)
-    if reservation_id is not None:
-        try:
-            ledger.attach(reservation_id, result.job_id)
-        except Exception:
-            # The job is queued and must stay recorded; the reservation stays open and sync settles it.
-            log.exception("ledger.attach(%s, %s) failed", reservation_id, result.job_id)
-    audit(
-        "job.submit",
-        actor=person,
-        cluster=cluster,
-        target=f"job {result.job_id}",
-        message=f"Job {result.job_id} ({plan.spec.name}) queued on {plan.spec.partition} as {posix_user}.",
-        request=request,
-        details={
-            "job_id": result.job_id,
-            "script_path": plan.script.path,
-            "partition": plan.spec.partition,
-            "time_limit": plan.spec.time_limit,
-            "nodes": plan.spec.nodes,
-            "cpus": plan.cpus,
-            "gpus": plan.gpus,
-            "array": plan.spec.array,
-            "reservation_id": reservation_id,
-            "decision": decision.code,
-            # What each budget the job draws on had left when it was reserved.
-            "quotas": decision.facts.get("quotas", []),
-            "warnings": list(result.warnings),
-        },
-    )
-    return Outcome(decision, plan, claim, warnings=result.warnings)
+    def _abandon(self, code: str, message: str, status: int) -> None:
+        """The submit did not queue: release the budget, drop the claim, say so in the audit log."""
+        rid = self.reservation_id
+        if rid is not None:
+            # The entry stays, RELEASED with the reason, so the audit's reservation_id points somewhere.
+            try:
+                ledger.release(rid, f"submit failed: {code}")
+            except Exception:
+                # In its own savepoint: this transaction goes on, and the entry is left for sync to settle.
+                log.exception("ledger.release(%s) failed after a failed submit", rid)
+        if self.record is not None:
+            self.record.delete()
+        _audit_failed(self.person, self.cluster, self.plan, self.request, code, message, rid)
+        self.error = SubmitError(message, code=code, status=status, decision=self.decision)
+
+    def _unconfirmed(self, message: str) -> None:
+        """Keep a claim and its reservation for the sync loop: the job may be queued under its tag."""
+        record = self.record or _new_record(
+            self.person, self.cluster, self.plan, "", self.digest, self.tag, save=False
+        )
+        record.reservation_id = self.reservation_id
+        record.ledger = (
+            JobRecord.Ledger.RESERVED if self.reservation_id is not None else JobRecord.Ledger.NONE
+        )
+        record.unconfirmed_since = timezone.now()
+        record.save()
+        self.record = record
+        audit(
+            "job.submit",
+            actor=self.person,
+            cluster=self.cluster,
+            target=self.plan.script.label,
+            outcome="error",
+            reason="submit_unconfirmed",
+            message=message,
+            request=self.request,
+            details={
+                "script_path": self.plan.script.path,
+                "reservation_id": self.reservation_id,
+                "submit_tag": self.tag,
+                **self.plan.cost_dict(),
+            },
+        )
 
 
 def _plugin_refusal(cluster: Cluster, person: User, since: float) -> dict | None:
@@ -270,70 +403,52 @@ def _window_words() -> str:
     return "a minute" if minutes == 1 else f"{minutes} minutes"
 
 
-def _claim(person: User, cluster: Cluster, plan: Plan, key: str, digest: str, tag: str) -> JobRecord | None:
+def _new_record(
+    person: User, cluster: Cluster, plan: Plan, key: str, digest: str, tag: str, *, save: bool = True
+) -> JobRecord:
+    """The submit's JobRecord: inserted now (a claim on an Idempotency-Key), or built to be saved once."""
     spec = plan.spec
-    try:
-        with transaction.atomic():
-            return JobRecord.objects.create(
-                cluster=cluster,
-                person=person,
-                posix_user=plan.posix_user,
-                origin=JobRecord.Origin.CONSOLE,
-                name=spec.name or "",
-                partition=spec.partition or "",
-                account=spec.account or "",
-                qos=spec.qos or "",
-                # An array's record is the whole array; jobs.tracking adds its tasks as Slurm lists them.
-                array=(spec.array or "")[:100],
-                time_limit=spec.time_limit,
-                node_count=spec.nodes or 1,
-                cpus=plan.cpus,
-                gpus=plan.gpus,
-                memory_mb=spec.memory_per_node,
-                script_path=plan.script.path,
-                working_directory=spec.working_directory,
-                idempotency_key=key,
-                request_digest=digest,
-                submit_tag=tag,
-                submitted={
-                    "job": plan.job_dict(),
-                    "directives": plan.directive_list(),
-                    "cost": plan.cost_dict(),
-                },
-            )
-    except IntegrityError:
-        return None
-
-
-def _complete(claim: JobRecord, plan: Plan, job_id: int, reservation_id: int | None) -> None:
-    claim.slurm_job_id = job_id
-    claim.state = "PENDING"
-    claim.submit_time = timezone.now()
-    claim.reservation_id = reservation_id
-    claim.ledger = JobRecord.Ledger.RESERVED if reservation_id is not None else JobRecord.Ledger.NONE
-    claim.stdout_path, claim.stderr_path = output.paths_for(
-        claim, plan.spec.standard_output or "", plan.spec.standard_error or ""
+    record = JobRecord(
+        cluster=cluster,
+        person=person,
+        posix_user=plan.posix_user,
+        origin=JobRecord.Origin.CONSOLE,
+        name=spec.name or "",
+        partition=spec.partition or "",
+        account=spec.account or "",
+        qos=spec.qos or "",
+        # An array's record is the whole array; jobs.tracking adds its tasks as Slurm lists them.
+        array=(spec.array or "")[:100],
+        time_limit=spec.time_limit,
+        node_count=spec.nodes or 1,
+        cpus=plan.cpus,
+        gpus=plan.gpus,
+        memory_mb=spec.memory_per_node,
+        script_path=plan.script.path,
+        working_directory=spec.working_directory,
+        idempotency_key=key,
+        request_digest=digest,
+        submit_tag=tag,
+        submitted={
+            "job": plan.job_dict(),
+            "directives": plan.directive_list(),
+            "cost": plan.cost_dict(),
+        },
     )
-    claim.save()
+    if save:
+        record.save(force_insert=True)
+    return record
 
 
-def _abandon(
-    claim: JobRecord,
-    reservation_id: int | None,
+def _audit_failed(
     person: User,
     cluster: Cluster,
     plan: Plan,
     request: Any,
     code: str,
     message: str,
+    reservation_id: int | None,
 ) -> None:
-    """Undo a submit that did not queue: release the budget, drop the claim, say so in the audit log."""
-    if reservation_id is not None:
-        try:
-            ledger.release(reservation_id, f"submit failed: {code}")
-        except Exception:
-            log.exception("ledger.release(%s) failed after a failed submit", reservation_id)
-    claim.delete()
     audit(
         "job.submit",
         actor=person,
@@ -344,36 +459,6 @@ def _abandon(
         message=message,
         request=request,
         details={"script_path": plan.script.path, "reservation_id": reservation_id, **plan.cost_dict()},
-    )
-
-
-def _unconfirmed(
-    claim: JobRecord,
-    reservation_id: int | None,
-    person: User,
-    cluster: Cluster,
-    plan: Plan,
-    request: Any,
-    message: str,
-) -> None:
-    """Keep the claim and its reservation for the sync loop: the job may be queued under its tag."""
-    claim.unconfirmed_since = timezone.now()
-    claim.save(update_fields=["unconfirmed_since", "updated"])
-    audit(
-        "job.submit",
-        actor=person,
-        cluster=cluster,
-        target=plan.script.label,
-        outcome="error",
-        reason="submit_unconfirmed",
-        message=message,
-        request=request,
-        details={
-            "script_path": plan.script.path,
-            "reservation_id": reservation_id,
-            "submit_tag": claim.submit_tag,
-            **plan.cost_dict(),
-        },
     )
 
 

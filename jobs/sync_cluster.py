@@ -111,7 +111,8 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
         try:
             record = known.get(job.job_id)
             if record is None:
-                if in_flight or (job.is_finished and not has_run(job)) or _before(job, since):
+                committing = claims.may_be_committing(job)  # its submit's transaction may still be open
+                if in_flight or committing or (job.is_finished and not has_run(job)) or _before(job, since):
                     # In flight: see above. A job that ended without running cost nothing.
                     continue
                 record = _adopt(cluster, person, name, job)
@@ -126,7 +127,7 @@ def sync_account(row: ClusterAccount, report: Report) -> None:
             if record is None:
                 first = min(members, key=lambda j: (j.array_task_id is not None, j.job_id))
                 ran = any(has_run(j) or not j.is_finished for j in members)
-                if in_flight or not ran or _before(first, since):
+                if in_flight or claims.may_be_committing(first) or not ran or _before(first, since):
                     continue
                 record = _adopt(cluster, person, name, first, job_id=array_id)
                 report.created += 1
