@@ -7,8 +7,9 @@ its event loop to the thread a sync view runs in, which every real request pays.
 keep one connection alive, as requests' Session and the CLI do.
 
 The console side does all it does for a person: token auth, policy (cluster.view, then
-reserve with the quota rows locked), the script read as the user on the head node (setpriv on this host),
-#SBATCH parsing, a Slurm JWT, the submit, the JobRecord, the ledger and the audit. The raw
+reserve with the quota rows locked), the script read as the user on the head node (on this host by the
+console's long-lived reader, clusters.reader), #SBATCH parsing, a Slurm JWT, the submit, the JobRecord, the
+ledger and the audit, in one transaction. The raw
 side sends the body the console's adapter would send, with a token minted once. The two
 alternate, first one then the other, so drift (a growing queue, a busy minute) hits both.
 """

@@ -126,21 +126,29 @@ def as_user(cluster: HeadNode, username: str, argv: Sequence[str]) -> list[str]:
     """
     if cluster.transport != "local":
         return ["runuser", "-u", username, "--", *argv]
-    try:
-        account = pwd.getpwnam(username)
-    except KeyError:
-        raise UnknownUser(username) from None
-    groups = ",".join(str(gid) for gid in os.getgrouplist(username, account.pw_gid))
+    uid, gid, groups = local_ids(username)
     return [
         "setpriv",
-        f"--reuid={account.pw_uid}",
-        f"--regid={account.pw_gid}",
-        f"--groups={groups}",
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        f"--groups={','.join(str(g) for g in groups)}",
         # Nothing the command runs may gain privileges back (a setuid program on the path).
         "--no-new-privs",
         "--",
         *argv,
     ]
+
+
+def local_ids(username: str) -> tuple[int, int, list[int]]:
+    """`username`'s uid, primary gid and every group (supplementary ones included) on this host.
+
+    From the system's user and group databases, as runuser and login take them; UnknownUser without them.
+    """
+    try:
+        account = pwd.getpwnam(username)
+    except KeyError:
+        raise UnknownUser(username) from None
+    return account.pw_uid, account.pw_gid, os.getgrouplist(username, account.pw_gid)
 
 
 # Slurm's client commands: where the cluster keeps them elsewhere (`slurm_bin`), they are called by path.

@@ -176,7 +176,14 @@ def _script(cluster: Cluster, request: SubmitRequest, posix_user: str) -> script
     if request.script is not None:
         return scripts.inline(cluster, posix_user, request.script)
     path = scripts.validate(cluster, request.script_path)
-    return scripts.read_as(cluster, posix_user, path)
+    # A working directory the request names is checked with the read: one head-node command for both.
+    return scripts.read_as(cluster, posix_user, path, directory=_asked_directory(request, path))
+
+
+def _asked_directory(request: SubmitRequest, script_path: str) -> str | None:
+    """The request's working directory when it must be checked (not the script's own folder)."""
+    wanted = request.working_directory
+    return wanted if wanted and wanted != posixpath.dirname(script_path) else None
 
 
 def _said(
@@ -326,7 +333,9 @@ def _working_directory(
     else:
         return _default_workdir(script, sources)
     scripts.check_path(workdir, what="working_directory")
-    if workdir != script.folder:
+    already = request.script is None and workdir == _asked_directory(request, script.path)
+    if workdir != script.folder and not already:
+        # The script's own --chdir: known only once it is read, so asked in a second command.
         scripts.check_directory(cluster, posix_user, workdir)
     return workdir
 

@@ -8,8 +8,9 @@ Decisions:
 - The file is then read **as the person's POSIX user** on the head node, so the answer is
   the one sbatch would get: a script they cannot read is refused by the kernel, not by a
   rule of ours. Remotely (SSM) through `runuser -u NAME`; on this host (the local
-  transport) through `setpriv` with the person's uid, gid and supplementary groups, which
-  gives the kernel the same credentials without runuser's PAM session (see clusters.headnode.as_user).
+  transport) by the console's long-lived reader, which takes on the person's uid, gid and
+  supplementary groups as its file-system identity for each read, so no process is started per
+  submit (clusters.reader; `setpriv` through clusters.headnode.as_user where it cannot run).
 - Symbolic links are followed, as sbatch follows them, but the **resolved** path must
   also be under a root: a link in the home folder pointing at `/etc/…` is refused.
   The resolution happens as the user in the same command that reads, so the check and
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from clusters import headnode, paths
+from clusters import headnode, paths, reader
 from clusters.models import Cluster
 from clusters.refusal import Refusal
 
@@ -44,6 +45,13 @@ READER = (
 )
 # `test -d` and `test -x` as the user: the working directory must be one they can enter.
 DIRECTORY_CHECK = '[ -d "$1" ] || exit 3; [ -x "$1" ] || exit 5; exit 0'
+# READER after DIRECTORY_CHECK's question about "$3", as `sh -c READ_WITH_DIRECTORY sh PATH LIMIT DIR`:
+# a remote head node answers both in one command (one SSM round trip a submit). It prints the check's
+# code (0, 3 or 5) and a NUL, then what READER prints; the exit code is READER's.
+READ_WITH_DIRECTORY = (
+    'if [ -d "$3" ]; then if [ -x "$3" ]; then printf 0; else printf 5; fi; else printf 3; fi; '
+    "printf '\\0'; " + READER
+)
 
 
 class ScriptError(Refusal):
@@ -140,10 +148,46 @@ def validate(cluster: Cluster, value: object) -> str:
     return path
 
 
-def read_as(cluster: Cluster, username: str, path: str) -> Script:
-    """The script's text, read on the head node by `username`; ScriptError says why not."""
+def read_as(cluster: Cluster, username: str, path: str, *, directory: str | None = None) -> Script:
+    """The script's text, read on the head node by `username`; ScriptError says why not.
+
+    With `directory`, that working directory is checked too (check_directory), after the script,
+    whose refusals come first: on a remote head node in the same command.
+    """
     limit = max_script_bytes()
-    argv = _as_user(cluster, username, ["sh", "-c", READER, "sh", path, str(limit + 1)])
+    if directory is not None and not _local_reader(cluster):
+        return _read_with_directory(cluster, username, path, directory, limit)
+    if _local_reader(cluster):
+        uid, gid, groups = _ids(username)
+        try:
+            code, out, err = reader.read(uid, gid, groups, path, limit + 1, timeout=READ_TIMEOUT)
+        except reader.ReaderUnavailable as e:
+            raise ScriptError(
+                f"The script could not be read on the head node ({e}); nothing was submitted.",
+                code="head_node_unreachable",
+                status=502,
+            ) from None
+        result = headnode.Result(code, out.decode("utf-8", "replace"), err)
+    else:
+        argv = _as_user(cluster, username, ["sh", "-c", READER, "sh", path, str(limit + 1)])
+        try:
+            result = headnode.run(cluster, argv, timeout=READ_TIMEOUT)
+        except headnode.HeadNodeError as e:
+            raise ScriptError(
+                f"{e} The script could not be read; nothing was submitted.",
+                code="head_node_unreachable",
+                status=502,
+            ) from None
+    script = script_from(cluster, username, path, result)
+    if directory is not None:
+        check_directory(cluster, username, directory)
+    return script
+
+
+def _read_with_directory(cluster: Cluster, username: str, path: str, directory: str, limit: int) -> Script:
+    argv = _as_user(
+        cluster, username, ["sh", "-c", READ_WITH_DIRECTORY, "sh", path, str(limit + 1), directory]
+    )
     try:
         result = headnode.run(cluster, argv, timeout=READ_TIMEOUT)
     except headnode.HeadNodeError as e:
@@ -152,6 +196,21 @@ def read_as(cluster: Cluster, username: str, path: str) -> Script:
             code="head_node_unreachable",
             status=502,
         ) from None
+    code, nul, rest = result.stdout.partition("\x00")
+    if not nul or code not in ("0", "3", "5"):
+        # The shell never got as far as the check (runuser refused, say): READER's own words apply.
+        code, rest = "", result.stdout
+    script = script_from(cluster, username, path, headnode.Result(result.exit_code, rest, result.stderr))
+    if not code:
+        raise ScriptError(
+            f"Checking {directory} on the head node gave no answer.", code="invalid_workdir", status=502
+        )
+    directory_answer(username, directory, headnode.Result(int(code), "", ""))
+    return script
+
+
+def script_from(cluster: Cluster, username: str, path: str, result: headnode.Result) -> Script:
+    """The Script of a read's answer (READER's output, or the local reader's): or the ScriptError it means."""
     if not result.ok:
         raise _read_failed(path, username, result)
     resolved, nul, text = result.stdout.partition("\x00")
@@ -197,11 +256,30 @@ def _read_failed(path: str, username: str, result: headnode.Result) -> ScriptErr
 
 def check_directory(cluster: Cluster, username: str, path: str) -> None:
     """The working directory exists and `username` may enter it; Slurm would silently use /tmp instead."""
-    argv = _as_user(cluster, username, ["sh", "-c", DIRECTORY_CHECK, "sh", path])
-    try:
-        result = headnode.run(cluster, argv, timeout=READ_TIMEOUT)
-    except headnode.HeadNodeError as e:
-        raise ScriptError(f"{e} Nothing was submitted.", code="head_node_unreachable", status=502) from None
+    if _local_reader(cluster):
+        uid, gid, groups = _ids(username)
+        try:
+            code = reader.enter(uid, gid, groups, path, timeout=READ_TIMEOUT)
+        except reader.ReaderUnavailable as e:
+            raise ScriptError(
+                f"The working directory could not be checked on the head node ({e}). Nothing was submitted.",
+                code="head_node_unreachable",
+                status=502,
+            ) from None
+        result = headnode.Result(code, "", "")
+    else:
+        argv = _as_user(cluster, username, ["sh", "-c", DIRECTORY_CHECK, "sh", path])
+        try:
+            result = headnode.run(cluster, argv, timeout=READ_TIMEOUT)
+        except headnode.HeadNodeError as e:
+            raise ScriptError(
+                f"{e} Nothing was submitted.", code="head_node_unreachable", status=502
+            ) from None
+    directory_answer(username, path, result)
+
+
+def directory_answer(username: str, path: str, result: headnode.Result) -> None:
+    """What DIRECTORY_CHECK's exit code (or the local reader's) means: nothing, or a ScriptError."""
     if result.exit_code == 3:
         raise ScriptError(
             f"The working directory {path} does not exist on the cluster.", code="invalid_workdir"
@@ -212,6 +290,18 @@ def check_directory(cluster: Cluster, username: str, path: str) -> None:
             code="invalid_workdir",
             status=403,
         )
+
+
+def _local_reader(cluster: Cluster) -> bool:
+    """On this host the console's long-lived reader reads as the person (clusters.reader), no process each."""
+    return cluster.transport == "local" and reader.available()
+
+
+def _ids(username: str) -> tuple[int, int, list[int]]:
+    try:
+        return headnode.local_ids(username)
+    except headnode.UnknownUser as e:
+        raise ScriptError(str(e), code="account_missing", status=502) from None
 
 
 def _as_user(cluster: Cluster, username: str, argv: list[str]) -> list[str]:
