@@ -71,7 +71,9 @@ def reserve(person: Any, cluster: Cluster, request: Resources, *, dry_run: bool 
     sentence and facts, reserves nothing and locks nothing. The reservation's id is the
     decision's `reservation_id`. Writes no audit event: the submit that asked does.
     """
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (a submit's): an error here ends that whole transaction
+    # anyway, and a denial is an answer, not an error. Alone, this block is the transaction.
+    with transaction.atomic(savepoint=False):
         decision = policy.decide(person, "job.submit", cluster, request, lock=not dry_run)
         if decision.allowed and not dry_run:
             entry = open_reservation(person, cluster, request)
@@ -106,7 +108,14 @@ def open_reservation(person: Any, cluster: Cluster, request: Resources) -> Usage
 
 
 def attach(reservation_id: int, job_id: int) -> None:
-    """slurmrestd accepted the job: the reservation now belongs to `job_id`."""
+    """slurmrestd accepted the job: the reservation now belongs to `job_id`.
+
+    The usual case, a reservation not yet attached, is one conditional UPDATE (a submit's own
+    transaction made the entry a moment ago); anything else is looked at under the row's lock.
+    No use changes, so nothing the policy holds needs to hear of it.
+    """
+    if Usage.objects.filter(pk=reservation_id, job_id__isnull=True).update(job_id=job_id):
+        return
     with transaction.atomic():
         entry = _locked(reservation_id)
         if entry.job_id == job_id:
