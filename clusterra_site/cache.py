@@ -4,7 +4,8 @@ The cache holds only what may be lost: the sign-in throttle's counters (allauth'
 Without this, a Redis outage made every password sign-in a 500. With it, reads miss and writes are
 dropped, so sign-in works and the throttle does not count until Redis is back — the choice is to stay
 available: people signing in through the IdP are throttled there, and the outage is logged loudly.
-Sessions live in the database, not here, so nobody is signed out by an outage.
+Sessions are read from here but kept in the database (clusterra_site/sessions.py), so nobody is signed
+out by an outage.
 """
 
 from __future__ import annotations

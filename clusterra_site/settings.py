@@ -89,6 +89,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYERS = {"default": env.channel_layer(REDIS_URL)}
 # Redis with REDIS_URL, so the sign-in throttle counts across workers; one process's memory without it.
 CACHES = {"default": env.cache(REDIS_URL)}
+# Sessions: with Redis, read from it (one GET instead of a database query on every page) and kept in the
+# database (clusterra_site/sessions.py). Without it the cache is one process's memory, which another
+# worker's sign-out could not reach: the database alone then.
+SESSION_ENGINE = "clusterra_site.sessions" if REDIS_URL else "django.contrib.sessions.backends.db"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
