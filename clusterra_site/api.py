@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable
 from functools import cache, wraps
 from typing import Any
@@ -64,25 +65,42 @@ class PerToken(SimpleRateThrottle):
 
     The rate is read on each request, so a changed setting applies at once. The document and
     its page, asked for without a token, are not counted.
+
+    One instance serves every request of the process, on several threads at once
+    (clusterra_site.asgi), so nothing of a request is kept on it: ninja's own allow_request keeps the
+    token's key and history there, and two requests at once could write one token's history under the
+    other's key. The seconds to wait, asked for just after a refusal on the same thread, are the
+    thread's.
     """
 
     scope = "v1"
 
     def __init__(self) -> None:
         """The rate is read per request (allow_request), not once here."""
+        self._refused = threading.local()
 
     def allow_request(self, request: HttpRequest) -> bool:
-        self.rate = settings.CLUSTERRA_API_RATE
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request)
+        key = self.get_cache_key(request)
+        if key is None:
+            return True
+        most, seconds = self.parse_rate(settings.CLUSTERRA_API_RATE)
+        now = self.timer()
+        # Newest first: the times of this token's requests still inside the window.
+        history = [at for at in self.cache.get(key, []) if at > now - seconds]
+        if len(history) >= most:
+            # Until the oldest one counted leaves the window, and one more may go.
+            self._refused.wait = seconds - (now - history[-1])
+            return False
+        history.insert(0, now)
+        self.cache.set(key, history, seconds)
+        return True
 
     def get_cache_key(self, request: HttpRequest) -> str | None:
         token = getattr(request, "auth", None)  # the token's digest (accounts.api.BearerToken)
         return None if token is None else self.cache_format % {"scope": self.scope, "ident": token}
 
     def wait(self) -> float:
-        """Seconds until the oldest request counted leaves the window, and one more may go."""
-        return self.duration - (self.now - self.history[-1]) if self.history else self.duration
+        return getattr(self._refused, "wait", 1.0)
 
 
 api = NinjaAPI(
