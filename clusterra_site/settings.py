@@ -232,6 +232,10 @@ SLURM_READ_TIMEOUT = float(os.environ.get("CLUSTERRA_SLURM_READ_TIMEOUT", "30"))
 # background and is skipped by the next rounds until it is done, so it delays no other cluster. As long
 # as one unanswered slurmrestd request may take: waiting longer would be waiting for nothing.
 CLUSTERRA_SYNC_CLUSTER_SECONDS = env.integer("CLUSTERRA_SYNC_CLUSTER_SECONDS", 30, minimum=1)
+# Each process holds the compiled policy in memory (access.held); another process's change reaches its
+# read-only decisions within this many seconds (0: a version check at every decision). Reservations read
+# the database.
+CLUSTERRA_POLICY_FRESHNESS_SECONDS = env.integer("CLUSTERRA_POLICY_FRESHNESS_SECONDS", 1, minimum=0)
 # A submit whose answer was lost keeps its budget reservation this long while the sync loop looks for
 # its job by tag (jobs/claims.py); then it is released. Longer than a few sync rounds (10 s each).
 CLUSTERRA_SUBMIT_CONFIRM_SECONDS = env.integer("CLUSTERRA_SUBMIT_CONFIRM_SECONDS", 120)
