@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,10 @@ def check_with(check: Callable[[], Awaitable[int]]) -> None:
 _members: dict[object, tuple[Any, str, str]] = {}
 # Those of them that cannot hear notices right now, and why.
 _deaf: dict[object, str] = {}
+# Those that have let go (left their group, or were forgotten): a reader task of theirs still unwinding
+# (its layer call failing as the consumer closes) must not count them as deaf again, which would keep the
+# database checks running for a terminal that is gone.
+_gone: weakref.WeakSet[object] = weakref.WeakSet()
 _rejoin_all = False
 _checks: asyncio.Task[None] | None = None
 _background: set[asyncio.Task[None]] = set()
@@ -45,6 +50,8 @@ _background: set[asyncio.Task[None]] = set()
 async def join(layer: Any, group: str, channel: str, listener: object) -> bool:
     """Put `channel` in `group`; if the layer fails, note the listener as deaf instead of raising."""
     _members[listener] = (layer, group, channel)
+    with contextlib.suppress(TypeError):  # not weakly referable: never in _gone
+        _gone.discard(listener)
     if layer is None:
         cannot_hear(listener, "no channel layer is configured")
         return False
@@ -95,14 +102,17 @@ async def leave(layer: Any, group: str, channel: str, listener: object) -> None:
 
 
 def forget(listener: object) -> None:
+    with contextlib.suppress(TypeError):  # an object without weak references is simply not remembered
+        _gone.add(listener)
     _members.pop(listener, None)
     if _deaf.pop(listener, None) is not None and not _deaf:
         _stop_checks()
 
 
 def registered() -> set[object]:
-    """Every listener this process has joined to a group and not yet let go (for tests and shutdown)."""
-    return set(_members)
+    """Every listener this process has joined to a group, or counts as deaf, and not yet let go (for tests
+    and shutdown)."""
+    return set(_members) | set(_deaf)
 
 
 def deaf_listeners() -> int:
@@ -112,6 +122,8 @@ def deaf_listeners() -> int:
 
 def cannot_hear(listener: object, problem: str) -> None:
     global _checks, _rejoin_all
+    if listener in _gone:
+        return
     if not _deaf:
         log.warning(
             "the channel layer cannot be reached (%s): offboarding notices do not arrive, so live terminals "
