@@ -23,15 +23,18 @@ connections are open, starts on "go" and prints what it saw as JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,6 +394,42 @@ def turn(server: Any, target: str, visitors: list[Visitor], mix: dict[str, int],
     )
 
 
+@contextlib.contextmanager
+def _recorded(server: Any, route: str, folder: str, seconds: float) -> Iterator[None]:
+    """py-spy samples the server's worker while one kind of request runs alone (nothing if no folder)."""
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder) / (re.sub(r"[^a-z0-9]+", "-", route.lower()).strip("-") + ".txt")
+    # --gil: only the thread holding the GIL, so idle threads and waits on the database are not counted;
+    # --nonblocking: the worker is never paused, at the price of a few torn samples.
+    spy = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--gil",
+            "--nonblocking",
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "-d",
+            str(max(1, int(seconds))),
+            "-p",
+            str(server.pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.wait(seconds + 30)
+
+
 def _sum(turns: list[Turn]) -> dict[str, float]:
     done = sum(t.done for t in turns)
     seconds = sum(t.seconds for t in turns)
@@ -423,6 +462,7 @@ def run(
     seconds: float,
     rounds: int,
     by_route: float = 0.0,
+    profile: str = "",
     number: int = 8,
 ) -> Row:
     """Floor and console on each server, in turns (ABBA per round, servers interleaved); one row."""
@@ -473,7 +513,8 @@ def run(
         server = servers[0]
         costs = {}
         for route in MIX:
-            t = turn(server, "console", visitors, {route: 1}, by_route)
+            with _recorded(server, route, profile, by_route):
+                t = turn(server, "console", visitors, {route: 1}, by_route)
             costs[route] = round(t.server_cpu / max(1, t.done) * 1000, 2)
         info["server_cpu_ms_by_route"] = costs
         row.remarks.append(

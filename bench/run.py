@@ -67,6 +67,9 @@ class Plan:
     load_servers: str
     # Seconds of each kind of request alone after the mixed turns, for the CPU each costs (0: none).
     load_by_route: float
+    # A folder: py-spy records the console's worker during each by-route turn, one file per kind (GIL holder
+    # only, so the samples are CPU, not waiting); bench.profile summarises them. Empty: no profile.
+    load_profile: str
 
 
 PLANS = {
@@ -91,6 +94,7 @@ PLANS = {
         load_rounds=2,
         load_servers="",
         load_by_route=0.0,
+        load_profile="",
     ),
     "smoke": Plan(
         submit_count=8,
@@ -113,6 +117,7 @@ PLANS = {
         load_rounds=2,
         load_servers="",
         load_by_route=0.0,
+        load_profile="",
     ),
 }
 # Quiet work first: echo, then the job_submit plugin while slurmctld holds few jobs (the console's script
@@ -482,6 +487,7 @@ def _mixed_load(
             seconds=plan.load_seconds,
             rounds=plan.load_rounds,
             by_route=plan.load_by_route,
+            profile=plan.load_profile,
         )
     finally:
         for other in started:
