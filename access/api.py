@@ -12,7 +12,6 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
 from access import policy, refusals
-from access.quota import quota_status
 from accounts.api import ClusterId, answers, cluster_or_404
 from clusters import models, partitions, tokens
 from clusters.refusal import Refusal
@@ -225,4 +224,5 @@ def list_partitions(request: HttpRequest, id: ClusterId) -> dict[str, Any]:
 )
 def quota(request: HttpRequest, id: ClusterId) -> dict[str, Any]:
     cluster = _viewable(request, id)
-    return {"cluster": cluster.slug, "quotas": [q.as_json() for q in quota_status(request.user, cluster)]}
+    quotas = policy.quota_status(request.user, cluster)
+    return {"cluster": cluster.slug, "quotas": [q.as_json() for q in quotas]}

@@ -40,14 +40,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Q
 from django.utils import timezone
 
 from access.arrays import array_tasks, without_throttle
-from access.compiled import Access, access_of
+from access.compiled import Access
 from access.held import held
-from access.models import Grant
-from access.quota import QuotaStatus, held_by, locked_quotas, quota_status, statuses_of
+from access.quota import QuotaStatus, locked_quotas, statuses_of
 from clusters.models import Cluster
 
 __all__ = [
@@ -187,10 +185,12 @@ def grant_problem(person: Any, cluster: Cluster, partition: str, account: str = 
     """
     if not _is_active(person):
         return f"{person.get_username()} is deactivated."
-    grants = _grants(cluster, held_by(person))
-    if not grants:
+    # The same rules decisions read (access.held): a grant withdrawn in another process counts within
+    # its freshness bound, i.e. at the next round of the sync loop at the latest.
+    rules = held.person(person, cluster)
+    if not rules.grants:
         return f"You have no access to {cluster.name}; ask an administrator for a grant."
-    granted = access_of(grants, cluster)
+    granted = rules.access(cluster)
     for name in [p for p in partition.split(",") if p] or [""]:
         request = Resources(partition=name, account=account, qos=qos)
         problem = _partition_problem(granted, request, cluster) or _account_problem(granted, request, cluster)
@@ -208,11 +208,22 @@ def granted_partitions(person: Any, cluster: Cluster, known: list[str] | None = 
     """
     if not _is_active(person):
         return []
-    granted = access_of(_grants(cluster, held_by(person)), cluster)
+    granted = held.person(person, cluster).access(cluster)
     if granted.all_partitions:
         return sorted(known) if known is not None else [ALL_PARTITIONS]
     names = list(granted.partitions)
     return names if known is None else [n for n in names if n in set(known)]
+
+
+def quota_status(person: Any, cluster: Cluster) -> list[QuotaStatus]:
+    """Every quota that applies to the person on the cluster, in the order decisions check them.
+
+    From what decisions read (access.held: the rules and the use held per process, as fresh as a
+    decision's), so a page says exactly what the next submit would be checked against.
+    """
+    if not getattr(person, "is_authenticated", False):
+        return []
+    return held.statuses(cluster, held.person(person, cluster).quotas, timezone.now())
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -512,12 +523,6 @@ def _deny(code: str, message: str, facts: dict) -> Decision:
 
 def _is_active(person: Any) -> bool:
     return bool(getattr(person, "is_authenticated", False) and person.is_active)
-
-
-def _grants(cluster: Cluster, held: Q) -> list[Grant]:
-    # By primary key, not Grant's Meta.ordering (group and person names): sorting by names joins
-    # the group and user tables for every row, and no caller depends on the order anyway.
-    return list(Grant.objects.filter(cluster=cluster).filter(held).order_by("pk"))
 
 
 def _posix_name(person: Any) -> str | None:

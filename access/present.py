@@ -11,8 +11,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from access.models import Usage
-from access.policy import Decision, Resources
-from access.quota import QuotaStatus, quota_status
+from access.policy import Decision, Resources, quota_status
+from access.quota import QuotaStatus
 from clusters.models import Cluster
 from ui.templatetags.ui import figure
 

@@ -256,10 +256,3 @@ def locked_quotas(ids: Sequence[int]) -> list[Quota]:
     rows = Quota.objects.filter(pk__in=ids).select_related("group").order_by("pk")
     rows = rows.select_for_update(of=("self",))
     return sorted(rows, key=lambda q: (q.group_id is not None, q.group.name if q.group_id else ""))
-
-
-def quota_status(person: Any, cluster: Cluster) -> list[QuotaStatus]:
-    """Every quota that applies to the person on the cluster, in the order decisions check them."""
-    if not getattr(person, "is_authenticated", False):
-        return []
-    return statuses_of(applicable_quotas(person, cluster))
