@@ -120,23 +120,24 @@ def use_chart(person: Any, cluster: Cluster, start: datetime) -> dict[str, Any]:
         cpu_h = round(80 * values["cpu"] / peak, 1) if peak else 0
         gpu_h = round(80 * values["gpu"] / peak, 1) if peak else 0
         x = i * (2 * width + 4)
+        # Words already: a number or a date handed to the template is localised there, six times a bar.
         bars.append(
             {
-                "day": day,
-                "x": x,
-                "gpu_x": x + width,
+                "day": day.isoformat(),
+                "x": str(x),
+                "gpu_x": str(x + width),
                 "cpu": figure(values["cpu"]),
                 "gpu": figure(values["gpu"]),
-                "cpu_h": cpu_h,
-                "gpu_h": gpu_h,
-                "cpu_y": round(CHART_HEIGHT - cpu_h, 1),
-                "gpu_y": round(CHART_HEIGHT - gpu_h, 1),
+                "cpu_h": str(cpu_h),
+                "gpu_h": str(gpu_h),
+                "cpu_y": str(round(CHART_HEIGHT - cpu_h, 1)),
+                "gpu_y": str(round(CHART_HEIGHT - gpu_h, 1)),
             }
         )
     return {
         "bars": bars,
-        "width": width,
-        "svg_width": max(1, len(bars) * (2 * width + 4)),
+        "width": str(width),
+        "svg_width": str(max(1, len(bars) * (2 * width + 4))),
         "peak": figure(peak),
         "since": first,
         "total_gpu": figure(sum(by_day[d]["gpu"] for d in days if d in by_day)),
