@@ -169,15 +169,7 @@ def read_as(cluster: Cluster, username: str, path: str, *, directory: str | None
             ) from None
         result = headnode.Result(code, out.decode("utf-8", "replace"), err)
     else:
-        argv = _as_user(cluster, username, ["sh", "-c", READER, "sh", path, str(limit + 1)])
-        try:
-            result = headnode.run(cluster, argv, timeout=READ_TIMEOUT)
-        except headnode.HeadNodeError as e:
-            raise ScriptError(
-                f"{e} The script could not be read; nothing was submitted.",
-                code="head_node_unreachable",
-                status=502,
-            ) from None
+        result = _run_reader(cluster, username, [READER, "sh", path, str(limit + 1)])
     script = script_from(cluster, username, path, result)
     if directory is not None:
         check_directory(cluster, username, directory)
@@ -185,17 +177,7 @@ def read_as(cluster: Cluster, username: str, path: str, *, directory: str | None
 
 
 def _read_with_directory(cluster: Cluster, username: str, path: str, directory: str, limit: int) -> Script:
-    argv = _as_user(
-        cluster, username, ["sh", "-c", READ_WITH_DIRECTORY, "sh", path, str(limit + 1), directory]
-    )
-    try:
-        result = headnode.run(cluster, argv, timeout=READ_TIMEOUT)
-    except headnode.HeadNodeError as e:
-        raise ScriptError(
-            f"{e} The script could not be read; nothing was submitted.",
-            code="head_node_unreachable",
-            status=502,
-        ) from None
+    result = _run_reader(cluster, username, [READ_WITH_DIRECTORY, "sh", path, str(limit + 1), directory])
     code, nul, rest = result.stdout.partition("\x00")
     if not nul or code not in ("0", "3", "5"):
         # The shell never got as far as the check (runuser refused, say): READER's own words apply.
@@ -207,6 +189,19 @@ def _read_with_directory(cluster: Cluster, username: str, path: str, directory: 
         )
     directory_answer(username, directory, headnode.Result(int(code), "", ""))
     return script
+
+
+def _run_reader(cluster: Cluster, username: str, shell: list[str]) -> headnode.Result:
+    """`sh -c SCRIPT ARGS…` run on the head node as `username`; a head node that cannot be reached is a
+    ScriptError (502), a read the shell refused is the result's to say."""
+    try:
+        return headnode.run(cluster, _as_user(cluster, username, ["sh", "-c", *shell]), timeout=READ_TIMEOUT)
+    except headnode.HeadNodeError as e:
+        raise ScriptError(
+            f"{e} The script could not be read; nothing was submitted.",
+            code="head_node_unreachable",
+            status=502,
+        ) from None
 
 
 def script_from(cluster: Cluster, username: str, path: str, result: headnode.Result) -> Script:
