@@ -245,8 +245,18 @@ def record(job_id: int, user: str = "") -> dict[str, str]:
         # Only where a job's own number can appear (its name, paths, comments, its array's and dependencies'
         # ids) is it written as {id}: elsewhere a job numbered 500 is also 500M of memory, and a small one (a
         # fresh chroot's 12) is also a month or an hour.
-        fields[key] = _as_recorded(value, job_id) if key in FREE_TEXT or key in JOB_IDS else value
+        if key in FREE_TEXT or key in JOB_IDS:
+            fields[key] = _as_recorded(value, job_id)
+            # As Slurm wrote it too: a name may hold one job's number by chance ("a100-infer" and job 100),
+            # and a value both jobs share word for word is no difference.
+            fields[RAW + key] = value
+        else:
+            fields[key] = value
     return fields
+
+
+# record()'s key for a field's value before its job id was written as {id}.
+RAW = "raw "
 
 
 def _as_recorded(value: str, job_id: int) -> str:
@@ -296,10 +306,10 @@ def differences(sbatch: dict[str, str], console: dict[str, str], slack: float) -
     found = []
     shown = set(sbatch) | set(console)
     for key in [k for k in KEYS if k in shown] + sorted(shown - set(KEYS)):
-        if key in NOT_COMPARED:
+        if key in NOT_COMPARED or key.startswith(RAW):
             continue
         a, b = sbatch.get(key, "(absent)"), console.get(key, "(absent)")
-        if a == b:
+        if a == b or sbatch.get(RAW + key, a) == console.get(RAW + key, b):
             continue
         when_a, when_b = _time(a), _time(b)
         if key in TIMES and when_a and when_b and abs((when_a - when_b).total_seconds()) <= slack:
