@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.html import format_html_join
 
 from access.models import Usage
 from access.policy import Decision, Resources, quota_status
@@ -97,6 +98,14 @@ def quota_words(q: QuotaStatus) -> dict[str, Any]:
     }
 
 
+# One day's pair of bars: its title, then the CPU-hours and the GPU-hours bars (x, y, width, height each).
+_BAR = (
+    "<g><title>{}: {} CPU-hours, {} GPU-hours</title>\n"
+    '<rect class="cpu" x="{}" y="{}" width="{}" height="{}"></rect>\n'
+    '<rect class="gpu" x="{}" y="{}" width="{}" height="{}"></rect></g>'
+)
+
+
 def use_chart(person: Any, cluster: Cluster, start: datetime) -> dict[str, Any]:
     """Your settled GPU- and CPU-hours per day since `start`, as bar heights for a plain SVG."""
     rows = (
@@ -120,24 +129,15 @@ def use_chart(person: Any, cluster: Cluster, start: datetime) -> dict[str, Any]:
         cpu_h = round(80 * values["cpu"] / peak, 1) if peak else 0
         gpu_h = round(80 * values["gpu"] / peak, 1) if peak else 0
         x = i * (2 * width + 4)
-        # Words already: a number or a date handed to the template is localised there, six times a bar.
-        bars.append(
-            {
-                "day": day.isoformat(),
-                "x": str(x),
-                "gpu_x": str(x + width),
-                "cpu": figure(values["cpu"]),
-                "gpu": figure(values["gpu"]),
-                "cpu_h": str(cpu_h),
-                "gpu_h": str(gpu_h),
-                "cpu_y": str(round(CHART_HEIGHT - cpu_h, 1)),
-                "gpu_y": str(round(CHART_HEIGHT - gpu_h, 1)),
-            }
-        )
+        title = (day.isoformat(), figure(values["cpu"]), figure(values["gpu"]))
+        cpu_bar = (x, round(CHART_HEIGHT - cpu_h, 1), width, cpu_h)
+        gpu_bar = (x + width, round(CHART_HEIGHT - gpu_h, 1), width, gpu_h)
+        bars.append((*title, *cpu_bar, *gpu_bar))
     return {
-        "bars": bars,
-        "width": str(width),
-        "svg_width": str(max(1, len(bars) * (2 * width + 4))),
+        # Drawn here with format_html_join rather than in the template: a month of bars was ~280 template
+        # variables, each resolved, localised and escaped, half of the dashboard's CPU.
+        "bars": format_html_join("\n", _BAR, bars),
+        "svg_width": max(1, len(bars) * (2 * width + 4)),
         "peak": figure(peak),
         "since": first,
         "total_gpu": figure(sum(by_day[d]["gpu"] for d in days if d in by_day)),
