@@ -5,6 +5,7 @@ The browser draws live values with ui/static/ui/format.js, which writes exactly 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import datetime, timedelta
@@ -79,8 +80,12 @@ _STATE_CLASS = re.compile(r"[^a-z0-9_]")
 
 
 @register.simple_tag
+@functools.lru_cache(maxsize=256)
 def state_badge(state: str | None) -> str:
-    """A Slurm state as a coloured badge; the class is the state itself (`state-out_of_memory`)."""
+    """A Slurm state as a coloured badge; the class is the state itself (`state-out_of_memory`).
+
+    Remembered per state (Slurm has a few dozen, and a SafeString is immutable): a job list draws one a row.
+    """
     shown = (state or "UNKNOWN").upper()
     css = _STATE_CLASS.sub("", shown.lower()) or "unknown"
     return format_html('<span class="badge state-{}">{}</span>', css, shown)
