@@ -78,6 +78,7 @@ class PerToken(SimpleRateThrottle):
     def __init__(self) -> None:
         """The rate is read per request (allow_request), not once here."""
         self._refused = threading.local()
+        self._lock = threading.Lock()
 
     def allow_request(self, request: HttpRequest) -> bool:
         key = self.get_cache_key(request)
@@ -85,15 +86,29 @@ class PerToken(SimpleRateThrottle):
             return True
         most, seconds = self.parse_rate(settings.CLUSTERRA_API_RATE)
         now = self.timer()
-        # Newest first: the times of this token's requests still inside the window.
-        history = [at for at in self.cache.get(key, []) if at > now - seconds]
-        if len(history) >= most:
-            # Until the oldest one counted leaves the window, and one more may go.
-            self._refused.wait = seconds - (now - history[-1])
-            return False
-        history.insert(0, now)
-        self.cache.set(key, history, seconds)
-        return True
+        count_within = getattr(self.cache, "count_within", None)
+        if count_within is not None:
+            # Redis (clusterra_site.cache): counted there in one atomic round trip, for every worker.
+            # Its own key: a sorted set where the list of earlier releases may still sit for a minute.
+            wait = count_within(f"{key}:times", most, seconds, now)
+        else:
+            wait = self._count_here(key, most, seconds, now)
+        if wait is None:
+            return True
+        self._refused.wait = wait
+        return False
+
+    def _count_here(self, key: str, most: int, seconds: float, now: float) -> float | None:
+        """count_within for the in-memory cache: one process, so a lock makes the read and write one."""
+        with self._lock:
+            # Newest first: the times of this token's requests still inside the window.
+            history = [at for at in self.cache.get(key, []) if at > now - seconds]
+            if len(history) >= most:
+                # Until the oldest one counted leaves the window, and one more may go.
+                return seconds - (now - history[-1])
+            history.insert(0, now)
+            self.cache.set(key, history, seconds)
+            return None
 
     def get_cache_key(self, request: HttpRequest) -> str | None:
         token = getattr(request, "auth", None)  # the token's digest (accounts.api.BearerToken)

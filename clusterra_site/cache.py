@@ -11,6 +11,7 @@ out by an outage.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -130,3 +131,39 @@ class DegradingRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = _DegradingClient
+
+    def count_within(self, key: str, most: int, seconds: float, now: float) -> float | None:
+        """One more event under `key`, if fewer than `most` came in the `seconds` before `now`.
+
+        None when it was counted; otherwise the seconds until the oldest one counted leaves the window.
+        One round trip, and atomic (a Lua script: drop what left the window, count, add): requests of one
+        token at once in several workers each see the others, where a read then a write of the list
+        could lose one. While Redis is away the event is not counted, as the module's note says.
+        """
+        full_key = self.make_and_validate_key(key)
+        member = f"{now:.6f}-{os.urandom(4).hex()}"
+        try:
+            client = self._cache.get_client(full_key, write=True)
+            counted, oldest = client.register_script(_COUNT_WITHIN)(
+                keys=[full_key], args=[repr(now), repr(float(seconds)), most, member]
+            )
+        except self._cache._errors() as exc:
+            _unreachable("a rate count", exc)
+            return None
+        if int(counted):
+            return None
+        return max(0.0, float(seconds) - (now - float(oldest)))
+
+
+# KEYS[1]: a sorted set of one key's events, scored by time. ARGV: now, window seconds, most, a new member.
+# Returns {1, 0} when the event was counted, {0, oldest score} when the window is full.
+_COUNT_WITHIN = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, oldest[2]}
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])))
+return {1, '0'}
+"""

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
 import pytest
 
 from accounts import api_tokens
 from accounts.models import User
+from clusterra_site import env
+from clusterra_site.api import PerToken
+from tests.conftest import require
 
 pytestmark = pytest.mark.django_db
 
@@ -57,3 +66,38 @@ def test_every_operation_that_takes_a_token_documents_the_429(client):
             assert operation["responses"]["429"]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/Error"
             }, f"{method} {path}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def shared_cache(request, settings) -> str:
+    """The cache the counts live in: one process's memory (the embedded set-up), or Redis (every worker)."""
+    if request.param == "redis":
+        url = os.environ.get("REDIS_URL", "")
+        require(bool(url), "counting in Redis needs REDIS_URL")
+        settings.CACHES = {"default": env.cache(url)}
+    else:
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    return request.param
+
+
+def test_requests_of_one_token_at_once_are_each_counted(shared_cache, settings):
+    """Twenty requests of one token in the same instant, at 10/min: ten pass, whatever the interleaving.
+
+    A read of the token's history then a write of it lets two requests at once both see nine and both
+    pass: the count has to be one step (a lock in one process, a Lua script in Redis).
+    """
+    settings.CLUSTERRA_API_RATE = "10/min"
+    throttle = PerToken()
+    request = SimpleNamespace(auth=f"at-once-{shared_cache}-{uuid.uuid4().hex}")
+    start = threading.Barrier(20)
+
+    def one(_: int) -> tuple[bool, float]:
+        start.wait()
+        allowed = throttle.allow_request(request)
+        return allowed, throttle.wait()
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    assert sum(allowed for allowed, _ in answers) == 10
+    # Each refused one is told to wait about the window: the first ten came just now.
+    assert all(55 <= wait <= 60 for allowed, wait in answers if not allowed)
