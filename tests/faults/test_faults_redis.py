@@ -81,6 +81,10 @@ class Shells:
         self.name = posix_name
         self.stubs: list[StubbedSsm] = []
         monkeypatch.setattr(transports, "ssm_manager", lambda _: self._next())
+        # Session Manager's preferences are not this test's: the console's own idle limit stands. Read, they
+        # would take a stubbed session's place, and whether they are read depends on what earlier tests left
+        # cached (the file failed alone, and passed after the others).
+        monkeypatch.setattr(transports, "idle_minutes", lambda cluster: cluster.terminal_idle_timeout)
 
     def _next(self) -> SessionManager:
         stub = self.stubs.pop(0)
