@@ -65,13 +65,18 @@ POOL_TIMEOUT = 10
 
 
 def reset_pooled_connection(conn: Any) -> None:
-    """Called by the pool on every connection given back: drop the session's advisory locks.
+    """Called by the pool on every connection given back: drop the session's advisory locks, if it took one.
 
     A closed connection used to end its PostgreSQL session, and with it every session-level lock;
     a pooled one lives on. The sync loop's single-instance lock (jobs/sync_lock.py) is such a lock: without
     this, a thread that ended while holding it handed it on to whichever request borrowed that
     connection next, and no sync loop could take it again.
     """
+    # Here, not at the top: settings import this module before the apps are loaded.
+    from jobs.sync_lock import took_session_lock
+
+    if not took_session_lock(conn):
+        return  # the other requests' connections come back as they were lent: no round trip
     conn.execute("SELECT pg_advisory_unlock_all()")
     if not conn.autocommit:
         conn.rollback()  # the pool wants the connection back idle, not inside the SELECT's transaction

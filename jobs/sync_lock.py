@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -72,6 +75,10 @@ class SingleInstance:
                     [name, ADVISORY_KEY],
                 )
                 self.held = bool(cursor.fetchone()[1])
+                if self.held:
+                    # Given back to the pool, this connection must let the lock go (reset_pooled_connection).
+                    with _takers_lock:
+                        _takers.add(connection.connection)
             return self.held
         self.held = self._take_row()
         return self.held
@@ -117,3 +124,21 @@ class SingleInstance:
 
 def _free_or_mine(holder: str, now: datetime) -> Q:
     return Q(holder="") | Q(holder=holder) | Q(expires__isnull=True) | Q(expires__lt=now)
+
+
+# The database connections (psycopg's) that took the advisory lock, until the pool has them back.
+_takers: weakref.WeakSet = weakref.WeakSet()
+_takers_lock = threading.Lock()
+
+
+def took_session_lock(conn: Any) -> bool:
+    """Whether `conn` took the advisory lock since it was last asked (the pool's reset asks, and unlocks).
+
+    Only this module takes a session-level lock, so every other connection given back to the pool, one
+    per request, needs no round trip to unlock what it never locked.
+    """
+    with _takers_lock:
+        if conn not in _takers:
+            return False
+        _takers.discard(conn)
+        return True
