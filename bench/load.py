@@ -200,28 +200,25 @@ def _check(route: str, v: dict[str, Any], status: int, body: bytes) -> str | Non
     return None
 
 
-def _request(route: str, v: dict[str, Any], jar: dict[str, str]) -> tuple[str, str, str, bytes]:
-    """(method, target, headers, body) of one request of `route` as `v`; "floor" is the floor's."""
-    cookie = "Cookie: " + "; ".join(f"{name}={value}" for name, value in jar.items()) + "\r\n"
-    bearer = f"Authorization: Bearer {v['token']}\r\n"
-    jobs, api = "/clusters/demo/jobs", "/v1/clusters/demo/jobs"
-    return {
-        "floor": lambda: ("GET", FLOOR_PATH, "", b""),
-        "dashboard": lambda: ("GET", "/", cookie, b""),
-        "job list page": lambda: ("GET", f"{jobs}/", cookie, b""),
-        "job list feed": lambda: ("GET", f"{jobs}/data?page=1", cookie, b""),
-        "job page": lambda: ("GET", f"{jobs}/{v['job']}/", cookie, b""),
-        "GET /v1/me": lambda: ("GET", "/v1/me", bearer, b""),
-        "GET /v1/…/jobs": lambda: ("GET", f"{api}?per_page=20", bearer, b""),
-        "GET /v1/…/jobs/{job}": lambda: ("GET", f"{api}/{v['job']}", bearer, b""),
-        "healthz": lambda: ("GET", "/healthz", cookie, b""),
-        "POST /v1/…/jobs?dry_run=1": lambda: (
-            "POST",
-            f"{api}?dry_run=1",
-            bearer + "Content-Type: application/json\r\n",
-            json.dumps({"script_path": v["script"]}).encode(),
-        ),
-    }[route]()
+def _request(
+    route: str, v: dict[str, Any], jar: dict[str, str], routes: dict[str, list[str]]
+) -> tuple[str, str, str, bytes]:
+    """(method, target, headers, body) of one request of `route` as `v`; "floor" is the floor's.
+
+    `routes` is tests/support/load.py's ROUTES, handed over in the plan: this client process has no Django.
+    """
+    if route == "floor":
+        return "GET", FLOOR_PATH, "", b""
+    method, path, signs_in = routes[route]
+    if signs_in == "session":
+        headers = "Cookie: " + "; ".join(f"{name}={value}" for name, value in jar.items()) + "\r\n"
+    else:
+        headers = f"Authorization: Bearer {v['token']}\r\n"
+    body = b""
+    if method == "POST":
+        headers += "Content-Type: application/json\r\n"
+        body = json.dumps({"script_path": v["script"]}).encode()
+    return method, path.format(job=v["job"]), headers, body
 
 
 def _keep(jar: dict[str, str], set_cookies: list[str]) -> None:
@@ -259,7 +256,7 @@ async def _client(
     try:
         while time.monotonic() < deadline:
             route = pick.choices(routes, weights)[0]
-            method, target, headers, body = _request(route, v, jar)
+            method, target, headers, body = _request(route, v, jar, plan["routes"])
             started = time.perf_counter()
             try:
                 status, answer, cookies = await asyncio.wait_for(
@@ -344,12 +341,15 @@ class Turn:
 
 def turn(server: Any, target: str, visitors: list[Visitor], mix: dict[str, int], seconds: float) -> Turn:
     """One stretch of `target` ("floor" or "console") against `server`, from a client process of its own."""
+    from tests.support.load import ROUTES
+
     host, _, port = server.base_url.removeprefix("http://").partition(":")
     plan = {
         "host": host,
         "port": int(port),
         "target": target,
         "mix": mix,
+        "routes": ROUTES,
         "seconds": seconds,
         "visitors": [vars(v) for v in visitors],
     }

@@ -44,6 +44,19 @@ FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
 LOAD_UID = 298_000
 HELD_JOB = ["-p", "debug", "-t", "1", "-J", "ct-load", "-o", "/dev/null", "--wrap", "true"]
 
+# Each kind of request: its method, its path ({job}: one of the person's jobs) and how it signs in (the
+# session cookie of a browser, or the API token of the CLI). bench/load.py sends the same requests.
+ROUTES = {
+    "dashboard": ("GET", "/", "session"),
+    "job list page": ("GET", "/clusters/demo/jobs/", "session"),
+    "job list feed": ("GET", "/clusters/demo/jobs/data?page=1", "session"),
+    "job page": ("GET", "/clusters/demo/jobs/{job}/", "session"),
+    "GET /v1/me": ("GET", "/v1/me", "token"),
+    "GET /v1/…/jobs": ("GET", "/v1/clusters/demo/jobs?per_page=20", "token"),
+    "GET /v1/…/jobs/{job}": ("GET", "/v1/clusters/demo/jobs/{job}", "token"),
+    "healthz": ("GET", "/healthz", "session"),
+    "POST /v1/…/jobs?dry_run=1": ("POST", "/v1/clusters/demo/jobs?dry_run=1", "token"),
+}
 # How often each request comes, out of the weights' sum; dry runs only from people with a Linux user.
 MIX = {
     "dashboard": 10,
@@ -159,44 +172,37 @@ def visitors(demo_cluster, people) -> list[Visitor]:
 
 def ask(browser: requests.Session, cli: requests.Session, base: str, v: Visitor, route: str):
     """Send one request of `route` as `v`: the response, and what is wrong with it (None if nothing)."""
-    jobs = f"{base}/clusters/demo/jobs"
-    api = f"{base}/v1/clusters/demo/jobs"
     job = v.held or v.finished
-    get = {"timeout": REQUEST_TIMEOUT}
+    method, path, signs_in = ROUTES[route]
+    body = {"json": {"script_path": v.script}} if method == "POST" else {}
+    r = (browser if signs_in == "session" else cli).request(
+        method, base + path.format(job=job), timeout=REQUEST_TIMEOUT, **body
+    )
 
-    def mine(body: dict) -> bool:
-        return {j["id"] for j in body["jobs"]} <= v.job_ids
+    def mine(answer: dict) -> bool:
+        return {j["id"] for j in answer["jobs"]} <= v.job_ids
 
-    if route == "dashboard":
-        r = browser.get(f"{base}/", **get)
-        right = "Demo cluster" in r.text and "no access" not in r.text
-    elif route == "job list page":
-        r = browser.get(f"{jobs}/", **get)
-        right = f'data-job="{max(v.job_ids)}"' in r.text
-    elif route == "job list feed":
-        r = browser.get(f"{jobs}/data?page=1", **get)
-        right = r.status_code != 200 or mine(r.json())
-    elif route == "job page":
-        r = browser.get(f"{jobs}/{job}/", **get)
-        right = str(job) in r.text
-    elif route == "GET /v1/me":
-        r = cli.get(f"{base}/v1/me", **get)
-        right = r.status_code != 200 or r.json()["email"] == v.email
-    elif route == "GET /v1/…/jobs":
-        r = cli.get(f"{api}?per_page=20", **get)
-        right = r.status_code != 200 or (mine(r.json()) and r.json()["total"] == len(v.job_ids))
-    elif route == "GET /v1/…/jobs/{job}":
-        r = cli.get(f"{api}/{job}", **get)
-        right = r.status_code != 200 or r.json()["job"]["id"] == job
-    elif route == "healthz":
-        r = browser.get(f"{base}/healthz", **get)
-        # People are not staff: they are told up or degraded, no cluster's details.
-        right = r.status_code != 200 or (r.json()["ok"] and "clusters" not in r.json())
-    else:
-        r = cli.post(f"{api}?dry_run=1", json={"script_path": v.script}, **get)
-        right = r.status_code != 200 or (r.json()["dry_run"] and r.json()["decision"]["allowed"])
     if r.status_code != 200:
         return r, f"{r.status_code} {r.text[:300]}"
+    if route == "dashboard":
+        right = "Demo cluster" in r.text and "no access" not in r.text
+    elif route == "job list page":
+        right = f'data-job="{max(v.job_ids)}"' in r.text
+    elif route == "job list feed":
+        right = mine(r.json())
+    elif route == "job page":
+        right = str(job) in r.text
+    elif route == "GET /v1/me":
+        right = r.json()["email"] == v.email
+    elif route == "GET /v1/…/jobs":
+        right = mine(r.json()) and r.json()["total"] == len(v.job_ids)
+    elif route == "GET /v1/…/jobs/{job}":
+        right = r.json()["job"]["id"] == job
+    elif route == "healthz":
+        # People are not staff: they are told up or degraded, no cluster's details.
+        right = r.json()["ok"] and "clusters" not in r.json()
+    else:
+        right = r.json()["dry_run"] and r.json()["decision"]["allowed"]
     return r, None if right else f"200 with someone else's or a wrong answer: {r.text[:300]}"
 
 
