@@ -115,6 +115,7 @@ class PerToken(SimpleRateThrottle):
         return None if token is None else self.cache_format % {"scope": self.scope, "ident": token}
 
     def wait(self) -> float:
+        """Seconds until the oldest request counted leaves the window, and one more may go (this thread's)."""
         return getattr(self._refused, "wait", 1.0)
 
 

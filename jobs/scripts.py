@@ -162,10 +162,8 @@ def read_as(cluster: Cluster, username: str, path: str, *, directory: str | None
         try:
             code, out, err = reader.read(uid, gid, groups, path, limit + 1, timeout=READ_TIMEOUT)
         except reader.ReaderUnavailable as e:
-            raise ScriptError(
-                f"The script could not be read on the head node ({e}); nothing was submitted.",
-                code="head_node_unreachable",
-                status=502,
+            raise _unreachable(
+                f"The script could not be read on the head node ({e}); nothing was submitted."
             ) from None
         result = headnode.Result(code, out.decode("utf-8", "replace"), err)
     else:
@@ -197,11 +195,12 @@ def _run_reader(cluster: Cluster, username: str, shell: list[str]) -> headnode.R
     try:
         return headnode.run(cluster, _as_user(cluster, username, ["sh", "-c", *shell]), timeout=READ_TIMEOUT)
     except headnode.HeadNodeError as e:
-        raise ScriptError(
-            f"{e} The script could not be read; nothing was submitted.",
-            code="head_node_unreachable",
-            status=502,
-        ) from None
+        raise _unreachable(f"{e} The script could not be read; nothing was submitted.") from None
+
+
+def _unreachable(message: str) -> ScriptError:
+    """The head node (or the local reader) could not be asked: a 502, nothing submitted."""
+    return ScriptError(message, code="head_node_unreachable", status=502)
 
 
 def script_from(cluster: Cluster, username: str, path: str, result: headnode.Result) -> Script:
@@ -256,10 +255,8 @@ def check_directory(cluster: Cluster, username: str, path: str) -> None:
         try:
             code = reader.enter(uid, gid, groups, path, timeout=READ_TIMEOUT)
         except reader.ReaderUnavailable as e:
-            raise ScriptError(
-                f"The working directory could not be checked on the head node ({e}). Nothing was submitted.",
-                code="head_node_unreachable",
-                status=502,
+            raise _unreachable(
+                f"The working directory could not be checked on the head node ({e}). Nothing was submitted."
             ) from None
         result = headnode.Result(code, "", "")
     else:
@@ -267,9 +264,7 @@ def check_directory(cluster: Cluster, username: str, path: str) -> None:
         try:
             result = headnode.run(cluster, argv, timeout=READ_TIMEOUT)
         except headnode.HeadNodeError as e:
-            raise ScriptError(
-                f"{e} Nothing was submitted.", code="head_node_unreachable", status=502
-            ) from None
+            raise _unreachable(f"{e} Nothing was submitted.") from None
     directory_answer(username, path, result)
 
 
