@@ -27,6 +27,7 @@ from django.http import HttpResponse  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from clusterra_site.routing import websocket_urlpatterns  # noqa: E402
+from clusters.turns import Turns  # noqa: E402
 
 
 class PagesOnWorkerThreads(ASGIHandler):
@@ -41,15 +42,19 @@ class PagesOnWorkerThreads(ASGIHandler):
     one call on one of CLUSTERRA_WEB_THREADS threads that live as long as the worker; only reading the
     body and sending the answer stay on the event loop.
 
+    Of those threads, CLUSTERRA_WEB_RUNNING run a request at a time (clusters.turns): a turn is taken
+    before the request's Django work and given back early by a call that waits on a head node.
+
     asgiref's sync_to_async with an executor keeps what a view's async_to_sync needs (it goes back to
     this event loop, as the channel layer's calls must).
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, running: int) -> None:
         # Not ASGIHandler's __init__: it builds the asynchronous middleware chain, which is not used.
         BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
         self.thread_count = threads
+        self.turns = Turns(min(running, threads) if running else threads)
         self._start_threads()
         # A process forked from this one (a test's server) has none of these threads: it starts its own.
         os.register_at_fork(after_in_child=self._start_threads)
@@ -78,15 +83,17 @@ class PagesOnWorkerThreads(ASGIHandler):
             body.close()
 
     def _respond(self, scope: dict[str, Any], body: Any) -> HttpResponse:
-        set_script_prefix(get_script_prefix(scope))
-        signals.request_started.send(sender=type(self), scope=scope)
-        request, refused = self.create_request(scope, body)
-        response = refused if request is None else self.get_response(request)
-        if not response.streaming:
-            # The body is in memory already: the request ends here, on the thread that did the work, so
-            # its database connection goes back to the pool now (request_finished), not after the send.
-            self._close(response)
-        return response
+        with self.turns.taken():
+            set_script_prefix(get_script_prefix(scope))
+            signals.request_started.send(sender=type(self), scope=scope)
+            request, refused = self.create_request(scope, body)
+            response = refused if request is None else self.get_response(request)
+            if not response.streaming:
+                # The body is in memory already: the request ends here, on the thread that did the work,
+                # so its database connection goes back to the pool now (request_finished), not after the
+                # send.
+                self._close(response)
+            return response
 
     @staticmethod
     def _close(response: HttpResponse) -> None:
@@ -103,7 +110,7 @@ def _threads() -> int:
 
 application = ProtocolTypeRouter(
     {
-        "http": PagesOnWorkerThreads(_threads()),
+        "http": PagesOnWorkerThreads(_threads(), settings.CLUSTERRA_WEB_RUNNING),
         # The Origin check keeps another site's page from opening a shell with our session cookie.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

@@ -80,6 +80,9 @@ DATABASES = {"default": env.database(os.environ.get("DATABASE_URL"), DATA_DIR)}
 # Threads of a web worker that run requests' Django code (clusterra_site.asgi); 0: as many as the database
 # pool lends connections (CLUSTERRA_DB_POOL_SIZE), or 10 without a pool.
 CLUSTERRA_WEB_THREADS = env.integer("CLUSTERRA_WEB_THREADS", 0, minimum=0)
+# How many of those threads run a request at once (clusters.turns; bench row 8: fewer cost less CPU per
+# request and a shorter tail than all ten); 0: all of them.
+CLUSTERRA_WEB_RUNNING = env.integer("CLUSTERRA_WEB_RUNNING", 3, minimum=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     env.private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

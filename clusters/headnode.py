@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from clusters.turns import waiting_elsewhere
+
 DEFAULT_TIMEOUT = 60.0
 # The console's own environment holds secrets (database URL, keys); a head-node
 # command gets a fixed one instead, and the C locale so its messages read the same everywhere.
@@ -105,11 +107,12 @@ def run(
     pasted into shell text unquoted, whatever a value contains.
     """
     argv = _with_slurm_bin(cluster, _checked(argv))
-    if cluster.transport == "local":
-        return _run_local(cluster, argv, timeout, input)
-    if cluster.transport == "ssm":
+    if cluster.transport not in ("local", "ssm"):
+        raise HeadNodeError(cluster, f"unknown transport {cluster.transport!r}")
+    with waiting_elsewhere():
+        if cluster.transport == "local":
+            return _run_local(cluster, argv, timeout, input)
         return _run_ssm(cluster, argv, timeout, input)
-    raise HeadNodeError(cluster, f"unknown transport {cluster.transport!r}")
 
 
 def as_user(cluster: HeadNode, username: str, argv: Sequence[str]) -> list[str]:

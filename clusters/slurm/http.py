@@ -22,6 +22,7 @@ from clusters.slurm.errors import (
     error_for,
     parse_error_items,
 )
+from clusters.turns import waiting_elsewhere
 
 log = logging.getLogger("clusters.slurm")
 
@@ -153,15 +154,16 @@ class Transport:
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
-                response = session_for(self.base_url).request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
+                with waiting_elsewhere():
+                    response = session_for(self.base_url).request(
+                        method,
+                        url,
+                        params=params,
+                        data=data,
+                        headers=headers,
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                    )
             except requests.Timeout as e:
                 self._log(method, path, "timeout", started)
                 raise SlurmUnavailable(
