@@ -15,7 +15,7 @@ from ninja import Field, Path, Schema
 from ninja.security import HttpBearer
 
 from accounts import api_tokens
-from clusters.models import Cluster
+from clusters.models import Cluster, cluster_by_slug
 from clusters.refusal import Refusal
 
 # Words, not a secret (the S105 rule reads "TOKEN" as a password).
@@ -115,7 +115,7 @@ ClusterId = Annotated[
 
 def cluster_or_404(slug: str) -> Cluster:
     """The cluster `{id}` names; a Refusal when there is none or the console has it switched off."""
-    cluster = Cluster.objects.filter(slug=slug).first()
+    cluster = cluster_by_slug(slug)
     if cluster is None:
         raise Refusal(
             f"There is no cluster {slug!r}; `GET /v1/clusters` lists yours.", code="not_found", status=404

@@ -12,6 +12,7 @@ from django.db import models
 
 from clusters import tokens
 from clusters.slurm import SUPPORTED_VERSIONS, SlurmClient
+from prepared import Prepared, fields_of, instance
 
 # An IAM role ARN in any partition (aws, aws-cn, aws-us-gov), with an optional path.
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
@@ -216,3 +217,13 @@ class Cluster(models.Model):
     def service_slurm(self) -> SlurmClient:
         """A client for cluster-wide reads (partitions, nodes, ping) as the unprivileged service user."""
         return self.slurm(self.service_user)
+
+
+# Nearly every page and /v1 call names its cluster by slug: the query is compiled once (prepared).
+_BY_SLUG = Prepared(lambda slug: Cluster.objects.filter(slug=slug).values(*fields_of(Cluster)), str)
+
+
+def cluster_by_slug(slug: str) -> Cluster | None:
+    """The cluster whose slug this is, or None."""
+    rows = _BY_SLUG.rows(slug)
+    return instance(Cluster, rows[0]) if rows else None

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -21,7 +21,7 @@ from access import policy, refusals
 from access.present import quota_panel
 from accounts.models import DemoMember
 from clusters import partitions, tokens
-from clusters.models import Cluster
+from clusters.models import Cluster, cluster_by_slug
 from clusters.refusal import Refusal
 from clusters.slurm import SlurmError
 from jobs import control, output, present
@@ -39,7 +39,10 @@ LIST_DECISION_SECONDS = 60
 
 
 def _cluster(slug: str) -> Cluster:
-    return get_object_or_404(Cluster, slug=slug)
+    cluster = cluster_by_slug(slug)
+    if cluster is None:
+        raise Http404(f"There is no cluster {slug!r}.")
+    return cluster
 
 
 # --- dashboard ----------------------------------------------------------------------------------

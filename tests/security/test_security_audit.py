@@ -15,7 +15,17 @@ from pathlib import Path
 from tests.conftest import REPO, require
 
 # The code that runs in production (tests, bench/ and scripts are not deployed).
-PACKAGES = ["clusterra_site", "accounts", "access", "audit", "clusters", "jobs", "terminal", "clusterra_cli"]
+PACKAGES = [
+    "clusterra_site",
+    "accounts",
+    "access",
+    "audit",
+    "clusters",
+    "jobs",
+    "terminal",
+    "prepared",
+    "clusterra_cli",
+]
 BIN = Path(sys.executable).parent
 
 

@@ -24,6 +24,7 @@ FLOORS = {
     "clusters": 0,
     "audit": 0,
     "ui": 0,
+    "prepared": 0,
 }
 # The `clusterra` command talks to /v1 over HTTP and is installed without the server's dependencies.
 CLI = "clusterra_cli"

@@ -1,0 +1,164 @@
+"""prepared: a query compiled once answers what the ORM answers, its values only ever parameters."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db.models import Count, Window
+
+from accounts.models import User
+from clusters.models import Cluster, cluster_by_slug
+from jobs import present
+from jobs.models import JobRecord
+from prepared import NotPreparable, Prepared, fields_of, instance
+
+pytestmark = pytest.mark.django_db
+
+
+def cluster(slug: str, **fields) -> Cluster:
+    return Cluster.objects.create(slug=slug, name=f"Cluster {slug}", **fields)
+
+
+def test_a_cluster_by_slug_is_the_orms_cluster_field_for_field():
+    made = cluster("alpha", allowed_script_roots="/home\n/scratch")
+    cluster("beta")
+    found = cluster_by_slug("alpha")
+    assert found is not None
+    assert not found._state.adding
+    assert found._state.db == "default"
+    assert {f: getattr(found, f) for f in fields_of(Cluster)} == {
+        f: getattr(Cluster.objects.get(pk=made.pk), f) for f in fields_of(Cluster)
+    }
+    assert cluster_by_slug("gamma") is None
+
+
+@pytest.mark.parametrize(
+    "slug", ["alpha' OR '1'='1", 'alpha"; DROP TABLE clusters_cluster; --', "%", "alpha\\"]
+)
+def test_a_value_is_a_parameter_never_sql(slug):
+    cluster("alpha")
+    assert cluster_by_slug(slug) is None
+    assert Cluster.objects.filter(slug="alpha").exists()
+
+
+def test_rows_come_back_through_the_orms_converters():
+    person = User.objects.create(username="ada@example.test", email="ada@example.test")
+    where = cluster("alpha")
+    summary = {"counts": {"RUNNING": 2}, "array": "0-1"}
+    for n in range(3):
+        JobRecord.objects.create(
+            cluster=where,
+            person=person,
+            posix_user="ada",
+            slurm_job_id=100 + n,
+            name=f"j{n}",
+            state="RUNNING",
+            array_summary=summary if n == 1 else {},
+        )
+    rows = present._first_page(2).rows(person.pk, where.pk)
+    expected = list(
+        present.jobs_of(person, where)
+        .order_by("-created", "-id")
+        .values(*present.LIST_COLUMNS)
+        .annotate(total=Window(Count("id")))[:2]
+    )
+    assert rows == expected
+    assert [r["total"] for r in rows] == [3, 3]
+    assert {type(r["array_summary"]) for r in rows} == {dict}
+
+
+def test_the_first_page_of_a_list_is_the_same_through_either_path():
+    person = User.objects.create(username="ada@example.test", email="ada@example.test")
+    other = User.objects.create(username="bob@example.test", email="bob@example.test")
+    where, elsewhere = cluster("alpha"), cluster("beta")
+    for n, (who, at) in enumerate([(person, where)] * 7 + [(other, where), (person, elsewhere)]):
+        JobRecord.objects.create(cluster=at, person=who, posix_user="x", slurm_job_id=200 + n, name=f"j{n}")
+    fast = present.page_of(person, where, states=[], partition=None, page=1, per_page=5)
+    # An "active or finished" filter matches every job, and takes the ORM's own path.
+    slow = present.page_of(person, where, states=["ACTIVE", "FINISHED"], partition=None, page=1, per_page=5)
+    assert (fast.jobs, fast.total, fast.page, fast.pages) == (slow.jobs, slow.total, slow.page, slow.pages)
+    assert fast.total == 7
+    assert len(fast.jobs) == 5
+    empty = present.page_of(other, elsewhere, states=[], partition=None, page=1, per_page=5)
+    assert (empty.jobs, empty.total, empty.pages) == ([], 0, 1)
+
+
+def test_an_api_token_comes_with_its_owner():
+    from accounts import api_tokens
+
+    person = User.objects.create(username="ada@example.test", email="ada@example.test", first_name="Ada")
+    token, raw = api_tokens.issue(person, name="laptop")
+    found = api_tokens._by_digest(api_tokens.digest(raw))
+    assert found.pk == token.pk
+    assert found.name == "laptop"
+    assert found.expires == token.expires
+    assert found.user.pk == person.pk
+    assert found.user.first_name == "Ada"
+    assert found.user.is_active
+    assert api_tokens._by_digest(api_tokens.digest(raw + "x")) is None
+
+
+def test_queries_whose_values_do_not_reach_the_sql_as_they_are_are_refused():
+    contains = Prepared(lambda name: Cluster.objects.filter(name__icontains=name).values("id"), str)
+    with pytest.raises(NotPreparable):
+        contains.rows("a")
+    twice = Prepared(lambda slug: Cluster.objects.filter(slug=slug).values("id"), str)
+    twice_used = Prepared(lambda slug: Cluster.objects.filter(slug=slug).exclude(name=slug).values("id"), str)
+    with pytest.raises(NotPreparable):
+        twice_used.rows("a")
+    models = Prepared(lambda slug: Cluster.objects.filter(slug=slug), str)
+    with pytest.raises(NotPreparable):
+        models.rows("a")
+    unused = Prepared(lambda slug: Cluster.objects.values("id"), str)
+    with pytest.raises(NotPreparable):
+        unused.rows("a")
+    assert twice.rows("a") == []
+
+
+def test_a_value_of_the_wrong_kind_is_refused_before_any_query():
+    by_pk = Prepared(lambda pk: Cluster.objects.filter(pk=pk).values("slug"), int)
+    for wrong in ("1", True, 1.0, None):
+        with pytest.raises(TypeError):
+            by_pk.rows(wrong)
+    with pytest.raises(TypeError):
+        by_pk.rows()
+    made = cluster("alpha")
+    assert by_pk.rows(made.pk) == [{"slug": "alpha"}]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_threads_at_once_compile_it_once_and_each_get_their_own_rows():
+    made = [cluster(f"c{n}") for n in range(8)]
+    by_pk = Prepared(lambda pk: Cluster.objects.filter(pk=pk).values("slug"), int)
+    compiled = []
+    real_make = by_pk._make
+    by_pk._make = lambda: compiled.append(1) or real_make()
+    answers: dict[int, list] = {}
+    start = threading.Barrier(len(made))
+
+    def ask(c: Cluster) -> None:
+        from django.db import connection
+
+        start.wait()
+        try:
+            answers[c.pk] = by_pk.rows(c.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert compiled == [1]
+    assert answers == {c.pk: [{"slug": c.slug}] for c in made}
+
+
+def test_an_instance_needs_every_field():
+    made = cluster("alpha")
+    row = Cluster.objects.filter(pk=made.pk).values(*fields_of(Cluster)).get()
+    assert instance(Cluster, row).pk == made.pk
+    del row["name"]
+    with pytest.raises(KeyError):
+        instance(Cluster, row)
