@@ -28,6 +28,7 @@ from clusters.refusal import Refusal
 from clusters.slurm import SlurmError, SlurmNotFound, SlurmPermissionDenied, SlurmUnavailable
 from jobs import tracking
 from jobs.models import JobRecord
+from prepared import Prepared, fields_of, instance
 
 log = logging.getLogger("clusterra.jobs")
 
@@ -95,17 +96,27 @@ def not_found(cluster: Cluster, job_id: int | str | JobRef) -> JobError:
     return JobError(f"You have no job {job_id} on {cluster.name}.", code="not_found", status=404)
 
 
+# A job's page and `GET /v1/…/jobs/{id}` look the job up by its Slurm id every time: compiled once.
+_TOP = Prepared(
+    lambda cluster_id, job_id: (
+        JobRecord.objects.submitted()
+        .filter(cluster_id=cluster_id, slurm_job_id=job_id, array_parent__isnull=True)
+        .order_by("-created")
+        .values(*fields_of(JobRecord))[:1]
+    ),
+    int,
+    int,
+)
+
+
 def _lookup(cluster: Cluster, ref: JobRef) -> tuple[JobRecord | None, JobRecord | None]:
     """(the record named, the array it belongs to): the array alone when the task has no record yet."""
     if ref.job_id > _LARGEST_ID or (ref.task_id or 0) > _LARGEST_ID:
         return None, None
-    top = (
-        JobRecord.objects.submitted()
-        .select_related("cluster")
-        .filter(cluster=cluster, slurm_job_id=ref.job_id, array_parent__isnull=True)
-        .order_by("-created")
-        .first()
-    )
+    rows = _TOP.rows(cluster.pk, ref.job_id)
+    top = instance(JobRecord, rows[0]) if rows else None
+    if top is not None:
+        top.cluster = cluster
     if ref.task_id is None:
         if top is not None:
             return top, None

@@ -46,6 +46,7 @@ class _Compiled:
     sql: str
     params: tuple[Any, ...]
     slots: tuple[int, ...]  # where each argument goes among the params, in argument order
+    wraps: tuple[type, ...]  # the type the backend gave each argument's parameter
     names: tuple[str, ...]
     converters: dict[int, Any]
 
@@ -68,10 +69,10 @@ class Prepared:
         if len(values) != len(compiled.slots):
             raise TypeError(f"{len(compiled.slots)} values expected, {len(values)} given")
         params = list(compiled.params)
-        for slot, value, kind in zip(compiled.slots, values, self.kinds, strict=True):
+        for slot, value, kind, wrap in zip(compiled.slots, values, self.kinds, compiled.wraps, strict=True):
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise TypeError(f"{value!r} is not a {kind.__name__}")
-            params[slot] = value
+            params[slot] = value if wrap is kind else wrap(value)
         connection = connections[compiled.alias]
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -98,16 +99,19 @@ class Prepared:
             sql, params = compiler.as_sql()
         except EmptyResultSet as e:
             raise NotPreparable("the ORM compiled the query to no rows at all (a value out of range?)") from e
-        slots = []
+        slots, wraps = [], []
         for marker in markers:
-            places = [i for i, p in enumerate(params) if type(p) is type(marker) and p == marker]
+            # The backend may hand a value over in a type of its own (psycopg's Int8 for a big integer
+            # field): that type is kept, and a call's value goes out wrapped the same way.
+            places = [i for i, p in enumerate(params) if isinstance(p, type(marker)) and p == marker]
             if len(places) != 1:
                 raise NotPreparable(f"an argument's value reaches the SQL {len(places)} times, not once")
             slots.append(places[0])
+            wraps.append(type(params[places[0]]))
         fields = [column[0] for column in compiler.select[0 : compiler.col_count]]
         converters = compiler.get_converters(fields)
         names = (*query.extra_select, *query.values_select, *query.annotation_select)
-        return _Compiled(queryset.db, sql, tuple(params), tuple(slots), names, converters)
+        return _Compiled(queryset.db, sql, tuple(params), tuple(slots), tuple(wraps), names, converters)
 
 
 def _converted(row: tuple[Any, ...], converters: dict[int, Any], connection: Any) -> list[Any]:

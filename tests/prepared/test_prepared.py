@@ -162,3 +162,16 @@ def test_an_instance_needs_every_field():
     del row["name"]
     with pytest.raises(KeyError):
         instance(Cluster, row)
+
+
+def test_a_big_integer_goes_out_as_the_backend_types_it():
+    # PostgreSQL's backend hands a big integer field's value over as psycopg's Int8: the prepared query
+    # finds the marker inside that type and sends every value the same way.
+    person = User.objects.create(username="ada@example.test", email="ada@example.test")
+    where = cluster("alpha")
+    JobRecord.objects.create(
+        cluster=where, person=person, posix_user="ada", slurm_job_id=5_000_000_000, name="big"
+    )
+    by_id = Prepared(lambda job_id: JobRecord.objects.filter(slurm_job_id=job_id).values("name"), int)
+    assert by_id.rows(5_000_000_000) == [{"name": "big"}]
+    assert by_id.rows(705_032_704) == []  # the same number cut to 32 bits
