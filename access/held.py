@@ -143,6 +143,11 @@ class Holder:
                 self._statuses[q.pk] = _HeldStatus(status, q, generation, read)
         return [found[q.pk] for q in quotas]
 
+    def use_generation(self, cluster_id: int) -> int:
+        """How many ledger writes this process has committed on the cluster (what is drawn from use can
+        be kept until it moves)."""
+        return self._use_changes[cluster_id]
+
     # --- what changes tell it -------------------------------------------------------------------
 
     def rules_changed(self, cluster_ids: Iterable[int] | None) -> None:
