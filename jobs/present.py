@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Count, Q, QuerySet, Window
+from django.db.models import Count, Q, QuerySet
 
 from access.present import preview_words
 from clusters.models import Cluster
@@ -365,12 +365,10 @@ def page_of(
     now = datetime.now(UTC).timestamp()
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     if since is None and page == 1 and not states and not partition:
-        # What the list, its feed and `GET /v1/…/jobs` ask nearly every time: one prepared query.
+        # What the list, its feed and `GET /v1/…/jobs` ask nearly every time: two prepared queries.
+        counted = _COUNT.rows(person.pk, cluster.pk)
         rows = _first_page(per_page).rows(person.pk, cluster.pk)
-        total = rows[0]["total"] if rows else 0
-        for row in rows:
-            del row["total"]
-        return JobPage([job_dict(r) for r in rows], 1, per_page, total, now)
+        return JobPage([job_dict(r) for r in rows], 1, per_page, counted[0]["total"] if counted else 0, now)
     queryset = filtered(jobs_of(person, cluster), states, partition)
     if since is not None:
         changed = queryset.filter(updated__gte=datetime.fromtimestamp(since, UTC))
@@ -384,17 +382,27 @@ def page_of(
     return JobPage([job_dict(r) for r in rows], page, per_page, total, now)
 
 
+# A person's jobs on a cluster, counted. Grouped by the person (one group, or none without jobs), since a
+# .values() query with an aggregate alone groups by every row.
+_COUNT = Prepared(
+    lambda person_id, cluster_id: (
+        jobs_of(person_id, cluster_id).order_by().values("person_id").annotate(total=Count("id"))
+    ),
+    int,
+    int,
+)
+
+
 @functools.cache
 def _first_page(per_page: int) -> Prepared:
-    """The first page of a person's unfiltered list, with the count of all their jobs in each row (a
-    window over the whole list, taken before LIMIT): one round trip, its SQL compiled once per page size.
+    """The first page of a person's unfiltered list, its SQL compiled once per page size.
+
+    Not one query with the count as a window over the list: that reads every row of a person with
+    10,000 jobs before LIMIT (12 ms against 7 ms for the count and the page apart, bench row 2).
     """
     return Prepared(
         lambda person_id, cluster_id: (
-            jobs_of(person_id, cluster_id)
-            .order_by("-created", "-id")
-            .values(*LIST_COLUMNS)
-            .annotate(total=Window(Count("id")))[:per_page]
+            jobs_of(person_id, cluster_id).order_by("-created", "-id").values(*LIST_COLUMNS)[:per_page]
         ),
         int,
         int,
