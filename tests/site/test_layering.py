@@ -33,6 +33,8 @@ CLI_MUST_NOT_IMPORT = (*FLOORS, "django", "channels", "boto3", "botocore")
 # clusters knows no person, request or policy, so it imports no app of ours. Its admin page is the
 # exception every admin page shares: bulk deletions are audited by audit.admin.AuditedModelAdmin.
 CLUSTERS_MAY_IMPORT = {("clusters.admin", "audit.admin")}
+# Not apps: code below every app that imports nothing of ours (only Django), so any app may use it.
+LIBRARIES = {"prepared"}
 
 
 def _modules() -> dict[str, Path]:
@@ -108,10 +110,19 @@ def test_clusters_imports_no_app_of_ours():
         for module, target, line in _edges()
         if _app(module) == "clusters"
         and _app(target) in FLOORS
-        and _app(target) != "clusters"
+        and _app(target) not in ("clusters", *LIBRARIES)
         and (module, target) not in CLUSTERS_MAY_IMPORT
     ]
     assert found == [], "clusters imports another app of ours:\n" + "\n".join(found)
+
+
+def test_libraries_import_nothing_of_ours():
+    found = [
+        f"{_where(module, line)} {module} → {target}"
+        for module, target, line in _edges()
+        if _app(module) in LIBRARIES and _app(target) in FLOORS and _app(target) != _app(module)
+    ]
+    assert found == [], "a library below the apps imports one of them:\n" + "\n".join(found)
 
 
 def test_the_cli_imports_nothing_of_the_server():
