@@ -11,9 +11,12 @@ are noted; a call sends the same SQL with its own values in those places, and it
 the converters the ORM would apply (JSON, decimals, ...).
 
 What it takes: values the ORM hands to the database as they are: an int or a str compared with `=`
-(`filter(pk=…)`, `filter(slug=…)`, a foreign key's id). Compiling checks that each marker comes out as
-exactly one parameter and refuses the query otherwise (a lookup that rewrites its value would). LIMIT and
-OFFSET are part of the SQL text, so a slice is fixed where the query is written.
+(`filter(pk=…)`, `filter(slug=…)`, a foreign key's id), or an aware datetime compared with a datetime
+field (`filter(ended_at__gte=…)`), which goes out as the backend adapts a datetime field's value (as it
+is to PostgreSQL, as text in UTC to SQLite). Compiling checks that each marker comes out as a parameter
+and refuses the query otherwise (a lookup that rewrites its value would); a value the query uses in
+several places (one period's bounds in a filter and in two sums) goes into each of them. LIMIT and OFFSET are
+part of the SQL text, so a slice is fixed where the query is written.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
@@ -33,7 +37,16 @@ from django.db.models.query import ValuesIterable
 _MARKERS: dict[type, Callable[[int], Any]] = {
     int: lambda n: 2_118_654_321 + n,
     str: lambda n: f"\x1eprepared marker {n}\x1e",
+    # A microsecond apart, in 1970: no bound a query of the console compares with.
+    datetime: lambda n: datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) + timedelta(microseconds=n),
 }
+
+
+def _as_sent(kind: type, value: Any, connection: Any) -> Any:
+    """The value as the ORM hands a field's value of this kind to the database."""
+    if kind is datetime:
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
 
 
 class NotPreparable(TypeError):
@@ -45,8 +58,8 @@ class _Compiled:
     alias: str
     sql: str
     params: tuple[Any, ...]
-    slots: tuple[int, ...]  # where each argument goes among the params, in argument order
-    wraps: tuple[type, ...]  # the type the backend gave each argument's parameter
+    # Per argument, in order: each place it goes among the params, with the type the backend gave it there.
+    slots: tuple[tuple[tuple[int, type], ...], ...]
     names: tuple[str, ...]
     converters: dict[int, Any]
 
@@ -69,11 +82,16 @@ class Prepared:
         if len(values) != len(compiled.slots):
             raise TypeError(f"{len(compiled.slots)} values expected, {len(values)} given")
         params = list(compiled.params)
-        for slot, value, kind, wrap in zip(compiled.slots, values, self.kinds, compiled.wraps, strict=True):
+        connection = connections[compiled.alias]
+        for places, value, kind in zip(compiled.slots, values, self.kinds, strict=True):
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise TypeError(f"{value!r} is not a {kind.__name__}")
-            params[slot] = value if wrap is kind else wrap(value)
-        connection = connections[compiled.alias]
+            if kind is datetime:
+                if value.tzinfo is None:
+                    raise TypeError(f"{value!r} is a naive datetime; the console compares aware ones")
+                value = _as_sent(kind, value, connection)
+            for place, wrap in places:
+                params[place] = value if wrap is type(value) else wrap(value)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             found = cursor.fetchall()
@@ -99,19 +117,20 @@ class Prepared:
             sql, params = compiler.as_sql()
         except EmptyResultSet as e:
             raise NotPreparable("the ORM compiled the query to no rows at all (a value out of range?)") from e
-        slots, wraps = [], []
-        for marker in markers:
+        slots = []
+        connection = connections[queryset.db]
+        for marker, kind in zip(markers, self.kinds, strict=True):
             # The backend may hand a value over in a type of its own (psycopg's Int8 for a big integer
             # field): that type is kept, and a call's value goes out wrapped the same way.
-            places = [i for i, p in enumerate(params) if isinstance(p, type(marker)) and p == marker]
-            if len(places) != 1:
-                raise NotPreparable(f"an argument's value reaches the SQL {len(places)} times, not once")
-            slots.append(places[0])
-            wraps.append(type(params[places[0]]))
+            sent = _as_sent(kind, marker, connection)
+            places = [i for i, p in enumerate(params) if isinstance(p, type(sent)) and p == sent]
+            if not places:
+                raise NotPreparable("an argument's value does not reach the SQL as it is")
+            slots.append(tuple((place, type(params[place])) for place in places))
         fields = [column[0] for column in compiler.select[0 : compiler.col_count]]
         converters = compiler.get_converters(fields)
         names = (*query.extra_select, *query.values_select, *query.annotation_select)
-        return _Compiled(queryset.db, sql, tuple(params), tuple(slots), tuple(wraps), names, converters)
+        return _Compiled(queryset.db, sql, tuple(params), tuple(slots), names, converters)
 
 
 def _converted(row: tuple[Any, ...], converters: dict[int, Any], connection: Any) -> list[Any]:
