@@ -56,6 +56,7 @@ from access.compiled import PersonRules, QuotaRule, Rules
 from access.models import PolicyVersion
 from access.quota import QuotaStatus, statuses_of
 from clusters.models import Cluster
+from prepared import Prepared
 
 FRESHNESS_SECONDS = 1.0
 # `rules_changed(None)`: every cluster (a person joined or left a group, a group was renamed).
@@ -206,10 +207,16 @@ class Holder:
 held = Holder()
 
 
+# Read by every reservation, inside the submit's transaction: compiled once.
+_VERSION = Prepared(
+    lambda cluster_id: PolicyVersion.objects.filter(cluster_id=cluster_id).values("rules"), int
+)
+
+
 def read_version(cluster_id: int) -> int:
     """The cluster's rules version in the database (0 before the first change)."""
-    found = PolicyVersion.objects.filter(cluster_id=cluster_id).values_list("rules", flat=True).first()
-    return found or 0
+    found = _VERSION.rows(cluster_id)
+    return found[0]["rules"] if found else 0
 
 
 def bump_version(cluster_ids: Iterable[int] | None) -> None:

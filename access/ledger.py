@@ -37,7 +37,9 @@ from django.utils import timezone
 from access import policy
 from access.models import Usage
 from access.policy import Decision, Resources
+from accounts.models import User
 from clusters.models import Cluster
+from prepared import Prepared
 
 logger = logging.getLogger("clusterra.access")
 
@@ -102,9 +104,15 @@ def open_reservation(person: Any, cluster: Cluster, request: Resources) -> Usage
     # existing ones would be a query for nothing.
     link = Usage.groups.through
     link.objects.bulk_create(
-        [link(usage_id=entry.pk, group_id=g) for g in person.groups.values_list("pk", flat=True)]
+        [link(usage_id=entry.pk, group_id=row["group_id"]) for row in _GROUPS.rows(person.pk)]
     )
     return entry
+
+
+# Read by every reservation, under its quota locks: compiled once.
+_GROUPS = Prepared(
+    lambda user_id: User.groups.through.objects.filter(user_id=user_id).values("group_id"), int
+)
 
 
 def attach(reservation_id: int, job_id: int) -> None:

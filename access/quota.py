@@ -29,12 +29,13 @@ from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 
+from django.contrib.auth.models import Group
 from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.utils import timezone
 
 from access.models import Quota, Usage
 from clusters.models import Cluster
-from prepared import Prepared
+from prepared import Prepared, fields_of, instance
 
 PERIOD_WORDS = {"day": "today", "week": "this week", "month": "this month"}
 
@@ -279,9 +280,32 @@ def locked_quotas(ids: Sequence[int]) -> list[Quota]:
 
     The locking half of applicable_quotas(lock=True), for a caller that knows which quotas apply.
     """
+    ids = sorted(set(ids))
     if not ids:
         return []
+    quotas = []
+    for row in _locking(len(ids)).rows(*ids):
+        quota = instance(Quota, row)
+        if quota.group_id:
+            quota.group = Group(pk=quota.group_id, name=row["group__name"])
+        quotas.append(quota)
+    return sorted(quotas, key=lambda q: (q.group_id is not None, q.group.name if q.group_id else ""))
+
+
+# Every reservation locks its quotas: that query compiled once per number of quotas.
+_lockings: dict[int, Prepared] = {}
+
+
+def _locking(count: int) -> Prepared:
+    found = _lockings.get(count)
+    if found is None:
+        found = Prepared(_locked_rows, *(int,) * count)
+        if count <= _SHAPES_KEPT:
+            found = _lockings.setdefault(count, found)
+    return found
+
+
+def _locked_rows(*ids: int) -> QuerySet:
     # Only the quota rows are locked; the group is joined for its name (the quota's scope).
-    rows = Quota.objects.filter(pk__in=ids).select_related("group").order_by("pk")
-    rows = rows.select_for_update(of=("self",))
-    return sorted(rows, key=lambda q: (q.group_id is not None, q.group.name if q.group_id else ""))
+    rows = Quota.objects.filter(pk__in=ids).order_by("pk").select_for_update(of=("self",))
+    return rows.values(*fields_of(Quota), "group__name")

@@ -36,6 +36,7 @@ from audit.log import record
 from clusters import headnode
 from clusters.models import Cluster
 from clusters.refusal import Refusal
+from prepared import Prepared, fields_of, instance
 
 State = ClusterAccount.State
 # Longer than all steps can take together (each is bounded by STEP_TIMEOUT).
@@ -151,14 +152,24 @@ def ready_account(user: User, cluster: Cluster) -> PosixAccount:
     with its account, found together), which is every submit after a person's first.
     """
     if user.is_active and cluster.enabled:
-        ready = (
-            ClusterAccount.objects.select_related("account")
-            .filter(account__user=user, cluster=cluster, state=State.READY)
-            .first()
-        )
-        if ready is not None:
-            return ready.account
+        found = _READY.rows(user.pk, cluster.pk)
+        if found:
+            return instance(
+                PosixAccount, {name: found[0][f"account__{name}"] for name in fields_of(PosixAccount)}
+            )
     return ensure_ready(user, cluster).account
+
+
+# Asked by every submit, dry run and live job page: compiled once.
+_READY = Prepared(
+    lambda user_id, cluster_id: (
+        ClusterAccount.objects.filter(account__user_id=user_id, cluster_id=cluster_id, state=State.READY)
+        .order_by("pk")
+        .values(*(f"account__{name}" for name in fields_of(PosixAccount)))[:1]
+    ),
+    int,
+    int,
+)
 
 
 def resume(row: ClusterAccount, *, actor: Any = None, wait: float = 0) -> ClusterAccount:
