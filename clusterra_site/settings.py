@@ -51,7 +51,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Django's AuthenticationMiddleware, the person's row found by a prepared query (accounts/signed_in.py).
+    "accounts.signed_in.SignedInMiddleware",
     # Django's MessageMiddleware, but the storage is only made for a request that uses it.
     "clusterra_site.middleware.MessagesWhenUsed",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
