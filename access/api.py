@@ -13,6 +13,7 @@ from ninja import Field, Router, Schema
 
 from access import policy, refusals
 from accounts.api import ClusterId, answers, cluster_or_404
+from accounts.models import posix_account_of
 from clusters import models, partitions, tokens
 from clusters.refusal import Refusal
 from clusters.slurm import SlurmError
@@ -135,14 +136,13 @@ def _viewable(request: HttpRequest, slug: str) -> models.Cluster:
 )
 def me(request: HttpRequest) -> dict[str, Any]:
     person = request.user
-    account = getattr(person, "posix_account", None)
     return {
         "username": person.get_username(),
         "email": person.email,
         "name": person.get_full_name(),
         "is_staff": person.is_staff,
-        "posix_account": account,
-        "clusters": [c.slug for c in models.Cluster.objects.filter(enabled=True) if _may_view(person, c)],
+        "posix_account": posix_account_of(person),
+        "clusters": [c.slug for c in models.enabled_clusters() if _may_view(person, c)],
     }
 
 
@@ -155,9 +155,7 @@ def me(request: HttpRequest) -> dict[str, Any]:
     **answers({200: (ClusterList, "Enabled clusters where the policy lets you in.")}, 401),
 )
 def list_clusters(request: HttpRequest) -> dict[str, Any]:
-    usable = [
-        c for c in models.Cluster.objects.filter(enabled=True).order_by("name") if _may_view(request.user, c)
-    ]
+    usable = [c for c in models.enabled_clusters() if _may_view(request.user, c)]
     return {
         "clusters": [
             {

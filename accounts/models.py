@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractUser, Group
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from accounts.posix_names import name_problem
 from clusters.models import Cluster
+from prepared import Prepared, fields_of, instance
 
 
 class User(AbstractUser):
@@ -80,6 +83,18 @@ class PosixAccount(models.Model):
                     "cluster. Rename it there by hand first, or keep this name."
                 }
             )
+
+
+# /v1/me shows it on every call: compiled once.
+_ACCOUNT_OF = Prepared(
+    lambda person: PosixAccount.objects.filter(user_id=person).values(*fields_of(PosixAccount)), int
+)
+
+
+def posix_account_of(person: Any) -> PosixAccount | None:
+    """The person's POSIX account, once one was made for them."""
+    rows = _ACCOUNT_OF.rows(person.pk)
+    return instance(PosixAccount, rows[0]) if rows else None
 
 
 class IdCounter(models.Model):

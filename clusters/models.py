@@ -227,3 +227,14 @@ def cluster_by_slug(slug: str) -> Cluster | None:
     """The cluster whose slug this is, or None."""
     rows = _BY_SLUG.rows(slug)
     return instance(Cluster, rows[0]) if rows else None
+
+
+# The dashboard lists them on every visit.
+_ENABLED = Prepared(
+    lambda: Cluster.objects.filter(enabled=True).order_by("name", "pk").values(*fields_of(Cluster))
+)
+
+
+def enabled_clusters() -> list[Cluster]:
+    """The clusters turned on in the console, by name."""
+    return [instance(Cluster, row) for row in _ENABLED.rows()]

@@ -393,6 +393,26 @@ _COUNT = Prepared(
 )
 
 
+# The dashboard's line per cluster: how many of the person's jobs are queued or running.
+_ACTIVE = Prepared(
+    lambda person_id, cluster_id: (
+        jobs_of(person_id, cluster_id)
+        .exclude(state__in=FINISHED_JOB_STATES)
+        .order_by()
+        .values("person_id")
+        .annotate(total=Count("id"))
+    ),
+    int,
+    int,
+)
+
+
+def active_count(person: Any, cluster: Cluster) -> int:
+    """How many of the person's jobs on the cluster are not finished."""
+    found = _ACTIVE.rows(person.pk, cluster.pk)
+    return found[0]["total"] if found else 0
+
+
 @functools.cache
 def _first_page(per_page: int) -> Prepared:
     """The first page of a person's unfiltered list, its SQL compiled once per page size.

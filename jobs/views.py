@@ -19,9 +19,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from access import policy, refusals
 from access.present import quota_panel
-from accounts.models import DemoMember
+from accounts.demo import membership
 from clusters import partitions, tokens
-from clusters.models import Cluster, cluster_by_slug
+from clusters.models import Cluster, cluster_by_slug, enabled_clusters
 from clusters.refusal import Refusal
 from clusters.slurm import SlurmError
 from jobs import control, output, present
@@ -52,13 +52,13 @@ def _cluster(slug: str) -> Cluster:
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     usable, refused = [], []
-    for cluster in Cluster.objects.filter(enabled=True).order_by("name"):
+    for cluster in enabled_clusters():
         decision = policy.decide(request.user, "cluster.view", cluster)
         if decision.allowed:
             usable.append(_cluster_panel(request, cluster))
         else:
             refused.append({"cluster": cluster, "message": decision.message})
-    demo = DemoMember.objects.filter(user=request.user, ended__isnull=True).first()
+    demo = membership.current(request.user)
     context = {"usable": usable, "refused": refused, "demo": demo}
     return render(request, "jobs/dashboard.html", context)
 
@@ -74,9 +74,7 @@ def _cluster_panel(request: HttpRequest, cluster: Cluster) -> dict[str, Any]:
     except (SlurmError, tokens.TokenRefused, tokens.KeyUnavailable) as e:
         panel["error"] = str(e)
     panel.update(quota_panel(request.user, cluster))
-    panel["active_jobs"] = (
-        present.jobs_of(request.user, cluster).exclude(state__in=present.FINISHED_JOB_STATES).count()
-    )
+    panel["active_jobs"] = present.active_count(request.user, cluster)
     return panel
 
 

@@ -19,6 +19,7 @@ from accounts.models import DemoMember, DemoSignup, User
 from audit.log import record
 from clusters.models import Cluster
 from clusters.refusal import Refusal
+from prepared import Prepared, fields_of, instance
 
 # A plain console group (not IdP-managed): access.demo's seed gives it the demo's grant.
 DEMO_GROUP = "demo"
@@ -126,6 +127,21 @@ def membership(user: Any) -> DemoMember | None:
     if not getattr(user, "pk", None):
         return None
     return DemoMember.objects.filter(user_id=user.pk).select_related("cluster").first()
+
+
+# Asked by the dashboard on every visit (a person has one membership at most).
+_CURRENT = Prepared(
+    lambda user_id: DemoMember.objects.filter(user_id=user_id, ended__isnull=True).values(
+        *fields_of(DemoMember)
+    ),
+    int,
+)
+
+
+def current(user: Any) -> DemoMember | None:
+    """The person's demo membership while it lasts (not ended), else None."""
+    rows = _CURRENT.rows(user.pk) if getattr(user, "pk", None) else []
+    return instance(DemoMember, rows[0]) if rows else None
 
 
 def join_existing(user: User, *, request: Any = None) -> DemoMember:

@@ -8,9 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db.models import Q
+from django.utils import timezone
 
-from accounts.models import User
-from clusters.models import Cluster, cluster_by_slug
+from accounts.demo import membership
+from accounts.models import DemoMember, User
+from clusters.models import Cluster, cluster_by_slug, enabled_clusters
 from jobs import present
 from jobs.models import JobRecord
 from prepared import NotPreparable, Prepared, fields_of, instance
@@ -207,3 +209,29 @@ def test_a_value_used_in_several_places_goes_into_each():
     assert either.rows("alpha") == [{"slug": "alpha"}, {"slug": "beta"}]
     assert either.rows("gamma") == [{"slug": "gamma"}]
     assert either.rows("delta") == []
+
+
+def test_the_dashboards_lookups_answer_as_the_orm():
+    cluster("beta", enabled=False)
+    made = [cluster("gamma"), cluster("alpha")]
+    assert [c.pk for c in enabled_clusters()] == [
+        c.pk for c in Cluster.objects.filter(enabled=True).order_by("name")
+    ]
+    assert enabled_clusters()[0].slug == "alpha"
+    ada = User.objects.create(username="ada@example.test", email="ada@example.test")
+    bob = User.objects.create(username="bob@example.test", email="bob@example.test")
+    for n, state in enumerate(["RUNNING", "PENDING", "COMPLETED", "FAILED", "CANCELLED", "PENDING"]):
+        JobRecord.objects.create(
+            cluster=made[n % 2], person=ada, posix_user="ada", slurm_job_id=n + 1, name=f"j{n}", state=state
+        )
+    for where in made:
+        for who in (ada, bob):
+            expected = present.jobs_of(who, where).exclude(state__in=present.FINISHED_JOB_STATES).count()
+            assert present.active_count(who, where) == expected
+    assert (present.active_count(ada, made[0]), present.active_count(ada, made[1])) == (1, 2)
+    assert membership.current(ada) is None
+    member = DemoMember.objects.create(user=ada, via="email", expires=timezone.now())
+    assert membership.current(ada).pk == member.pk
+    assert membership.current(bob) is None
+    DemoMember.objects.filter(pk=member.pk).update(ended=timezone.now())
+    assert membership.current(ada) is None
