@@ -35,7 +35,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.root, pytest.mark.django_db(transac
 MOST_QUERIES = 11
 MOST_OWN = 7
 # The policy's statements: its tables, the person's groups it reads, and its nested atomic blocks.
-_POLICY = re.compile(r'"access_|"accounts_user_groups"|^\s*(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)\b')
+_POLICY = re.compile(
+    r'"access_|"accounts_user_groups"|^\s*(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)\b'
+)
 _WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
