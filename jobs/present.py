@@ -413,6 +413,21 @@ def active_count(person: Any, cluster: Cluster) -> int:
     return found[0]["total"] if found else 0
 
 
+# The list page's partition filter: every partition the person's jobs on the cluster went to. order_by()
+# first: JobRecord's default ordering would otherwise join the DISTINCT (partition, created, id), which is
+# every row, not every partition.
+_PARTITIONS = Prepared(
+    lambda person_id, cluster_id: jobs_of(person_id, cluster_id).order_by().values("partition").distinct(),
+    int,
+    int,
+)
+
+
+def partitions_used(person: Any, cluster: Cluster) -> list[str]:
+    """The partitions of the person's jobs on the cluster (a job may have none yet), sorted."""
+    return sorted(row["partition"] for row in _PARTITIONS.rows(person.pk, cluster.pk) if row["partition"])
+
+
 @functools.cache
 def _first_page(per_page: int) -> Prepared:
     """The first page of a person's unfiltered list, its SQL compiled once per page size.

@@ -195,12 +195,7 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
         )
     states, partition, page, error = _list_args(request)
     result = present.page_of(request.user, cluster, states=states, partition=partition, page=page)
-    # order_by() first: JobRecord's default ordering would otherwise join the DISTINCT (partition, created,
-    # id), which is every row, not every partition.
-    partition_names = sorted(
-        set(present.jobs_of(request.user, cluster).values_list("partition", flat=True).order_by().distinct())
-        - {""}
-    )
+    partition_names = present.partitions_used(request.user, cluster)
     query = {k: v for k, v in (("state", request.GET.get("state", "")), ("partition", partition or "")) if v}
     context = {
         "cluster": cluster,

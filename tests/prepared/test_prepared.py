@@ -229,6 +229,13 @@ def test_the_dashboards_lookups_answer_as_the_orm():
             expected = present.jobs_of(who, where).exclude(state__in=present.FINISHED_JOB_STATES).count()
             assert present.active_count(who, where) == expected
     assert (present.active_count(ada, made[0]), present.active_count(ada, made[1])) == (1, 2)
+    JobRecord.objects.filter(slurm_job_id=6).update(partition="gpu")
+    JobRecord.objects.filter(slurm_job_id=4).update(partition="cpu")
+    for where in made:
+        for who in (ada, bob):
+            expected = sorted(set(present.jobs_of(who, where).values_list("partition", flat=True)) - {""})
+            assert present.partitions_used(who, where) == expected
+    assert present.partitions_used(ada, made[1]) == ["cpu", "gpu"]
     assert membership.current(ada) is None
     member = DemoMember.objects.create(user=ada, via="email", expires=timezone.now())
     assert membership.current(ada).pk == member.pk
