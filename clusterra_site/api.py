@@ -85,22 +85,25 @@ class PerToken(SimpleRateThrottle):
         if key is None:
             return True
         most, seconds = self.parse_rate(settings.CLUSTERRA_API_RATE)
-        now = self.timer()
         count_within = getattr(self.cache, "count_within", None)
         if count_within is not None:
             # Redis (clusterra_site.cache): counted there in one atomic round trip, for every worker.
             # Its own key: a sorted set where the list of earlier releases may still sit for a minute.
-            wait = count_within(f"{key}:times", most, seconds, now)
+            wait = count_within(f"{key}:times", most, seconds, self.timer())
         else:
-            wait = self._count_here(key, most, seconds, now)
+            wait = self._count_here(key, most, seconds)
         if wait is None:
             return True
         self._refused.wait = wait
         return False
 
-    def _count_here(self, key: str, most: int, seconds: float, now: float) -> float | None:
+    def _count_here(self, key: str, most: int, seconds: float) -> float | None:
         """count_within for the in-memory cache: one process, so a lock makes the read and write one."""
         with self._lock:
+            # The clock read under the lock, so the history is in the order of its times: a request that
+            # read it before waiting here would otherwise find newer times than its own and be told to
+            # wait longer than the window.
+            now = self.timer()
             # Newest first: the times of this token's requests still inside the window.
             history = [at for at in self.cache.get(key, []) if at > now - seconds]
             if len(history) >= most:

@@ -152,7 +152,9 @@ class DegradingRedisCache(RedisCache):
             return None
         if int(counted):
             return None
-        return max(0.0, float(seconds) - (now - float(oldest)))
+        # Never past the window: a request of the same key that read its clock a moment after this one may
+        # have been counted first, its time newer than `now` by the microseconds between.
+        return min(float(seconds), max(0.0, float(seconds) - (now - float(oldest))))
 
 
 # KEYS[1]: a sorted set of one key's events, scored by time. ARGV: now, window seconds, most, a new member.
