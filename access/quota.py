@@ -23,10 +23,10 @@ How usage is counted (the rule the sentences and the admin rely on):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
-from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -227,18 +227,13 @@ def statuses_of(quotas: Sequence[Any], now: datetime | None = None) -> list[Quot
 
 # The use query of each shape of quota list (which of them are a group's), compiled once: building and
 # compiling it through the ORM was a quarter of a submit's CPU. Few shapes occur (a person's own quota
-# and their groups'); past _SHAPES_KEPT, a shape is compiled for the one call.
-_SHAPES_KEPT = 64
-_use_queries: dict[tuple[bool, ...], Prepared] = {}
+# and their groups'); the least used past SHAPES_KEPT is compiled again when it comes back.
+SHAPES_KEPT = 64
 
 
+@functools.lru_cache(maxsize=SHAPES_KEPT)
 def _use_query(groups: tuple[bool, ...]) -> Prepared:
-    found = _use_queries.get(groups)
-    if found is None:
-        found = Prepared(partial(_use_of, groups), *(int, int, datetime, datetime) * len(groups))
-        if len(_use_queries) < _SHAPES_KEPT:
-            found = _use_queries.setdefault(groups, found)
-    return found
+    return Prepared(functools.partial(_use_of, groups), *(int, int, datetime, datetime) * len(groups))
 
 
 def _use_of(groups: tuple[bool, ...], *values: Any) -> QuerySet:
@@ -293,16 +288,9 @@ def locked_quotas(ids: Sequence[int]) -> list[Quota]:
 
 
 # Every reservation locks its quotas: that query compiled once per number of quotas.
-_lockings: dict[int, Prepared] = {}
-
-
+@functools.lru_cache(maxsize=SHAPES_KEPT)
 def _locking(count: int) -> Prepared:
-    found = _lockings.get(count)
-    if found is None:
-        found = Prepared(_locked_rows, *(int,) * count)
-        if count <= _SHAPES_KEPT:
-            found = _lockings.setdefault(count, found)
-    return found
+    return Prepared(_locked_rows, *(int,) * count)
 
 
 def _locked_rows(*ids: int) -> QuerySet:
