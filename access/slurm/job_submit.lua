@@ -10,6 +10,9 @@
 --   created yet: it calls this plugin one job at a time, but before it takes its job lock, so racing
 --   submits pass here before the first of them is listed. 40 racing sbatch against a budget for 10 give
 --   exactly 10, and a rebuilt Lua state (a new copy of this file) loses nothing but that short window.
+--   slurm.jobs is Slurm's cache, rebuilt only when the job table changed in a later second: it is read
+--   whole only by the call that finds it rebuilt, since a reused one can point at purged jobs (see
+--   current_jobs; reading one crashed slurmctld 22.05).
 -- * Each accepted job is stamped (admin_comment, which only root, SlurmUser and plugins can set) with what
 --   it was priced at, so a queued job keeps costing what it cost when it was accepted.
 -- * The snapshot holds what has been settled (used) per quota; queued, running and just-ended jobs are
@@ -237,8 +240,9 @@ end
 
 -- Jobs accepted here that slurmctld may not list yet: it calls this plugin before it takes its job lock,
 -- so racing submits all pass here before the first of them is in slurm.jobs. Each is kept (by the token
--- in its stamp) until slurm.jobs lists it, or ACCEPTED_TTL seconds have passed (it was never created:
--- slurmctld refused it for a reason of its own after this plugin said yes).
+-- in its stamp) until slurm.jobs lists it, or, once a newly built slurm.jobs still lacks it, ACCEPTED_TTL
+-- seconds have passed (it was never created: slurmctld refused it for a reason of its own after this
+-- plugin said yes).
 local ACCEPTED_TTL = 30
 local accepted = {}
 local accepted_count = 0
@@ -259,14 +263,71 @@ local function remember(uid, req)
     accepted_count = accepted_count + 1
     local token = string.format("%d.%d", os.time(), accepted_count)
     accepted[token] = {
-        uid = uid, cpus = req.cpus, gpus = req.gpus, minutes = req.time_limit, tasks = req.tasks, at = os.time(),
+        uid = uid, cpus = req.cpus, gpus = req.gpus, minutes = req.time_limit, tasks = req.tasks,
+        at_once = req.at_once, at = os.time(),
     }
     return token
 end
 
+-- What a job holds: (cpus, gpus, minutes) it was priced at, and its stamp's token if it has one.
+local function price(job)
+    local cpus, gpus, mins, token = stamped(job)
+    if cpus == nil then
+        cpus, gpus, mins = job.total_cpus or 1, 0, given(job.time_limit) or 0
+        if cpus == 0 then cpus = 1 end
+    end
+    return cpus, gpus, mins, token
+end
+
+-- slurm.jobs is a cache, and reading it at the wrong moment crashes slurmctld. job_submit_lua.c rebuilds
+-- it at a call only when slurmctld's job table changed in a later second than the last rebuild (it compares
+-- two time_t); otherwise every call gets the same table, which then lacks jobs created since and can still
+-- hold jobs purged since: their entries point at freed memory, and 22.05.8 died in
+-- slurm_lua_job_record_field reading one's admin_comment (bench row 1, 2026-12-07). A purge takes only jobs
+-- that ended at least MinJobAge (never under 2 s) before, so a job that had not ended when the table was
+-- built is still in slurmctld while the table is reused. Hence: the call that finds a new table (this
+-- plugin sees every call that can build one: submit, modify, a reload) reads it whole and keeps what later
+-- calls need of it: where the governed people's unfinished jobs are (read again, live, at every call) and
+-- what their ended jobs used (fixed once ended). A reused table is never read past those entries.
+local jobs_table = nil   -- the slurm.jobs last seen
+local jobs_read = false  -- whether it was read whole (an error midway leaves it unusable: fail closed)
+local unfinished = {}    -- its key -> uid: a governed person's job that had not ended when it was built
+local ended = {}         -- {uid, ended_at, cpu, gpu, token}: a governed person's job that had ended then
+
+-- An ended job's use: what it ran, at what it was priced (nothing if it never started).
+local function ended_use(job, uid)
+    local start, finish = job.start_time or 0, job.end_time or 0
+    local cpus, gpus, _, token = price(job)
+    local ran = 0
+    if start > 0 then ran = math.max(0, finish - start) / 3600 end
+    return {uid = uid, ended_at = finish, cpu = ran * cpus, gpu = ran * gpus, token = token}
+end
+
+-- slurm.jobs now, and whether this call is the one that found it built (so all of it is current).
+local function current_jobs()
+    local jobs = slurm.jobs or {}
+    if jobs == jobs_table then
+        if not jobs_read then error("slurmctld's job list could not be read when it was built") end
+        return jobs, false
+    end
+    jobs_table, jobs_read, unfinished, ended = jobs, false, {}, {}
+    for key, job in pairs(jobs) do
+        local uid = job.user_id
+        if uid ~= nil and governed(uid) then
+            if (job.job_state or 0) % 256 < 3 then  -- PENDING, RUNNING, SUSPENDED
+                unfinished[key] = uid
+            else
+                table.insert(ended, ended_use(job, uid))
+            end
+        end
+    end
+    jobs_read = true
+    return jobs, true
+end
+
 -- Per quota: running jobs, queued jobs, and the CPU-/GPU-hours they hold (queued and running jobs at their
 -- stamped worst case; jobs that ended after the snapshot's settled_through at what they really ran).
-local function live_use(quotas)
+local function live_use(quotas, jobs, built)
     local of_uid = {}
     local totals = {}
     for _, q in ipairs(quotas) do
@@ -276,49 +337,52 @@ local function live_use(quotas)
             table.insert(of_uid[uid], totals[q])
         end
     end
+    local function add(uid, running, queued, cpu_h, gpu_h)
+        for _, t in ipairs(of_uid[uid]) do
+            t.running = t.running + running
+            t.queued = t.queued + queued
+            t.cpu = t.cpu + cpu_h
+            t.gpu = t.gpu + gpu_h
+        end
+    end
     local settled = policy.settled_through or 0
     local seen = {}
-    for _, job in pairs(slurm.jobs or {}) do
-        local mine = of_uid[job.user_id]
-        if mine ~= nil then
+    for key, uid in pairs(unfinished) do
+        if of_uid[uid] ~= nil then
+            local job = jobs[key]
             local base = (job.job_state or 0) % 256
-            local cpus, gpus, mins, token = stamped(job)
+            local cpus, gpus, mins, token = price(job)
             if token ~= nil then seen[token] = true end
-            if cpus == nil then
-                cpus, gpus, mins = job.total_cpus or 1, 0, given(job.time_limit) or 0
-                if cpus == 0 then cpus = 1 end
-            end
-            local n, cpu_h, gpu_h, running, queued = 1, 0, 0, 0, 0
             if base == 0 then
-                n = given(job.array_task_cnt) or 1
+                local n = given(job.array_task_cnt) or 1
                 if n < 1 then n = 1 end
-                queued = n
-                cpu_h, gpu_h = n * mins / 60 * cpus, n * mins / 60 * gpus
+                add(uid, 0, n, n * mins / 60 * cpus, n * mins / 60 * gpus)
             elseif base == 1 or base == 2 then
-                running = 1
-                cpu_h, gpu_h = mins / 60 * cpus, mins / 60 * gpus
-            elseif (job.end_time or 0) > settled and (job.start_time or 0) > 0 then
-                local ran = math.max(0, job.end_time - job.start_time) / 3600
-                cpu_h, gpu_h = ran * cpus, ran * gpus
-            end
-            for _, t in ipairs(mine) do
-                t.running = t.running + running
-                t.queued = t.queued + queued
-                t.cpu = t.cpu + cpu_h
-                t.gpu = t.gpu + gpu_h
+                add(uid, 1, 0, mins / 60 * cpus, mins / 60 * gpus)
+            else
+                local e = ended_use(job, uid)
+                if e.ended_at > settled then add(uid, 0, 0, e.cpu, e.gpu) end
             end
         end
     end
+    for _, e in ipairs(ended) do
+        if of_uid[e.uid] ~= nil then
+            if e.token ~= nil then seen[e.token] = true end
+            if e.ended_at > settled then add(e.uid, 0, 0, e.cpu, e.gpu) end
+        end
+    end
+    -- Accepted jobs not listed: queued, as far as this plugin knows. Missing from a reused table they may
+    -- have started since (in the second it was built), so they count as running too: a refusal in that
+    -- moment rather than a second running job past the limit. Only a newly built table can show that one
+    -- was never created.
     local now = os.time()
     for token, a in pairs(accepted) do
-        if seen[token] or now - a.at > ACCEPTED_TTL then
+        if seen[token] or (built and now - a.at > ACCEPTED_TTL) then
             accepted[token] = nil
         elseif of_uid[a.uid] ~= nil then
-            for _, t in ipairs(of_uid[a.uid]) do
-                t.queued = t.queued + a.tasks
-                t.cpu = t.cpu + a.tasks * a.minutes / 60 * a.cpus
-                t.gpu = t.gpu + a.tasks * a.minutes / 60 * a.gpus
-            end
+            local running = 0
+            if not built then running = math.min(a.tasks, a.at_once or a.tasks) end
+            add(a.uid, running, a.tasks, a.tasks * a.minutes / 60 * a.cpus, a.tasks * a.minutes / 60 * a.gpus)
         end
     end
     return totals
@@ -391,7 +455,7 @@ local function account_problem(person, job_desc, where)
 end
 
 -- Returns (code, sentence) for a refusal, or nil and the request for an acceptance.
-local function decide(job_desc, part_list)
+local function decide(job_desc, part_list, jobs, built)
     local uid = job_desc.user_id
     local where = policy.cluster
     local person = policy.people[uid]
@@ -448,7 +512,7 @@ local function decide(job_desc, part_list)
         end
     end
 
-    local live = live_use(quotas)
+    local live = live_use(quotas, jobs, built)
     for _, q in ipairs(quotas) do
         local n = live[q].running
         if q.max_running ~= nil and n >= q.max_running then
@@ -559,6 +623,8 @@ end
 
 local function submit(job_desc, part_list)
     load_policy()
+    -- Every call, whoever submits: the call that finds slurm.jobs built must read it (see current_jobs).
+    local jobs, built = current_jobs()
     local uid = job_desc.user_id
     if uid == nil or not governed(uid) then return slurm.SUCCESS end
     if policy == nil then
@@ -573,7 +639,7 @@ local function submit(job_desc, part_list)
         slurm.user_msg(stale .. "; this job is let through unchecked.")
         return slurm.SUCCESS
     end
-    local code, result = decide(job_desc, part_list)
+    local code, result = decide(job_desc, part_list, jobs, built)
     if code ~= nil then return refuse(job_desc, code, result) end
     local req = result
     local token = remember(job_desc.user_id, req)
@@ -584,6 +650,7 @@ end
 
 local function modify(job_desc, job_rec, part_list, modify_uid)
     load_policy()
+    current_jobs()  -- slurmctld may have built slurm.jobs for this call: the next submit must know
     if modify_uid == nil or not governed(modify_uid) then return slurm.SUCCESS end
     local what = nil
     local new_time = given(job_desc.time_limit)

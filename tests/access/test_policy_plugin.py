@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import timedelta
 
 import pytest
@@ -261,6 +262,63 @@ def test_jobs_accepted_but_not_yet_created_count_once_and_only_until_they_are_li
     assert "group ml-team has 0.0 of 10.0 left" in answers[40].sentence
     tokens = {a.stamp.rsplit("n=", 1)[1] for a in answers[:10]}
     assert len(tokens) == 10
+
+
+def test_a_reused_job_list_is_read_no_further_than_the_jobs_that_had_not_ended(tmp_path, cluster, team):
+    """slurm.jobs is slurmctld's cache, rebuilt only when its job table changed in a later second.
+
+    Reused, it can still hold jobs purged since it was built, entries pointing at freed memory (slurmctld
+    22.05 crashed reading one): the plugin reads a reused table only where a job had not ended when it
+    was built (a purge takes only jobs ended MinJobAge ago), and keeps the ended jobs' use from then.
+    """
+    person("jane", UID, team)
+    person("mate", MATE, team)
+    Grant.objects.create(cluster=cluster, group=team, all_partitions=True)
+    Quota.objects.create(cluster=cluster, group=team, cpu_hours=10)
+    now = int(time.time())
+    queue = [
+        plugin.live_job(UID, minutes=60),  # queued: holds 1 CPU-hour
+        plugin.live_job(UID, state=3, start_time=now - 4 * 3600, end_time=now - 3600),  # ran 3 CPU-hours
+        plugin.live_job(MATE, state=3, cpus=2, start_time=now - 5400, end_time=now),  # ran 2 x 1.5 h
+        plugin.live_job(MATE, state=4, start_time=0, end_time=now),  # cancelled while queued: nothing
+    ]
+    four_hours = plugin.desc(UID, partition="cpu", time_limit=240)
+    three_hours = plugin.desc(UID, partition="cpu", time_limit=180)
+    cases = [
+        {"desc": four_hours, "jobs": queue},
+        {"desc": four_hours, "reuse": True, "purge": [2, 3, 4]},
+        {"desc": three_hours, "reuse": True},
+        # The harness's purge bites: a newly built list is read whole, so reading a purged entry fails.
+        {"desc": four_hours, "jobs": queue, "purge": [2]},
+    ]
+    answers = plugin.run(tmp_path, cases, policy=policy_text(cluster), together=True)
+
+    left = "group ml-team has 3.0 of 10.0 left this month"
+    assert [a.accepted for a in answers[:3]] == [False, False, True], answers
+    assert left in answers[0].sentence, answers[0]
+    assert answers[1].sentence == answers[0].sentence, answers[1]
+    assert answers[3].sentence.startswith("The console's policy check failed"), answers[3]
+
+
+def test_a_job_missing_from_a_reused_job_list_may_be_running(tmp_path, cluster, team):
+    """Accepted here, missing from a reused slurm.jobs: it may have started in the second that was built."""
+    jane = person("jane", UID, team)
+    Grant.objects.create(cluster=cluster, group=team, all_partitions=True)
+    Quota.objects.create(cluster=cluster, user=jane, max_running_jobs=1, max_queued_jobs=5)
+    job = plugin.desc(UID, partition="cpu", time_limit=10)
+    cases = [
+        {"desc": job},
+        {"desc": job, "reuse": True},
+        # Past the 30 s an accepted job is remembered: a reused list still cannot show it was never created.
+        {"desc": job, "reuse": True, "later": 60},
+        # A newly built list without it: never created, so neither running nor queued any more.
+        {"desc": job, "later": 60},
+    ]
+    answers = plugin.run(tmp_path, cases, policy=policy_text(cluster), together=True)
+
+    running = "You already have 1 of 1 allowed jobs running on Cluster One; wait for one to finish."
+    assert [a.accepted for a in answers] == [True, False, False, True], answers
+    assert answers[1].sentence == answers[2].sentence == running
 
 
 def test_people_outside_the_consoles_uid_range_are_not_its_to_govern(tmp_path, cluster):

@@ -128,7 +128,13 @@ def run(
     Each case meets a freshly loaded plugin, unless `together`: then they run one after the other
     in one plugin state, as slurmctld calls it. A job it accepts is not in slurm.jobs for the next
     case (slurmctld has not created it yet), unless that case says `"created": True`: then every
-    job accepted so far is listed too."""
+    job accepted so far is listed too.
+
+    Each case gets a newly built slurm.jobs, unless it says `"reuse": True`: then it gets the previous
+    case's table itself, as slurmctld hands out its cache when its job table has not changed in a later
+    second. `"purge": [i, ...]` (1-based, into that case's jobs) turns those entries into what a purged
+    job's entry is in slurmctld, freed memory: reading any of their fields is an error here.
+    `"later": seconds` moves the plugin's clock (os.time) that far past the real one, from that case on."""
     lua_available()
     policy_file = tmp / "policy.lua"
     if policy is not None:
@@ -152,6 +158,15 @@ def run(
         "slurm.log_info = function() end",
         "local function clean(s) return (string.gsub(tostring(s), '[\\t\\n]', ' ')) end",
         "local made = {}",
+        "local real_time, shift = os.time, 0",
+        "os.time = function(...)",
+        "  if select('#', ...) > 0 then return real_time(...) end",
+        "  return real_time() + shift",
+        "end",
+        "local function purge(job)",
+        "  for k in pairs(job) do job[k] = nil end",
+        "  setmetatable(job, {__index = function(_, k) error('read ' .. k .. ' of a purged job') end})",
+        "end",
         f"assert(dofile({lua_value(str(PLUGIN))}) == 0)",
     ]
     parts = lua_value(partitions or PARTITIONS)
@@ -159,9 +174,13 @@ def run(
         jobs = {i + 1: job for i, job in enumerate(case.get("jobs", []))}
         if not together:
             lines.append(f"assert(dofile({lua_value(str(PLUGIN))}) == 0)")
+        if case.get("reuse") and ("jobs" in case or "created" in case):
+            raise ValueError("a reused slurm.jobs is the previous case's: it takes no jobs of its own")
         lines += [
             "do",
-            f"slurm.jobs = {lua_value(jobs)}",
+            *([] if case.get("reuse") else [f"slurm.jobs = {lua_value(jobs)}"]),
+            *(f"purge(slurm.jobs[{i}])" for i in case.get("purge", ())),
+            *([f"shift = {int(case['later'])}"] if "later" in case else []),
             # slurmctld has created the jobs accepted so far: they are listed, pending, with their stamps.
             *(["for _, j in ipairs(made) do table.insert(slurm.jobs, j) end"] if case.get("created") else []),
             "said = {}",
