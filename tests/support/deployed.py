@@ -76,6 +76,12 @@ def wait_for(check, what: str, seconds: float = 30) -> float:
     return time.monotonic() - started
 
 
+def answers(path: Path) -> bool:
+    """Whether a server listens on the UNIX socket at `path` (a stopped one may leave the file behind)."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        return probe.connect_ex(str(path)) == 0
+
+
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -162,7 +168,17 @@ def copy_checkout() -> Path:
     Debian's python3 (this machine's PATH finds root's own Python first, which `clusterra` cannot run)."""
     checkout = Path(f"/opt/clusterra-deploy-test-{secrets.token_hex(3)}")
     checkout.mkdir(mode=0o755)
-    excluded = ("./.venv", "./.git", "./data", "./test-artifacts", "__pycache__", ".pytest_cache")
+    # Both virtualenvs are made anew: one made by another interpreter (root's own Python) is not Debian's to
+    # reuse, and `make setup` would try to, whenever a lock file is newer than it.
+    excluded = (
+        "./.venv",
+        "./.venv-uv",
+        "./.git",
+        "./data",
+        "./test-artifacts",
+        "__pycache__",
+        ".pytest_cache",
+    )
     tar = subprocess.Popen(
         ["tar", "-C", str(REPO), *(f"--exclude={e}" for e in excluded), "-cf", "-", "."],
         stdout=subprocess.PIPE,
