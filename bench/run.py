@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         channel_layer=machine.channel_layer_description(settings.redis_url),
     )
     ssm = SsmHost(python, settings.data_dir / "ssm_host.log")
-    console: stage.Server | None = None
+    daphne: stage.Daphne | None = None
     submitted: list[int] = []
     rows: list[Row] = []
     setup_seconds = 0.0
@@ -278,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
         ssm.start()
         # This process drives the SSM transport directly too (row 3), through the same stand-in.
         os.environ.update(ssm.console_env())
-        console = stage.Server(
-            python, settings.environment() | ssm.console_env(), settings.data_dir / "server.log"
+        daphne = stage.Daphne(
+            python, settings.environment() | ssm.console_env(), settings.data_dir / "daphne.log"
         )
-        console.start()
-        say(f"console on {console.base_url} ({console.kind}, pid {console.pid}); SSM stand-in pid {ssm.pid}")
+        daphne.start()
+        say(f"console on {daphne.base_url} (pid {daphne.pid}); SSM stand-in pid {ssm.pid}")
         setup_seconds = time.monotonic() - began
-        url = console.base_url
-        server = console
+        url = daphne.base_url
+        server = daphne
         benchmarks: dict[int, tuple[str, Callable[[], Row]]] = {
             1: (
                 "submit",
@@ -298,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
                     count=plan.submit_count,
                     warmup=plan.submit_warmup,
                     submitted=submitted,
-                    server=server.kind,
                 ),
             ),
             2: (
@@ -416,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         if left:
             say(f"cancelled {left} more jobs left in the parking partition")
         raw.close()
-        if console is not None:
-            console.stop()
+        if daphne is not None:
+            daphne.stop()
         ssm.stop()
         from django.db import connections
 
