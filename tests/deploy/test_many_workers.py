@@ -51,6 +51,7 @@ from tests.support.deployed import (
     RUN,
     SHELLS,
     SYSTEMD,
+    answers,
     copy_checkout,
     free_port,
     listening,
@@ -136,17 +137,6 @@ class Console:
         """The worker that answered each request through nginx so far, from its access log."""
         lines = (self.folder / "access.log").read_text().splitlines()
         return [found[-1] for line in lines if (found := re.findall(r"web-\d+", line))]
-
-
-def answers(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 @contextlib.contextmanager
