@@ -161,8 +161,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# The ASGI servers the bench can run the console under (row 8 compares them); the first is the console's own.
-SERVERS = ("daphne", "daphne-v0", "uvicorn", "granian")
+# The ASGI servers the bench can run the console under (row 8 compares them); the first is the console's own
+# (deploy/systemd/clusterra-web@.service): uvicorn since issue 22's fifth pass, daphne before.
+SERVERS = ("uvicorn", "daphne", "daphne-v0", "granian")
 
 
 def server_command(kind: str, python: str, port: int, app: str) -> list[str]:
@@ -176,7 +177,8 @@ def server_command(kind: str, python: str, port: int, app: str) -> list[str]:
         # Django has no lifespan events; uvloop and httptools are what uvicorn[standard] runs on.
         return [
             python, "-m", "bench.daphne_main", "--server", "uvicorn", "--host", "127.0.0.1",
-            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
+            "--ws-per-message-deflate", "false", "--lifespan", "off",
             "--no-access-log", app,
         ]  # fmt: skip
     if kind == "granian":

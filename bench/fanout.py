@@ -249,7 +249,7 @@ async def _run(
     row.measurements = [
         Measurement(
             "4",
-            f"echo with {sessions} terminals in one daphne ({per_session:.0f} KiB RSS/session)",
+            f"echo with {sessions} terminals in one {server.kind} ({per_session:.0f} KiB RSS/session)",
             echoes,
             floor,
             TARGET,

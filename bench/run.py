@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         channel_layer=machine.channel_layer_description(settings.redis_url),
     )
     ssm = SsmHost(python, settings.data_dir / "ssm_host.log")
-    daphne: stage.Daphne | None = None
+    console: stage.Server | None = None
     submitted: list[int] = []
     rows: list[Row] = []
     setup_seconds = 0.0
@@ -278,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
         ssm.start()
         # This process drives the SSM transport directly too (row 3), through the same stand-in.
         os.environ.update(ssm.console_env())
-        daphne = stage.Daphne(
-            python, settings.environment() | ssm.console_env(), settings.data_dir / "daphne.log"
+        console = stage.Server(
+            python, settings.environment() | ssm.console_env(), settings.data_dir / "server.log"
         )
-        daphne.start()
-        say(f"console on {daphne.base_url} (pid {daphne.pid}); SSM stand-in pid {ssm.pid}")
+        console.start()
+        say(f"console on {console.base_url} ({console.kind}, pid {console.pid}); SSM stand-in pid {ssm.pid}")
         setup_seconds = time.monotonic() - began
-        url = daphne.base_url
-        server = daphne
+        url = console.base_url
+        server = console
         benchmarks: dict[int, tuple[str, Callable[[], Row]]] = {
             1: (
                 "submit",
@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                     count=plan.submit_count,
                     warmup=plan.submit_warmup,
                     submitted=submitted,
+                    server=server.kind,
                 ),
             ),
             2: (
@@ -415,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         if left:
             say(f"cancelled {left} more jobs left in the parking partition")
         raw.close()
-        if daphne is not None:
-            daphne.stop()
+        if console is not None:
+            console.stop()
         ssm.stop()
         from django.db import connections
 

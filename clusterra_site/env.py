@@ -106,7 +106,7 @@ def database(url: str | None, data_dir: Path) -> dict:
         if pool_size < 0:
             raise ConfigError(f"CLUSTERRA_DB_POOL_SIZE={pool_size} must be 0 (no pool) or more")
         if pool_size:
-            # Under daphne every request's sync code runs in a thread of its own and Django's connections
+            # Under an ASGI server each request's sync code runs in a thread of its own, Django's connections
             # are per thread, so a kept connection (CONN_MAX_AGE) was never used again: each request paid
             # for a new PostgreSQL session (~15 ms). The pool lends one per request and takes it back when
             # the request ends; Django requires CONN_MAX_AGE 0 with it (the pool keeps them instead).
@@ -184,7 +184,7 @@ def cache(redis_url: str | None) -> dict:
     The counters must be shared by every web worker, or N workers allow N times the attempts.
     """
     if not redis_url:
-        # One process, as the embedded set-up runs (SQLite and one daphne): its memory is shared by all
+        # One process, as the embedded set-up runs (SQLite and one web server): its memory is shared by all
         # it serves. More web workers need REDIS_URL anyway (live terminals), and then the branch below.
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "clusterra"}
     return {

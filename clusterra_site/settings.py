@@ -12,7 +12,7 @@ from clusterra_site import env
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CLUSTERRA_DATA_DIR", BASE_DIR / "data")).resolve()
 # Here, at settings import, so that every entry point refuses an open folder before writing to it:
-# manage.py's commands (migrate, the sync loop) and daphne, which runs no system checks.
+# manage.py's commands (migrate, the sync loop) and the web server, which runs no system checks.
 env.private_folder(DATA_DIR)
 
 DEBUG = env.flag("CLUSTERRA_DEBUG", False)

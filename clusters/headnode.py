@@ -124,7 +124,7 @@ def as_user(cluster: HeadNode, username: str, argv: Sequence[str]) -> list[str]:
     permissions hold alike), but skips runuser's PAM session, which cost ~2 ms of every submit
     and has nothing to add to reading a file. The ids are switched by setpriv rather than by
     subprocess's user=/group=/extra_groups=: those stop Python from using vfork, and a full fork
-    of the console's process costs more (~10 ms at daphne's size) than the session saved.
+    of the console's process costs more (~10 ms at a web worker's size) than the session saved.
     UnknownUser when the local host has no such user.
     """
     if cluster.transport != "local":

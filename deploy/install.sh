@@ -160,7 +160,7 @@ fi
 case $CHECKOUT/ in
 /home/* | /root/*) die "the checkout is under $CHECKOUT: the units cannot see /home or /root (ProtectHome=); put it in /opt or /srv" ;;
 esac
-[ -x "$CHECKOUT/.venv/bin/daphne" ] || die "$CHECKOUT/.venv is missing: run \`make setup\` in $CHECKOUT first"
+[ -x "$CHECKOUT/.venv/bin/uvicorn" ] || die "$CHECKOUT/.venv is missing: run \`make setup\` in $CHECKOUT first"
 command -v nginx >/dev/null || die "nginx is not installed: apt-get install nginx"
 command -v setpriv >/dev/null || die "setpriv is missing (util-linux)"
 getent group www-data >/dev/null || die "the group www-data (nginx's) is missing"

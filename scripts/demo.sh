@@ -111,7 +111,9 @@ start() {
   pids+=($!)
   names+=("$name")
 }
-start "the web server" $BIN/daphne -b 127.0.0.1 -p "$PORT" clusterra_site.asgi:application
+# As a production worker runs (deploy/systemd/clusterra-web@.service), on a loopback port.
+start "the web server" $BIN/uvicorn --host 127.0.0.1 --port "$PORT" --loop uvloop --http httptools --ws websockets-sansio \
+  --ws-per-message-deflate false --lifespan off --no-access-log clusterra_site.asgi:application
 # Job states and the usage ledger come from this loop; without it jobs would stay "pending" in the console.
 start "the job sync loop" $BIN/python manage.py sync_jobs
 start "the demo expiry loop" $BIN/python manage.py expire_demo_accounts --every 3600

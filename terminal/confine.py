@@ -1,7 +1,7 @@
 """A person's local shells run in a cgroup of their own, capped in processes, memory and CPU.
 
 A local shell runs on the host that serves the console. Without a cap, a fork bomb or a memory hog
-typed into one terminal takes daphne, the sync loop and (on the demo) slurmctld with it. Each person
+typed into one terminal takes the web worker, the sync loop and (on the demo) slurmctld with it. Each person
 gets one cgroup, shared by all their terminals, with the cluster's caps; each terminal gets a child
 cgroup of that, so closing it ends everything it started, `setsid` and `nohup` included.
 

@@ -2,7 +2,7 @@
 
 A terminal is some hundreds of Python objects (its socket's protocol, consumer, tasks, transport)
 that live as long as it does. With 2,000 open, a full collection walks all of them: 0.5-0.7 s of a
-stopped event loop, every terminal's echo late by as much (bench row 4, daphne-gc.log). CPython
+stopped event loop, every terminal's echo late by as much (bench row 4, the server's -gc.log). CPython
 runs one whenever the objects that survived the younger generations reach a quarter of the old
 ones, which typing alone gets to within minutes. gc.freeze() moves every object that exists into
 a generation no collection visits; done a moment after terminals open, their objects are no

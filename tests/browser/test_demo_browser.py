@@ -21,7 +21,7 @@ from django.db import connection
 
 from clusters.models import Cluster
 from tests.conftest import require
-from tests.support import live_daphne
+from tests.support import live_server
 from tests.support.browser import ARTIFACTS, browser_page, require_browser
 from tests.support.demo_support import LINK
 from tests.support.fake_headnode import ct_email, free_uid_block, remove_linux_user
@@ -136,7 +136,7 @@ def test_a_newcomer_signs_up_runs_a_job_in_the_terminal_and_reads_its_output(
 
     try:
         with (
-            live_daphne.forked(django_db_blocker, setup=_start_sync_loop) as base,
+            live_server.forked(django_db_blocker, setup=_start_sync_loop) as base,
             browser_page(base, VIEWPORT, step_ms=STEP_MS) as page,
         ):
             # Sign up: an address, then the link from the mail, then one button.

@@ -32,7 +32,7 @@ from django.db import connections
 from django.test import Client
 
 from tests.conftest import REPO, require
-from tests.support import live_daphne
+from tests.support import live_server
 from tests.support.browser import ARTIFACTS, chromium, require_browser, session_cookie
 from tests.support.demo_support import LINK
 from tests.support.fake_headnode import ct_email
@@ -692,7 +692,7 @@ def test_every_page_fits_a_phone_and_passes_axe(demo_settings, demo_cluster, peo
 
     results: list[PageResult] = []
     wrong_skips: list[str] = []
-    with live_daphne.in_this_process() as base, sync_playwright() as playwright:
+    with live_server.in_this_process() as base, sync_playwright() as playwright:
         auditor = Auditor(base)
         browser = chromium(playwright)
         try:

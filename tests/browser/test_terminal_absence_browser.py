@@ -1,6 +1,6 @@
 """A terminal page away for long (a laptop asleep, a network gone) comes back to its shell in real Chromium.
 
-The shell is held by the shell keeper (`manage.py keep_shells`), the page served by daphne in this process.
+The shell is held by the shell keeper (`manage.py keep_shells`), the page served by uvicorn in this process.
 The page's clock is Playwright's, so ten minutes of failing reconnects take a moment.
 """
 
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import require
-from tests.support import live_daphne
+from tests.support import live_server
 from tests.support.browser import browser_page, require_browser
 from tests.support.keeper_support import Keeper
 from tests.support.terminal_support import forget_real_person, grant_terminal, local_cluster, new_real_person
@@ -63,7 +63,7 @@ def test_a_page_away_for_long_comes_back_to_its_shell(settings, tmp_path):
 
     try:
         with (
-            live_daphne.in_this_process() as base,
+            live_server.in_this_process() as base,
             browser_page(base, {"width": 900, "height": 600}, person=person) as page,
         ):
             page.context.set_default_timeout(STEP * 1000)

@@ -1,4 +1,4 @@
-"""The terminal page in real Chromium on a live daphne: sign in, type, the shell answers as the person.
+"""The terminal page in real Chromium on a live uvicorn: sign in, type, the shell answers as the person.
 
 Through both transports: `local` (a PTY on this host) and `ssm` (the Session Manager data channel to the
 agent emulator of tests/support/ssm_agent.py, whose PTY runs the login command StartSession carried).
@@ -30,7 +30,7 @@ from clusters import headnode
 from terminal import live, transports
 from terminal.models import TerminalPolicy, TerminalSession
 from terminal.transports.ssm import SessionManager, login_command
-from tests.support import live_daphne
+from tests.support import live_server
 from tests.support.browser import ARTIFACTS, browser_page, require_browser, until
 from tests.support.ssm_agent import (
     REGION,
@@ -272,7 +272,7 @@ def test_a_person_types_in_the_browser_and_the_shell_answers_as_them(settings, m
     grant_terminal(person, quiet)
 
     try:
-        with live_daphne.in_this_process() as base, terminal_browser(base, person) as page:
+        with live_server.in_this_process() as base, terminal_browser(base, person) as page:
             # Every terminal socket passes through here, so the test can cut one as a network would.
             tap = SocketTap()
             page.route_web_socket(re.compile(r".*/ws/clusters/.*"), tap)
@@ -372,7 +372,7 @@ def test_a_recorded_terminal_says_so_and_draws_every_underscore(settings, tmp_pa
     grant_terminal(person, cluster)
 
     try:
-        with live_daphne.in_this_process() as base, terminal_browser(base, person) as page:
+        with live_server.in_this_process() as base, terminal_browser(base, person) as page:
             page.goto(f"{base}/clusters/{cluster.slug}/terminal/")
             # Drawn with the page, before the shell opens: nobody types into a recorded terminal unaware.
             notice = page.get_by_role("status").filter(has_text="This session is recorded")
@@ -474,7 +474,7 @@ def test_a_person_gets_a_shell_as_themselves_through_session_manager(settings, m
                     "ssm_manager",
                     lambda _: SessionManager(stub.client, credentials=TEST_CREDENTIALS),
                 )
-                with live_daphne.in_this_process() as base, terminal_browser(base, person) as page:
+                with live_server.in_this_process() as base, terminal_browser(base, person) as page:
                     tap = SocketTap()
                     page.route_web_socket(re.compile(r".*/ws/clusters/.*"), tap)
                     page.goto(f"{base}/clusters/{cluster.slug}/terminal/")

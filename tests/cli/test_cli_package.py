@@ -11,7 +11,7 @@ import sys
 from tests.conftest import REPO
 
 # What the console needs and a person's laptop must not: the CLI talks to /v1 over HTTP only.
-SERVER_PACKAGES = ("django", "channels", "daphne", "boto3")
+SERVER_PACKAGES = ("django", "channels", "daphne", "uvicorn", "boto3")
 KEPT_OUT = ("CLUSTERRA_", "DJANGO", "PYTHON", "VIRTUAL_ENV")
 
 

@@ -2,7 +2,7 @@
 
 The console's own code fills PostgreSQL (people provisioned on the real Slurm, a grant and a quota, a job
 submitted and settled, refusals, a recorded terminal session, a sealed IdP token, a staff session); the
-backup is restored into a new database owned by another role, and a daphne started on it answers /v1, the
+backup is restored into a new database owned by another role, and a web worker started on it answers /v1, the
 recording and the audit log as the old one did.
 """
 
@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -35,13 +34,14 @@ from jobs.models import JobRecord
 from terminal.models import TerminalSession
 from terminal.recording import Recorder, relative_path
 from tests.conftest import REPO, require
+from tests.support import live_server
 from tests.support.jobs_support import HELLO, sync_until
 
 pytestmark = pytest.mark.postgres
 
 BACKUP = REPO / "deploy" / "backup.sh"
 RESTORE = REPO / "deploy" / "restore.sh"
-# Settings of the console's own that must not leak from the test's environment into the scripts or daphne.
+# Settings of the console's own that must not leak from the test's environment into the scripts or the worker.
 OWN_PREFIXES = ("CLUSTERRA_", "DJANGO_", "DATABASE_URL", "REDIS_URL", "PGPASSWORD")
 
 
@@ -148,7 +148,7 @@ def test_a_backup_restores_into_a_fresh_database_and_the_console_serves_the_same
     role, role_password = f"clusterra_restore_{suffix}", secrets.token_hex(12)
     fresh, wrong_key_db = f"clusterra_restored_{suffix}", f"clusterra_wrong_key_{suffix}"
     server = url_of(db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], "postgres")
-    daphne = None
+    worker = None
     try:
         with psycopg.connect(server, autocommit=True) as admin_db:
             admin_db.execute(
@@ -216,7 +216,7 @@ def test_a_backup_restores_into_a_fresh_database_and_the_console_serves_the_same
         assert "DJANGO_SECRET_KEY is not the key of the server the backup came from" in wrong.stdout
 
         # --- the console on the restored database serves the same ---
-        daphne, base = start_daphne(new_env)
+        worker, base = start_worker(new_env)
         after = {
             (who.name, route): answer(requests.get(base + route, headers=bearer(who.token), timeout=30))
             for who in (ada, bob)
@@ -248,9 +248,9 @@ def test_a_backup_restores_into_a_fresh_database_and_the_console_serves_the_same
         assert last > newest
         assert count > old_tables["audit_auditevent"][0]
     finally:
-        if daphne is not None:
-            daphne.send_signal(signal.SIGTERM)
-            daphne.wait(10)
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(20)
         with psycopg.connect(server, autocommit=True) as admin_db:
             for name in (fresh, wrong_key_db):
                 admin_db.execute(
@@ -418,24 +418,15 @@ def run(command: list, env_file: Path) -> tuple[subprocess.CompletedProcess, flo
     return done, time.monotonic() - started
 
 
-def start_daphne(env_file: Path) -> tuple[subprocess.Popen, str]:
-    """daphne on the restored database, with the environment systemd would give it from the file."""
+def start_worker(env_file: Path) -> tuple[subprocess.Popen, str]:
+    """A web worker on the restored database, with the environment systemd would give it from the file."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = env_file.with_suffix(".daphne.log")
+    log = env_file.with_suffix(".worker.log")
     with log.open("w") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "clusterra_site.asgi:application",
-            ],
+            live_server.command(port),
             cwd=REPO,
             env=clean_environment(**settings_in(env_file)),
             stdout=output,
@@ -449,8 +440,8 @@ def start_daphne(env_file: Path) -> tuple[subprocess.Popen, str]:
             return process, base
         except requests.ConnectionError:
             if process.poll() is not None:
-                raise AssertionError(f"daphne on the restored database exited: {log.read_text()}") from None
+                raise AssertionError(f"the restored worker exited: {log.read_text()}") from None
             if time.monotonic() > deadline:
                 process.kill()
-                raise AssertionError("daphne on the restored database did not answer within 60 s") from None
+                raise AssertionError("the restored worker did not answer within 60 s") from None
             time.sleep(0.2)

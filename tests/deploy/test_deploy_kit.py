@@ -19,6 +19,7 @@ import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ from tests.support.deployed import (
     SYSTEMD,
     TMPFILES,
     Curl,
+    answers,
     copy_checkout,
     database_urls,
     free_port,
@@ -129,7 +131,7 @@ def test_the_deploy_kit_installs_the_console_behind_nginx_and_uninstalls_cleanly
                 grp.getgrnam(group).gr_gid,
             ), folder
         assert (
-            f"ExecStart={checkout}/.venv/bin/daphne --proxy-headers -u /run/clusterra/web-%i.sock"
+            f"ExecStart={checkout}/.venv/bin/uvicorn --uds /run/clusterra/web-%i.sock --proxy-headers"
             in (SYSTEMD / "clusterra-web@.service").read_text()
         )
         assert SITE_LINK.resolve() == SITE
@@ -224,7 +226,7 @@ def test_the_deploy_kit_installs_the_console_behind_nginx_and_uninstalls_cleanly
         session = re.search(r"sessionid=([^;]+)", cookies["sessionid"])[1]
 
         # The terminal's WebSocket through /ws/: upgraded by nginx, answered by the consumer. Signed out it
-        # refuses the handshake (daphne turns a close before accept into a 403); signed in it accepts,
+        # refuses the handshake (uvicorn turns a close before accept into a 403); signed in it accepts,
         # says why it cannot open a shell on a cluster that does not exist, and closes with its own code.
         ws_codes = websocket_answers(https, cert, session)
         assert ws_codes == {"signed out": 403, "signed in": 4000}, ws_codes
@@ -261,7 +263,9 @@ def test_the_deploy_kit_installs_the_console_behind_nginx_and_uninstalls_cleanly
             for _ in range(10):
                 failed += curl(f"{base}/")[0] != 200
             procs[name] = units.start(name, log=logs / f"{name}.log")
-            wait_for((RUN / f"web-{stopped}.sock").exists, f"web-{stopped}.sock back", 30)
+            # Back when it answers, as deploy/README's rolling restart waits: a worker stopped leaves its
+            # socket file behind (the next one replaces it), so the file alone says nothing.
+            wait_for(partial(answers, RUN / f"web-{stopped}.sock"), f"web-{stopped}.sock answering", 30)
         assert failed == 0
         # The access log names the sockets tried for each request; the last one answered.
         answered = [

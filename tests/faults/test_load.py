@@ -1,4 +1,4 @@
-"""Load: many signed-in people at once against the real console under daphne, on the real Slurm.
+"""Load: many signed-in people at once against the real console under uvicorn, on the real Slurm.
 
 Each of CLIENTS clients is a person of their own, with a session cookie for the pages and an API token
 for /v1, and sends a mix of everyday requests (dashboard, job list and its live feed, a job, /v1/me, the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import live_daphne, load
+from tests.support import live_server, load
 from tests.support.load import CLIENTS, REAL_PEOPLE, REQUESTS, SECONDS, visitors
 
 pytestmark = [pytest.mark.slurm, pytest.mark.root]
@@ -25,11 +25,11 @@ pytestmark = [pytest.mark.slurm, pytest.mark.root]
 @pytest.mark.django_db(transaction=True)
 def test_many_people_at_once_get_their_own_answers_with_no_errors(demo_cluster, people, django_db_blocker):
     crowd = visitors(demo_cluster, people)
-    with live_daphne.forked(django_db_blocker) as base:
+    with live_server.forked(django_db_blocker) as base:
         load.warm_up(base, crowd[0])
-        cpu_before = live_daphne.cpu_seconds(base.pid)
+        cpu_before = live_server.cpu_seconds(base.pid)
         held = load.run(base, crowd)
-        server_cpu = live_daphne.cpu_seconds(base.pid) - cpu_before
+        server_cpu = live_server.cpu_seconds(base.pid) - cpu_before
     tally = held.tally
     print(
         f"\nload held: {held.done:,} requests from {CLIENTS} clients ({CLIENTS} people, {REAL_PEOPLE} with a "

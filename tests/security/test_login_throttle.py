@@ -1,6 +1,6 @@
 """The sign-in throttle counts across web workers: its counters are in Redis when REDIS_URL is set.
 
-Each "worker" here is a cache client built from the settings the way another daphne process builds
+Each "worker" here is a cache client built from the settings the way another web worker builds
 its own (its own connection pool, nothing shared in memory); allauth's throttle runs against one or
 the other in turn, as a load balancer would spread a guesser's attempts.
 """

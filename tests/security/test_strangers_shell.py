@@ -29,7 +29,7 @@ from accounts.models import User
 from clusterra_site.asgi import application
 from terminal import confine, live
 from tests.conftest import require
-from tests.support import live_daphne
+from tests.support import live_server
 from tests.support.confinement import restore_table, saved_table
 from tests.support.fake_headnode import ct_email
 from tests.support.slurm_shell import cancel_all, shell
@@ -84,8 +84,8 @@ def people(settings, cluster):
 
 @pytest.fixture
 def console(django_db_blocker):
-    """The console served by daphne (its /healthz is what must keep answering)."""
-    with live_daphne.forked(django_db_blocker) as url:
+    """The console served by uvicorn (its /healthz is what must keep answering)."""
+    with live_server.forked(django_db_blocker) as url:
         yield url
 
 

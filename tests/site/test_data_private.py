@@ -83,7 +83,7 @@ def test_an_open_folder_is_refused_by_every_entry_point_with_the_command_that_fi
         "manage.py check": ["manage.py", "check"],
         "migrate": ["manage.py", "migrate", "--no-input"],
         "the sync loop": ["manage.py", "sync_jobs", "--once"],
-        "daphne's application": ["-c", "import clusterra_site.asgi"],
+        "the web server's application": ["-c", "import clusterra_site.asgi"],
     }
     for what, argv in entry_points.items():
         refused = run(data, *argv)

@@ -84,7 +84,7 @@ POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/clusterra_ci"
 def test_postgres_connections_come_from_a_pool_of_each_process(monkeypatch):
     monkeypatch.delenv("CLUSTERRA_DB_POOL_SIZE", raising=False)
     db = env.database(POSTGRES_URL, Path("/x"))
-    # Under daphne a kept connection (CONN_MAX_AGE) is never reused; Django refuses it with a pool.
+    # Under an ASGI server a kept connection (CONN_MAX_AGE) is never reused; Django refuses it with a pool.
     assert db["CONN_MAX_AGE"] == 0
     assert db["OPTIONS"]["pool"] == {
         "min_size": 2,

@@ -1,6 +1,6 @@
 """The shell keeper and web workers as real processes for tests, and a terminal page over a real WebSocket.
 
-`Keeper` runs `manage.py keep_shells --socket PATH`; `Worker` runs daphne on a loopback port, as production
+`Keeper` runs `manage.py keep_shells --socket PATH`; `Worker` runs uvicorn on a loopback port, as production
 runs each web worker. Both see the test's database (a transactional test's committed rows) and Redis
 through the environment. `socket_page` is tests.support.terminal_support's Page on a real socket to a Worker.
 
@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import REPO
+from tests.support import live_server
 from tests.support.redis_support import free_port
 from tests.support.sync_procs import database_url
 from tests.support.terminal_support import Page
@@ -118,7 +119,7 @@ class Keeper:
 
 
 class Worker:
-    """A web worker: daphne serving the console on a free loopback port, shells in the keeper at `keeper`."""
+    """A web worker: uvicorn serving the console on a free loopback port, shells in the keeper at `keeper`."""
 
     def __init__(self, keeper: Path, log_dir: Path) -> None:
         self.keeper = keeper
@@ -128,10 +129,9 @@ class Worker:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> Worker:
-        daphne = str(Path(PYTHON).with_name("daphne"))
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [daphne, "-b", "127.0.0.1", "-p", str(self.port), "clusterra_site.asgi:application"],
+                live_server.command(self.port),
                 cwd=REPO,
                 env=environment(CLUSTERRA_SHELL_KEEPER=str(self.keeper)),
                 stdout=log,
@@ -145,7 +145,7 @@ class Worker:
                 return self
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start: {self.log.read_text()}") from None
+                    raise RuntimeError(f"the worker did not start: {self.log.read_text()}") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:

@@ -1,7 +1,7 @@
 """The shell keeper (terminal.keeper): shells that outlive the web worker, all of it as real processes.
 
 The keeper runs as `manage.py keep_shells` on a socket in a private directory; the web side is the console's
-ASGI app in this process (Channels' WebsocketCommunicator) or daphne workers of their own
+ASGI app in this process (Channels' WebsocketCommunicator) or web workers (uvicorn) of their own
 (tests/support/keeper_support.py). Shells are real login shells of a real provisioned person.
 """
 
@@ -73,7 +73,7 @@ def keepers(real_person, socket_path):
 
 @pytest.fixture
 def workers(keepers, socket_path, tmp_path):
-    """Starts daphne workers whose shells live in the keeper; each is stopped before the keeper."""
+    """Starts web workers whose shells live in the keeper; each is stopped before the keeper."""
     started: list[Worker] = []
 
     async def start() -> Worker:
