@@ -195,3 +195,12 @@ def test_the_checks_see_what_they_look_for():
     assert ("jobs.views", "access.present") in edges
     assert ("clusters.headnode", "clusters.aws") in edges  # imported inside a function
     assert ("terminal.transports.local", "terminal.confine") in edges  # a relative import
+
+
+def test_the_package_list_names_every_app():
+    """pyproject's package list is what an install of the console holds: an app left out of it imports
+    only from a checkout's own folder (ui, files and job_templates were missing from it)."""
+    import tomllib
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert sorted(include["include"]) == sorted(f"{name}*" for name in (*FLOORS, CLI))
