@@ -7,6 +7,9 @@ effect (a retried sync loop, two workers seeing the same change):
 
     reserve()         → QUEUED    requested walltime x CPUs / GPUs held against every budget
     attach()            QUEUED    the reservation now belongs to a Slurm job id
+    hold(), write()   → QUEUED    a submit's way: decided under the quota locks, then written with its
+                                  job id once Slurm answers (or RELEASED, if it refused), in the same
+                                  transaction, so the entry is born attached
     started()         → RUNNING   counts as running instead of queued; still reserved
     settle()          → SETTLED   the reservation is replaced by real use: elapsed x allocated
     release()         → RELEASED  nothing was used (the submit failed, or it was cancelled while queued)
@@ -47,9 +50,11 @@ logger = logging.getLogger("clusterra.access")
 Run = tuple[int, int, int]
 
 __all__ = [
+    "Hold",
     "UnknownReservation",
     "array_progress",
     "attach",
+    "hold",
     "record_outside_use",
     "release",
     "reserve",
@@ -76,20 +81,66 @@ def reserve(person: Any, cluster: Cluster, request: Resources, *, dry_run: bool 
     # No savepoint inside a caller's transaction (a submit's): an error here ends that whole transaction
     # anyway, and a denial is an answer, not an error. Alone, this block is the transaction.
     with transaction.atomic(savepoint=False):
-        decision = policy.decide(person, "job.submit", cluster, request, lock=not dry_run)
-        if decision.allowed and not dry_run:
-            entry = open_reservation(person, cluster, request)
-            decision = replace(decision, reservation_id=entry.pk)
-    return decision
+        held = hold(person, cluster, request, dry_run=dry_run)
+        if held.decision.allowed and not dry_run:
+            return replace(held.decision, reservation_id=held.write())
+    return held.decision
 
 
-def open_reservation(person: Any, cluster: Cluster, request: Resources) -> Usage:
-    """Write a QUEUED entry holding the request's hours. Only reserve() calls this, under its locks."""
+def hold(person: Any, cluster: Cluster, request: Resources, *, dry_run: bool = False) -> Hold:
+    """reserve()'s decision under the quota locks, the entry left to `Hold.write` in the same transaction.
+
+    A submit decides before it calls Slurm and knows the job's id only after; the quota rows stay locked
+    until its transaction ends, so no other submit can draw on the same budget in between and the entry
+    can wait for the id (one statement where a reservation and its attach() were two). Must be called
+    inside the transaction that will write (or, with `dry_run`, anywhere: nothing is locked).
+    """
+    conn = transaction.get_connection()
+    if not dry_run and not conn.in_atomic_block:
+        raise RuntimeError("ledger.hold() outside a transaction: its locks would end before the entry")
+    decision = policy.decide(person, "job.submit", cluster, request, lock=not dry_run)
+    outer = conn.atomic_blocks[0] if conn.atomic_blocks else None
+    return Hold(person, cluster, request, decision, outer)
+
+
+class Hold:
+    """A decision taken under the quota locks whose entry is not written yet (see hold())."""
+
+    def __init__(self, person: Any, cluster: Cluster, request: Resources, decision: Decision, outer: Any):
+        self.person, self.cluster, self.request, self.decision = person, cluster, request, decision
+        self._outer = outer
+        self.reservation_id: int | None = None
+
+    def write(self, *, job_id: int | None = None, released: str = "") -> int:
+        """The entry: QUEUED (attached to `job_id` if given), or RELEASED with `released` as its reason.
+
+        Only for an allowed decision, once, in the transaction that took the locks: after it ends another
+        submit may have drawn on the budget this decision saw.
+        """
+        if not self.decision.allowed:
+            raise ValueError(f"nothing to reserve: the decision was {self.decision.code}")
+        if self.reservation_id is not None:
+            raise ValueError(f"this hold was already written as reservation {self.reservation_id}")
+        blocks = transaction.get_connection().atomic_blocks
+        if self._outer is None or not blocks or blocks[0] is not self._outer:
+            raise RuntimeError("Hold.write() outside the transaction that took the quota locks")
+        entry = open_reservation(self.person, self.cluster, self.request, job_id=job_id, released=released)
+        self.reservation_id = entry.pk
+        return entry.pk
+
+
+def open_reservation(
+    person: Any, cluster: Cluster, request: Resources, *, job_id: int | None = None, released: str = ""
+) -> Usage:
+    """Write the entry holding the request's hours. Only Hold.write calls this, under the quota locks."""
     entry = Usage.objects.create(
         cluster=cluster,
         user=person,
         username=person.get_username(),
-        state=Usage.State.QUEUED,
+        job_id=job_id,
+        state=Usage.State.RELEASED if released else Usage.State.QUEUED,
+        ended_at=timezone.now() if released else None,
+        release_reason=released[:200],
         partition=request.partition,
         nodes=request.nodes,
         cpus=request.cpus,

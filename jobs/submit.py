@@ -10,14 +10,15 @@ The flow (DESIGN.md, "How a job submission flows"), the same for the form, the A
    merged with the request (the request wins), and the final job resolved: partition,
    time limit, nodes, CPUs, GPUs, working directory (default: the script's folder) — jobs.plan;
 4. the person's Slurm client is made (their token minted; a refusal is audited and nothing else is written);
-5. then ONE transaction: with an Idempotency-Key its JobRecord claim first, `access.ledger.reserve`
-   (decide and reserve under the quota locks), the job submitted with the submit's tag in its
-   `extra` (or comment), the JobRecord written with the job id, `access.ledger.attach`, and one
-   audit row. A successful submit commits once (tests/jobs/test_submit_cost.py counts it).
+5. then ONE transaction: with an Idempotency-Key its JobRecord claim first, `access.ledger.hold`
+   (decide under the quota locks), the job submitted with the submit's tag in its `extra` (or
+   comment), the reservation written with the job id (`Hold.write`: the locks are still held, so
+   no other submit drew on the budget meanwhile), the JobRecord, and one audit row. A successful
+   submit commits once (tests/jobs/test_submit_cost.py counts it).
 
 Every outcome that can be described is written in that same transaction and committed before it
 is raised. If Slurm refuses, or the request provably never reached it (connection refused), the
-reservation is released (the ledger keeps it RELEASED, with why), a claim row deleted and the
+reservation is written released (the ledger keeps it RELEASED, with why), a claim row deleted and the
 audit says why: nothing is half-written. If the request may have reached Slurm but no usable
 answer came back (a timeout, a dropped connection, a gateway's 5xx), the job may be queued:
 releasing then would let the person overrun their limits and leave a job the console only adopts
@@ -47,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import re
 import time
@@ -78,8 +78,6 @@ from jobs import claims, output, scripts
 from jobs.models import JobRecord
 from jobs.plan import Plan, SubmitError, prepare
 from jobs.submit_request import SubmitRequest
-
-log = logging.getLogger("clusterra.jobs")
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -221,6 +219,7 @@ class _Attempt:
         self.error: SubmitError | None = None
         self.unexpected: BaseException | None = None
         self.record: JobRecord | None = None
+        self.hold: ledger.Hold | None = None
         self.reservation_id: int | None = None
         self.decision: Any = None
 
@@ -233,7 +232,8 @@ class _Attempt:
                 self.record = _new_record(person, cluster, plan, self.key, self.digest, self.tag)
             except IntegrityError:
                 raise _KeyTaken from None
-        decision = ledger.reserve(person, cluster, plan.resources)
+        self.hold = ledger.hold(person, cluster, plan.resources)
+        decision = self.hold.decision
         if not decision.allowed:
             if self.record is not None:
                 self.record.delete()
@@ -243,7 +243,6 @@ class _Attempt:
             )
             return
         self.decision = decision
-        self.reservation_id = decision.reservation_id
         sent_at = time.time()
         try:
             result = client.submit(dataclasses.replace(plan.spec, tag=self.tag))
@@ -262,7 +261,8 @@ class _Attempt:
         self._queued(result)
 
     def _queued(self, result: Any) -> None:
-        person, cluster, plan, rid = self.person, self.cluster, self.plan, self.reservation_id
+        person, cluster, plan = self.person, self.cluster, self.plan
+        rid = self._write_reservation(job_id=result.job_id)
         spec = plan.spec
         record = self.record or _new_record(person, cluster, plan, "", self.digest, self.tag, save=False)
         record.slurm_job_id = result.job_id
@@ -274,13 +274,6 @@ class _Attempt:
             record, plan.spec.standard_output or "", plan.spec.standard_error or ""
         )
         record.save()
-        if rid is not None:
-            try:
-                ledger.attach(rid, result.job_id)
-            except Exception:
-                # The job is queued and must stay recorded; the reservation stays open and sync settles it.
-                # (attach runs in its own savepoint, so its failure leaves this transaction usable.)
-                log.exception("ledger.attach(%s, %s) failed", rid, result.job_id)
         decision = self.decision
         audit(
             "job.submit",
@@ -337,16 +330,18 @@ class _Attempt:
             )
             self._abandon("cluster_unavailable", message, 502)
 
+    def _write_reservation(self, **how: Any) -> int:
+        """The held reservation, written now that Slurm has answered (or failed to), under the same locks."""
+        if self.hold is None:
+            raise RuntimeError("no reservation is held: the policy was not asked")
+        self.reservation_id = rid = self.hold.write(**how)
+        self.decision = dataclasses.replace(self.decision, reservation_id=rid)
+        return rid
+
     def _abandon(self, code: str, message: str, status: int) -> None:
-        """The submit did not queue: release the budget, drop the claim, say so in the audit log."""
-        rid = self.reservation_id
-        if rid is not None:
-            # The entry stays, RELEASED with the reason, so the audit's reservation_id points somewhere.
-            try:
-                ledger.release(rid, f"submit failed: {code}")
-            except Exception:
-                # In its own savepoint: this transaction goes on, and the entry is left for sync to settle.
-                log.exception("ledger.release(%s) failed after a failed submit", rid)
+        """The submit did not queue: no budget used, the claim dropped, and the audit log says why."""
+        # The entry is written RELEASED with the reason, so the audit's reservation_id points somewhere.
+        rid = self._write_reservation(released=f"submit failed: {code}")
         if self.record is not None:
             self.record.delete()
         _audit_failed(self.person, self.cluster, self.plan, self.request, code, message, rid)
@@ -357,7 +352,8 @@ class _Attempt:
         record = self.record or _new_record(
             self.person, self.cluster, self.plan, "", self.digest, self.tag, save=False
         )
-        record.reservation_id = self.reservation_id
+        # Open and unattached: the sync loop attaches it to the job carrying the tag, or releases it.
+        record.reservation_id = self._write_reservation()
         record.ledger = (
             JobRecord.Ledger.RESERVED if self.reservation_id is not None else JobRecord.Ledger.NONE
         )

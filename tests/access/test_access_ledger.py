@@ -119,6 +119,59 @@ def test_release_gives_everything_back(jane, cluster, budget):
     assert (s.gpu_hours_reserved, s.gpu_hours_used, s.gpu_hours_left, s.queued_jobs) == (0.0, 0.0, 10.0, 0)
 
 
+def test_a_hold_is_written_with_its_job_id_under_the_same_locks(jane, cluster, budget):
+    from django.db import transaction
+
+    with transaction.atomic():
+        held = ledger.hold(jane, cluster, GPU_JOB)
+        assert held.decision.allowed
+        assert held.decision.reservation_id is None
+        assert Usage.objects.count() == 0  # nothing written while Slurm is asked
+        rid = held.write(job_id=4242)
+        with pytest.raises(ValueError, match="already written"):
+            held.write(job_id=4243)
+    entry = Usage.objects.get(pk=rid)
+    assert (entry.state, entry.job_id, entry.reserved_gpu_hours) == (Usage.State.QUEUED, 4242, 3.0)
+    assert list(entry.groups.all()) == [jane.groups.get()]
+    assert status(jane, cluster).gpu_hours_reserved == 3.0
+
+
+def test_a_hold_whose_submit_failed_is_written_released(jane, cluster, budget):
+    from django.db import transaction
+
+    with transaction.atomic():
+        rid = ledger.hold(jane, cluster, GPU_JOB).write(released="submit failed: slurm_rejected")
+    entry = Usage.objects.get(pk=rid)
+    assert (entry.state, entry.job_id, entry.release_reason) == (
+        Usage.State.RELEASED,
+        None,
+        "submit failed: slurm_rejected",
+    )
+    assert entry.ended_at is not None
+    s = status(jane, cluster)
+    assert (s.gpu_hours_reserved, s.gpu_hours_left, s.queued_jobs) == (0.0, 10.0, 0)
+
+
+# Real transactions: inside a test's own wrapping transaction every block would be the same one.
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_is_written_only_in_the_transaction_that_took_its_locks(jane, cluster, budget):
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError, match="outside a transaction"):
+        ledger.hold(jane, cluster, GPU_JOB)
+    with transaction.atomic():
+        held = ledger.hold(jane, cluster, GPU_JOB)
+    # The locks ended with that transaction: another submit may have used what this decision saw.
+    with pytest.raises(RuntimeError, match="outside the transaction"), transaction.atomic():
+        held.write(job_id=1)
+    with transaction.atomic():
+        refused = ledger.hold(jane, cluster, Resources("gpu", gpus=8, time_limit=120))
+        with pytest.raises(ValueError, match="nothing to reserve"):
+            refused.write(job_id=2)
+    assert ledger.hold(jane, cluster, GPU_JOB, dry_run=True).decision.allowed  # no locks, no transaction
+    assert Usage.objects.count() == 0
+
+
 def test_every_step_is_idempotent(jane, cluster, budget):
     rid = reserve(jane, cluster, GPU_JOB).reservation_id
     ledger.attach(rid, 7)
