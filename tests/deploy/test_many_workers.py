@@ -183,6 +183,11 @@ def installed_console(tmp_path: Path, people_uids: tuple[int, int]) -> Iterator[
         console.nginx = start_nginx(tmp_path)
         wait_for(lambda: listening(console.https), "nginx listening", 15)
         yield console
+    except BaseException:
+        # What the parts said, for a failure that only shows itself now and then (a reattach once waited
+        # past 10 s for its handshake on a slow VM, and nothing here said where).
+        print_log_tails(tmp_path)
+        raise
     finally:
         stop_all(console.procs)
         stop_nginx(console.nginx)
@@ -192,6 +197,13 @@ def installed_console(tmp_path: Path, people_uids: tuple[int, int]) -> Iterator[
             )
         if console.checkout.exists():
             shutil.rmtree(console.checkout, ignore_errors=True)
+
+
+def print_log_tails(folder: Path, lines: int = 30) -> None:
+    """The last lines of every unit's log and of nginx's access and error logs, for a failure's output."""
+    for log in sorted(folder.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"---- {log.name} (last {len(tail)} lines)", *tail, sep="\n")
 
 
 # ---- one worker, directly (not through nginx) ----------------------------------------------------------
