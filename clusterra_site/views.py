@@ -53,14 +53,17 @@ def healthz(request: HttpRequest) -> JsonResponse:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        # Read before anything else of ours: a database without the console's tables (a server started
+        # before `manage.py migrate`) answers SELECT 1 but can serve nothing.
+        loop = SyncLoop.objects.filter(pk=1).first()
         database = {"ok": True, "vendor": connection.vendor}
     except DatabaseError as e:
         # Without the database nobody can be told apart from a stranger: the error goes to the log only.
-        log.error("healthz: the database does not answer: %s", e)
+        log.error("healthz: the database does not answer, or lacks the console's tables (migrate): %s", e)
         return JsonResponse({"ok": False, "degraded": ["database"]}, status=503)
     layer = channel_layer_state()
     degraded = [] if layer["ok"] else ["channel_layer"]
-    if sync.stalled(SyncLoop.objects.filter(pk=1).first()):
+    if sync.stalled(loop):
         degraded.append("sync")
     if not request.user.is_staff:
         return JsonResponse({"ok": True, "degraded": degraded})

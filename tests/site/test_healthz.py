@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from types import SimpleNamespace
 
 import pytest
+import requests
 from django.db import OperationalError
 
 from accounts.models import User
 from clusterra_site import env, views
 from clusters import probe
 from clusters.models import Cluster
+from tests.support import live_server
+from tests.support.deployed import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -105,6 +111,35 @@ def test_a_database_that_does_not_answer_is_503_and_named_only(client, monkeypat
     r = client.get("/healthz")
     assert r.status_code == 503
     assert r.json() == {"ok": False, "degraded": ["database"]}
+
+
+def test_a_server_started_before_migrate_answers_503_not_500(tmp_path):
+    """A newcomer's hand-started worker on a fresh SQLite file: the database answers, its tables are not
+    there yet. A load balancer must see 503 (not ready), not an error page that fails in turn."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    environment["CLUSTERRA_DATA_DIR"] = str(data)
+    port = free_port()
+    server = subprocess.Popen(
+        live_server.command(port), env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "the server did not answer within 30 s"
+                time.sleep(0.2)
+        assert r.status_code == 503, r.text[:500]
+        assert r.json() == {"ok": False, "degraded": ["database"]}
+    finally:
+        server.terminate()
+        said = server.communicate(timeout=15)[1].decode()
+    assert "lacks the console's tables (migrate)" in said, said[-2000:]
 
 
 @pytest.mark.django_db
