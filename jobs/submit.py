@@ -220,7 +220,6 @@ class _Attempt:
         self.unexpected: BaseException | None = None
         self.record: JobRecord | None = None
         self.hold: ledger.Hold | None = None
-        self.reservation_id: int | None = None
         self.decision: Any = None
 
     def run(self, client: Any) -> None:
@@ -269,7 +268,7 @@ class _Attempt:
         record.state = "PENDING"
         record.submit_time = timezone.now()
         record.reservation_id = rid
-        record.ledger = JobRecord.Ledger.RESERVED if rid is not None else JobRecord.Ledger.NONE
+        record.ledger = JobRecord.Ledger.RESERVED
         record.stdout_path, record.stderr_path = output.paths_for(
             record, plan.spec.standard_output or "", plan.spec.standard_error or ""
         )
@@ -334,7 +333,7 @@ class _Attempt:
         """The held reservation, written now that Slurm has answered (or failed to), under the same locks."""
         if self.hold is None:
             raise RuntimeError("no reservation is held: the policy was not asked")
-        self.reservation_id = rid = self.hold.write(**how)
+        rid = self.hold.write(**how)
         self.decision = dataclasses.replace(self.decision, reservation_id=rid)
         return rid
 
@@ -354,9 +353,7 @@ class _Attempt:
         )
         # Open and unattached: the sync loop attaches it to the job carrying the tag, or releases it.
         record.reservation_id = self._write_reservation()
-        record.ledger = (
-            JobRecord.Ledger.RESERVED if self.reservation_id is not None else JobRecord.Ledger.NONE
-        )
+        record.ledger = JobRecord.Ledger.RESERVED
         record.unconfirmed_since = timezone.now()
         record.save()
         self.record = record
@@ -371,7 +368,7 @@ class _Attempt:
             request=self.request,
             details={
                 "script_path": self.plan.script.path,
-                "reservation_id": self.reservation_id,
+                "reservation_id": record.reservation_id,
                 "submit_tag": self.tag,
                 **self.plan.cost_dict(),
             },
